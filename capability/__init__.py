@@ -1,0 +1,1 @@
+"""Conformance documents generated from what Precert registers: never written by hand twice."""

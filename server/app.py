@@ -1,0 +1,126 @@
+"""The application factory. ``server.app:app`` is the ASGI app for uvicorn or gunicorn users.
+
+Without ``PRECERT_MONGODB_URI`` the app starts the embedded database on ``PRECERT_DATA_DIR`` for the
+life of the process; run one worker in that case, or point every worker at one MongoDB.
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import JSONResponse, Response
+
+from server import __version__
+from server.embedded_db import EmbeddedDatabase
+from server.fhir.errors import FHIRError, issue, operation_outcome
+from server.fhir.responses import fhir_response
+from server.settings import Settings
+from server.state import AppState
+from server.storage import Storage
+
+log = logging.getLogger("precert")
+
+
+def _is_fhir(request: Request) -> bool:
+    return request.url.path.startswith("/fhir")
+
+
+def _error_response(request: Request, status: int, code: str, diagnostics: str, headers=None) -> Response:
+    if _is_fhir(request):
+        return fhir_response(operation_outcome([issue(code, diagnostics)]), status, headers)
+    return JSONResponse({"error": code, "message": diagnostics}, status_code=status, headers=headers)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(FHIRError)
+    async def _fhir_error(request: Request, exc: FHIRError):
+        return fhir_response(exc.outcome(), exc.status, exc.headers)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException):
+        code = {404: "not-found", 405: "not-supported", 401: "login", 403: "forbidden"}.get(exc.status_code, "processing")
+        detail = exc.detail if isinstance(exc.detail, str) else "request refused"
+        if exc.status_code == 404 and detail == "Not Found":
+            detail = f"no route for {request.method} {request.url.path[:200]}"
+        if exc.status_code == 405 and detail == "Method Not Allowed":
+            detail = f"{request.method} is not allowed on {request.url.path[:200]}"
+        return _error_response(request, exc.status_code, code, detail, getattr(exc, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, exc: RequestValidationError):
+        msgs = "; ".join(f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg')}" for e in exc.errors()[:10])
+        return _error_response(request, 400, "invalid", msgs or "invalid request")
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception):
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return _error_response(request, 500, "exception", "internal error; the request was not completed")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings.from_env()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        embedded = None
+        uri = settings.mongodb_uri
+        if uri is None:
+            embedded = EmbeddedDatabase(settings.data_dir / "db", command=settings.embedded_db_command)
+            embedded.start()
+            uri = embedded.uri
+        storage = Storage(uri, settings.db_name)
+        storage.connect()
+        state = AppState(settings=settings, storage=storage, embedded=embedded)
+        app.state.precert = state
+        try:
+            await storage.ensure_indexes()
+            for start in app.state.startup_steps:
+                await start(state)
+            if settings.load_sandbox:
+                from server.sandbox import load_sandbox
+
+                await load_sandbox(storage)
+            log.info("Precert %s ready (%s mode)", __version__, settings.mode)
+            yield
+        finally:
+            for stop in reversed(app.state.shutdown_steps):
+                try:
+                    await stop(state)
+                except Exception:  # pragma: no cover - shutdown is best effort per step
+                    log.exception("shutdown step failed")
+            await storage.close()
+            if embedded is not None:
+                embedded.stop()
+
+    app = FastAPI(
+        title="Precert",
+        version=__version__,
+        description="Payer-side HL7 Da Vinci prior authorization: CRD, DTR and PAS on FHIR R4",
+        lifespan=lifespan,
+        docs_url="/docs",
+        redoc_url=None,
+    )
+    app.state.settings = settings
+    app.state.startup_steps = []
+    app.state.shutdown_steps = []
+    install_error_handlers(app)
+
+    from server.fhir.rest import router as fhir_router
+    from server.health import router as health_router
+
+    app.include_router(health_router)
+    app.include_router(fhir_router)
+    return app
+
+
+def __getattr__(name: str):
+    # ``server.app:app`` is built on first access, so importing this module has no side effects.
+    if name == "app":
+        global app
+        app = create_app()
+        return app
+    raise AttributeError(name)

@@ -1,0 +1,57 @@
+"""The ``precert`` command."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from server import __version__
+from server.settings import Settings
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from server.app import create_app
+
+    settings = Settings.from_env().with_overrides(
+        mongodb_uri=args.mongodb_uri,
+        data_dir=Path(args.data_dir) if args.data_dir else None,
+        base_url=args.base_url,
+    )
+    if args.no_sandbox:
+        settings = settings.with_overrides(load_sandbox=False)
+    app = create_app(settings)
+    where = settings.mongodb_uri and "MongoDB at PRECERT_MONGODB_URI" or f"embedded database in {settings.data_dir.resolve()}"
+    print(f"Precert {__version__}: http://{args.host}:{args.port}/fhir/metadata ({where})", flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=args.access_log)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="precert", description="Payer-side Da Vinci prior-authorization server")
+    parser.add_argument("--version", action="version", version=f"precert {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the server")
+    serve.add_argument("--host", default=os.environ.get("PRECERT_HOST", "127.0.0.1"))
+    serve.add_argument("--port", type=int, default=int(os.environ.get("PRECERT_PORT", "8080")))
+    serve.add_argument("--data-dir", help="where the embedded database keeps its files (default ./precert-data)")
+    serve.add_argument("--mongodb-uri", help="use this MongoDB instead of the embedded database (env PRECERT_MONGODB_URI)")
+    serve.add_argument("--base-url", help="public base URL, e.g. https://payer.example.org (env PRECERT_BASE_URL)")
+    serve.add_argument("--no-sandbox", action="store_true", help="do not load the demo payer, members and providers")
+    serve.add_argument("--log-level", default="info")
+    serve.add_argument("--access-log", action="store_true", help="log each request line (paths only; no bodies)")
+    serve.set_defaults(func=_serve)
+
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=getattr(logging, str(getattr(args, "log_level", "info")).upper(), logging.INFO),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

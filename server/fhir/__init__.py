@@ -1,0 +1,1 @@
+"""FHIR R4 building blocks shared by every Precert surface."""

@@ -1,0 +1,69 @@
+"""OperationOutcome helpers.
+
+Every 4xx/5xx under ``/fhir`` is an OperationOutcome. Handlers raise :class:`FHIRError`; the app's
+exception handler turns it into a response, so no route builds an error body by hand.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+
+def issue(
+    code: str,
+    diagnostics: str,
+    expression: str | Iterable[str] | None = None,
+    severity: str = "error",
+) -> dict:
+    """One OperationOutcome.issue. ``code`` is from http://hl7.org/fhir/issue-type."""
+    item: dict = {"severity": severity, "code": code, "diagnostics": diagnostics}
+    if expression:
+        item["expression"] = [expression] if isinstance(expression, str) else list(expression)
+    return item
+
+
+def operation_outcome(issues: list[dict]) -> dict:
+    return {"resourceType": "OperationOutcome", "issue": issues}
+
+
+class FHIRError(Exception):
+    """An error that becomes an OperationOutcome with the given HTTP status."""
+
+    def __init__(self, status: int, issues: list[dict], headers: dict | None = None):
+        super().__init__(issues[0]["diagnostics"] if issues else str(status))
+        self.status = status
+        self.issues = issues
+        self.headers = headers or {}
+
+    @classmethod
+    def single(
+        cls,
+        status: int,
+        code: str,
+        diagnostics: str,
+        expression: str | Iterable[str] | None = None,
+    ) -> "FHIRError":
+        return cls(status, [issue(code, diagnostics, expression)])
+
+    def outcome(self) -> dict:
+        return operation_outcome(self.issues)
+
+
+def bad_request(diagnostics: str, expression: str | None = None, code: str = "invalid") -> FHIRError:
+    return FHIRError.single(400, code, diagnostics, expression)
+
+
+def not_found(diagnostics: str) -> FHIRError:
+    return FHIRError.single(404, "not-found", diagnostics)
+
+
+def gone(diagnostics: str) -> FHIRError:
+    return FHIRError.single(410, "deleted", diagnostics)
+
+
+def conflict(diagnostics: str, status: int = 409) -> FHIRError:
+    return FHIRError.single(status, "conflict", diagnostics)
+
+
+def unprocessable(issues: list[dict]) -> FHIRError:
+    return FHIRError(422, issues)

@@ -1,0 +1,368 @@
+"""Storage: the one module that talks to MongoDB.
+
+Resources are kept as their original JSON (bytes, exactly as serialized at write time) beside
+extracted, indexed search keys. The current version lives in ``resources``; every version, current
+or not, in ``resource_history``. Writes touching both happen in one transaction, so a failed request
+never leaves half a record.
+
+Other modules reach MongoDB only through :class:`Storage` (resources) and the named collections it
+hands out for their own records (cases, outbox, audit).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, AsyncIterator, Iterable
+
+import mongomotor
+import orjson
+from mongoengine import connection as me_connection
+from pymongo import ASCENDING, DESCENDING, ReturnDocument
+from pymongo.errors import DuplicateKeyError, OperationFailure
+
+from server.fhir.search_params import extract_keys
+
+log = logging.getLogger("precert.storage")
+
+ALIAS = "precert"
+
+# Search keys worth an index: the ones every client and every Da Vinci flow filters on.
+INDEXED_KEYS = (
+    "identifier", "patient", "subject", "beneficiary", "status", "url", "request",
+    "insurer", "provider", "requestor", "focus", "owner", "agent", "entity", "code",
+)
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def fhir_instant(moment: datetime) -> str:
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+@dataclass
+class StoredResource:
+    type: str
+    id: str
+    version: int
+    last_updated: datetime
+    json: bytes
+    deleted: bool = False
+
+    @property
+    def resource(self) -> dict:
+        return orjson.loads(self.json)
+
+    @property
+    def etag(self) -> str:
+        return f'W/"{self.version}"'
+
+    @classmethod
+    def from_doc(cls, doc: dict) -> "StoredResource":
+        lu = doc["lu"]
+        lu = lu.replace(tzinfo=timezone.utc) if lu.tzinfo is None else lu.astimezone(timezone.utc)
+        return cls(doc["t"], doc["id"], doc["v"], lu, doc.get("json") or b"", doc.get("del", False))
+
+
+class VersionConflict(Exception):
+    def __init__(self, current: int | None):
+        super().__init__(f"current version is {current}")
+        self.current = current
+
+
+class Storage:
+    """Connection lifecycle plus the resource repository."""
+
+    def __init__(self, uri: str, db_name: str):
+        self.uri = uri
+        self.db_name = db_name
+        self.client = None
+        self.db = None
+
+    # ------------------------------------------------------------------ lifecycle
+    def connect(self) -> None:
+        """Connect once at start-up (mongomotor's connect is synchronous)."""
+        self.client = mongomotor.connect(db=self.db_name, alias=ALIAS, host=self.uri, tz_aware=True)
+        self.db = self.client[self.db_name]
+
+    async def close(self) -> None:
+        # mongomotor.disconnect() runs its own event loop, which fails inside a running one, so the
+        # client is closed here and mongoengine's registries are cleared by hand.
+        client, self.client = self.client, None
+        if client is not None:
+            await client.close()
+        for alias in (ALIAS, f"{ALIAS}-sync", f"{ALIAS}_sync"):
+            sync = me_connection._connections.pop(alias, None)
+            if sync is not None and sync is not client:
+                try:
+                    sync.close()
+                except Exception:  # pragma: no cover - best effort
+                    pass
+            me_connection._dbs.pop(alias, None)
+            me_connection._connection_settings.pop(alias, None)
+        for alias in [a for a in list(me_connection._connections) if a.startswith(ALIAS)]:
+            conn = me_connection._connections.pop(alias)
+            try:
+                conn.close()
+            except Exception:  # pragma: no cover
+                pass
+            me_connection._dbs.pop(alias, None)
+            me_connection._connection_settings.pop(alias, None)
+
+    def collection(self, name: str):
+        return self.db[name]
+
+    async def ensure_indexes(self) -> None:
+        res = self.db.resources
+        await res.create_index([("t", ASCENDING), ("lu", DESCENDING)])
+        for key in INDEXED_KEYS:
+            await res.create_index([("t", ASCENDING), (f"k.{key}", ASCENDING)])
+        await res.create_index([("t", ASCENDING), ("k.created.lo", ASCENDING)])
+        await self.db.resource_history.create_index([("t", ASCENDING), ("id", ASCENDING), ("v", DESCENDING)])
+
+    async def ping(self) -> bool:
+        try:
+            await self.db.command("ping")
+            return True
+        except Exception:
+            return False
+
+    # ------------------------------------------------------------------ resources
+    def _document(self, rtype: str, rid: str, version: int, moment: datetime, resource: dict | None) -> dict:
+        if resource is not None:
+            meta = dict(resource.get("meta") or {})
+            meta["versionId"] = str(version)
+            meta["lastUpdated"] = fhir_instant(moment)
+            # resourceType, id and meta first, as FHIR servers conventionally write them.
+            rest = {k: v for k, v in resource.items() if k not in ("resourceType", "id", "meta")}
+            resource.clear()
+            resource.update({"resourceType": rtype, "id": rid, "meta": meta, **rest})
+            keys, sort = extract_keys(rtype, resource)
+            body = orjson.dumps(resource)
+        else:
+            keys, sort, body = {}, {}, b""
+        return {
+            "_id": f"{rtype}/{rid}",
+            "t": rtype,
+            "id": rid,
+            "v": version,
+            "lu": moment,
+            "del": resource is None,
+            "json": body,
+            "k": keys,
+            "s": sort,
+        }
+
+    async def _write_pair(self, doc: dict, expected_version: int | None, session) -> None:
+        history = {k: doc[k] for k in ("t", "id", "v", "lu", "del", "json")}
+        history["_id"] = f"{doc['_id']}/{doc['v']}"
+        await self.db.resource_history.insert_one(history, session=session)
+        if expected_version is None:
+            await self.db.resources.insert_one(doc, session=session)
+        else:
+            result = await self.db.resources.replace_one(
+                {"_id": doc["_id"], "v": expected_version}, doc, session=session
+            )
+            if result.matched_count != 1:
+                raise VersionConflict(None)
+
+    async def _transact(self, fn) -> Any:
+        async with self.client.start_session() as session:
+            async with await session.start_transaction():
+                return await fn(session)
+
+    async def create(self, rtype: str, resource: dict, rid: str | None = None) -> StoredResource:
+        rid = rid or str(uuid.uuid4())
+        doc = self._document(rtype, rid, 1, utcnow(), resource)
+        try:
+            await self._transact(lambda s: self._write_pair(doc, None, s))
+        except DuplicateKeyError:
+            raise VersionConflict(None) from None
+        return StoredResource.from_doc(doc)
+
+    async def read(self, rtype: str, rid: str) -> StoredResource | None:
+        doc = await self.db.resources.find_one({"_id": f"{rtype}/{rid}"}, {"k": 0, "s": 0})
+        return StoredResource.from_doc(doc) if doc else None
+
+    async def vread(self, rtype: str, rid: str, version: int) -> StoredResource | None:
+        doc = await self.db.resource_history.find_one({"_id": f"{rtype}/{rid}/{version}"})
+        return StoredResource.from_doc(doc) if doc else None
+
+    async def history(self, rtype: str, rid: str, limit: int = 100) -> list[StoredResource]:
+        cursor = self.db.resource_history.find({"t": rtype, "id": rid}).sort("v", DESCENDING).limit(limit)
+        return [StoredResource.from_doc(d) async for d in cursor]
+
+    async def update(
+        self, rtype: str, rid: str, resource: dict, if_match: int | None = None
+    ) -> tuple[StoredResource, bool]:
+        """Update (or create at a client-chosen id). Returns (stored, created)."""
+
+        async def work(session):
+            current = await self.db.resources.find_one({"_id": f"{rtype}/{rid}"}, {"v": 1, "del": 1}, session=session)
+            if if_match is not None and (current is None or current["v"] != if_match or current.get("del")):
+                raise VersionConflict(current["v"] if current else None)
+            version = current["v"] + 1 if current else 1
+            doc = self._document(rtype, rid, version, utcnow(), resource)
+            await self._write_pair(doc, current["v"] if current else None, session)
+            return doc, current is None or bool(current.get("del"))
+
+        try:
+            doc, created = await self._transact(work)
+        except DuplicateKeyError:
+            raise VersionConflict(None) from None
+        return StoredResource.from_doc(doc), created
+
+    async def delete(self, rtype: str, rid: str) -> StoredResource | None:
+        """Logical delete: a new, empty version. Returns None when there was nothing to delete."""
+
+        async def work(session):
+            current = await self.db.resources.find_one({"_id": f"{rtype}/{rid}"}, {"v": 1, "del": 1}, session=session)
+            if current is None or current.get("del"):
+                return None
+            doc = self._document(rtype, rid, current["v"] + 1, utcnow(), None)
+            await self._write_pair(doc, current["v"], session)
+            return doc
+
+        doc = await self._transact(work)
+        return StoredResource.from_doc(doc) if doc else None
+
+    async def search(
+        self,
+        rtype: str,
+        criteria: dict,
+        *,
+        sort: list[tuple[str, int]] | None = None,
+        offset: int = 0,
+        count: int = 20,
+        with_total: bool = True,
+    ) -> tuple[list[StoredResource], int | None]:
+        query = {"t": rtype, "del": False, **criteria}
+        order = [(field, direction) for field, direction in (sort or [("lu", DESCENDING)])]
+        order.append(("_id", ASCENDING))
+        cursor = self.db.resources.find(query, {"k": 0, "s": 0}).sort(order).skip(offset).limit(count)
+        found = [StoredResource.from_doc(d) async for d in cursor]
+        total = None
+        if with_total:
+            if offset == 0 and len(found) < count:
+                total = len(found)
+            else:
+                total = await self.db.resources.count_documents(query)
+        return found, total
+
+    async def read_many(self, refs: Iterable[str]) -> list[StoredResource]:
+        ids = list(dict.fromkeys(refs))
+        if not ids:
+            return []
+        cursor = self.db.resources.find({"_id": {"$in": ids}, "del": False}, {"k": 0, "s": 0})
+        return [StoredResource.from_doc(d) async for d in cursor]
+
+
+# ---------------------------------------------------------------------- search translation
+def _date_clause(prefix: str, lo: datetime, hi: datetime) -> dict:
+    if prefix == "eq":
+        return {"lo": {"$gte": lo}, "hi": {"$lte": hi}}
+    if prefix == "ne":
+        return {"$or": [{"lo": {"$lt": lo}}, {"hi": {"$gt": hi}}]}
+    if prefix == "gt":
+        return {"hi": {"$gt": hi}}
+    if prefix == "ge":
+        return {"hi": {"$gte": lo}}
+    if prefix == "lt":
+        return {"lo": {"$lt": lo}}
+    if prefix == "le":
+        return {"lo": {"$lte": hi}}
+    if prefix == "sa":
+        return {"lo": {"$gt": hi}}
+    if prefix == "eb":
+        return {"hi": {"$lt": lo}}
+    # "ap": overlapping
+    return {"lo": {"$lte": hi}, "hi": {"$gte": lo}}
+
+
+def _token_key(system: str | None, code: str | None) -> dict | str:
+    if system is None:
+        return code or ""
+    if code is None:
+        return {"$regex": "^" + re.escape(system) + r"\|"}
+    return f"{system}|{code}"
+
+
+def criteria_filter(criteria) -> dict:
+    """Translate parsed search criteria (server.fhir.search.Criterion) into a MongoDB filter."""
+    clauses: list[dict] = []
+    for c in criteria:
+        field = f"k.{c.name}"
+        if c.modifier == "missing":
+            clauses.append({field: {"$exists": not c.values[0]}})
+            continue
+        ors: list[dict] = []
+        if c.type == "id":
+            clauses.append({"id": {"$in": [str(v) for v in c.values]}})
+            continue
+        if c.name == "_lastUpdated":
+            for prefix, lo, hi in c.values:
+                clause = _date_clause(prefix, lo, hi)
+                if "$or" in clause:
+                    ors.append({"$or": [{"lu": cond["lo"] if "lo" in cond else cond["hi"]} for cond in clause["$or"]]})
+                else:
+                    cond: dict = {}
+                    for part in clause.values():
+                        cond.update(part)
+                    ors.append({"lu": cond})
+        elif c.type == "token":
+            for system, code in c.values:
+                key = _token_key(system, code)
+                ors.append({field: key if isinstance(key, dict) else key})
+            if c.modifier == "not":
+                clauses.append({"$nor": ors})
+                continue
+        elif c.type == "reference":
+            for value in c.values:
+                if c.modifier == "identifier":
+                    system, code = value
+                    ors.append({field: f"identifier:{system}|{code}" if system is not None else f"identifier:{code}"})
+                else:
+                    ors.append({field: str(value).split("/_history/")[0]})
+        elif c.type == "date":
+            for prefix, lo, hi in c.values:
+                ors.append({field: {"$elemMatch": _date_clause(prefix, lo, hi)}})
+        elif c.type == "string":
+            for value in c.values:
+                norm = " ".join(str(value).lower().split())
+                if c.modifier == "exact":
+                    ors.append({field: norm})
+                elif c.modifier == "contains":
+                    ors.append({field: {"$regex": re.escape(norm)}})
+                else:
+                    ors.append({field: {"$regex": "^" + re.escape(norm)}})
+        elif c.type == "uri":
+            for value in c.values:
+                if c.modifier == "below":
+                    ors.append({field: {"$regex": "^" + re.escape(value)}})
+                else:
+                    ors.append({field: value})
+        if len(ors) == 1:
+            clauses.append(ors[0])
+        elif ors:
+            clauses.append({"$or": ors})
+    if not clauses:
+        return {}
+    return clauses[0] if len(clauses) == 1 else {"$and": clauses}
+
+
+def sort_spec(sort: list[tuple[str, str, bool]]) -> list[tuple[str, int]]:
+    out = []
+    for name, _type, desc in sort:
+        direction = DESCENDING if desc else ASCENDING
+        if name == "_lastUpdated":
+            out.append(("lu", direction))
+        elif name == "_id":
+            out.append(("id", direction))
+        else:
+            out.append((f"s.{name}", direction))
+    return out
