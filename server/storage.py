@@ -172,9 +172,9 @@ class Storage:
                 raise VersionConflict(None)
 
     async def _transact(self, fn) -> Any:
+        """Run ``fn(session)`` in a transaction, retried on transient write conflicts."""
         async with self.client.start_session() as session:
-            async with await session.start_transaction():
-                return await fn(session)
+            return await session.with_transaction(fn)
 
     async def create(self, rtype: str, resource: dict, rid: str | None = None) -> StoredResource:
         rid = rid or str(uuid.uuid4())
