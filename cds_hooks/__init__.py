@@ -1,0 +1,1 @@
+"""Coverage Requirements Discovery: the CDS Hooks services."""

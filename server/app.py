@@ -6,6 +6,7 @@ life of the process; run one worker in that case, or point every worker at one M
 
 from __future__ import annotations
 
+import importlib
 import logging
 from contextlib import asynccontextmanager
 
@@ -23,6 +24,18 @@ from server.state import AppState
 from server.storage import Storage
 
 log = logging.getLogger("precert")
+
+# Capability modules, each exposing ``install(app)``. Order matters only for authentication, which
+# must wrap everything else.
+CAPABILITIES = (
+    "server.rules.routes",
+    "cds_hooks.routes",
+    "server.dtr.routes",
+    "server.pas.routes",
+    "server.subscriptions.routes",
+    "server.review.routes",
+    "server.auth.routes",
+)
 
 
 def _is_fhir(request: Request) -> bool:
@@ -113,6 +126,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     from server.health import router as health_router
 
     app.include_router(health_router)
+    # Each capability installs its routes, start-up steps and hooks; the FHIR router comes last so
+    # its catch-all type routes never shadow a capability's more specific ones.
+    for module in CAPABILITIES:
+        importlib.import_module(module).install(app)
     app.include_router(fhir_router)
     return app
 

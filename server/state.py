@@ -32,6 +32,11 @@ class AppState:
     before_write_hooks: list[WriteHook] = field(default_factory=list)
     after_write_hooks: list[AfterWriteHook] = field(default_factory=list)
     services: dict = field(default_factory=dict)
+    # Returns the provider organization a request acts for (set by authentication), or None.
+    owner_resolver: Callable[[Request], str | None] | None = None
+
+    def owner_for(self, request: Request) -> str | None:
+        return self.owner_resolver(request) if self.owner_resolver else None
 
     async def visible(self, request: Request, stored: StoredResource) -> bool:
         for hook in self.visibility_hooks:

@@ -53,6 +53,7 @@ class StoredResource:
     last_updated: datetime
     json: bytes
     deleted: bool = False
+    owner: str | None = None  # the provider organization whose data this is (isolation)
 
     @property
     def resource(self) -> dict:
@@ -66,7 +67,7 @@ class StoredResource:
     def from_doc(cls, doc: dict) -> "StoredResource":
         lu = doc["lu"]
         lu = lu.replace(tzinfo=timezone.utc) if lu.tzinfo is None else lu.astimezone(timezone.utc)
-        return cls(doc["t"], doc["id"], doc["v"], lu, doc.get("json") or b"", doc.get("del", False))
+        return cls(doc["t"], doc["id"], doc["v"], lu, doc.get("json") or b"", doc.get("del", False), doc.get("o"))
 
 
 class VersionConflict(Exception):
@@ -120,6 +121,7 @@ class Storage:
     async def ensure_indexes(self) -> None:
         res = self.db.resources
         await res.create_index([("t", ASCENDING), ("lu", DESCENDING)])
+        await res.create_index([("t", ASCENDING), ("o", ASCENDING)])
         for key in INDEXED_KEYS:
             await res.create_index([("t", ASCENDING), (f"k.{key}", ASCENDING)])
         await res.create_index([("t", ASCENDING), ("k.created.lo", ASCENDING)])
@@ -133,7 +135,7 @@ class Storage:
             return False
 
     # ------------------------------------------------------------------ resources
-    def _document(self, rtype: str, rid: str, version: int, moment: datetime, resource: dict | None) -> dict:
+    def _document(self, rtype: str, rid: str, version: int, moment: datetime, resource: dict | None, owner: str | None = None) -> dict:
         if resource is not None:
             meta = dict(resource.get("meta") or {})
             meta["versionId"] = str(version)
@@ -156,10 +158,11 @@ class Storage:
             "json": body,
             "k": keys,
             "s": sort,
+            "o": owner,
         }
 
     async def _write_pair(self, doc: dict, expected_version: int | None, session) -> None:
-        history = {k: doc[k] for k in ("t", "id", "v", "lu", "del", "json")}
+        history = {k: doc[k] for k in ("t", "id", "v", "lu", "del", "json", "o")}
         history["_id"] = f"{doc['_id']}/{doc['v']}"
         await self.db.resource_history.insert_one(history, session=session)
         if expected_version is None:
@@ -176,9 +179,9 @@ class Storage:
         async with self.client.start_session() as session:
             return await session.with_transaction(fn)
 
-    async def create(self, rtype: str, resource: dict, rid: str | None = None) -> StoredResource:
+    async def create(self, rtype: str, resource: dict, rid: str | None = None, owner: str | None = None) -> StoredResource:
         rid = rid or str(uuid.uuid4())
-        doc = self._document(rtype, rid, 1, utcnow(), resource)
+        doc = self._document(rtype, rid, 1, utcnow(), resource, owner)
         try:
             await self._transact(lambda s: self._write_pair(doc, None, s))
         except DuplicateKeyError:
@@ -198,16 +201,18 @@ class Storage:
         return [StoredResource.from_doc(d) async for d in cursor]
 
     async def update(
-        self, rtype: str, rid: str, resource: dict, if_match: int | None = None
+        self, rtype: str, rid: str, resource: dict, if_match: int | None = None, owner: str | None = None
     ) -> tuple[StoredResource, bool]:
-        """Update (or create at a client-chosen id). Returns (stored, created)."""
+        """Update (or create at a client-chosen id). Returns (stored, created). The owner of an
+        existing resource is kept; ``owner`` applies when the update creates it."""
 
         async def work(session):
-            current = await self.db.resources.find_one({"_id": f"{rtype}/{rid}"}, {"v": 1, "del": 1}, session=session)
+            current = await self.db.resources.find_one({"_id": f"{rtype}/{rid}"}, {"v": 1, "del": 1, "o": 1}, session=session)
             if if_match is not None and (current is None or current["v"] != if_match or current.get("del")):
                 raise VersionConflict(current["v"] if current else None)
             version = current["v"] + 1 if current else 1
-            doc = self._document(rtype, rid, version, utcnow(), resource)
+            keep_owner = current.get("o") if current and current.get("o") else owner
+            doc = self._document(rtype, rid, version, utcnow(), resource, keep_owner)
             await self._write_pair(doc, current["v"] if current else None, session)
             return doc, current is None or bool(current.get("del"))
 
@@ -221,10 +226,10 @@ class Storage:
         """Logical delete: a new, empty version. Returns None when there was nothing to delete."""
 
         async def work(session):
-            current = await self.db.resources.find_one({"_id": f"{rtype}/{rid}"}, {"v": 1, "del": 1}, session=session)
+            current = await self.db.resources.find_one({"_id": f"{rtype}/{rid}"}, {"v": 1, "del": 1, "o": 1}, session=session)
             if current is None or current.get("del"):
                 return None
-            doc = self._document(rtype, rid, current["v"] + 1, utcnow(), None)
+            doc = self._document(rtype, rid, current["v"] + 1, utcnow(), None, current.get("o"))
             await self._write_pair(doc, current["v"], session)
             return doc
 

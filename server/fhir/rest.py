@@ -221,7 +221,7 @@ async def create(request: Request, rtype: str) -> Response:
         if found:
             return stored_response(found[0], 200, base, location=True)
     await st.before_write(request, rtype, resource)
-    stored = await st.storage.create(rtype, resource)
+    stored = await st.storage.create(rtype, resource, owner=st.owner_for(request))
     await st.after_write(request, stored, "create")
     if prefer_minimal(request):
         return fhir_response(None, 201, resource_headers(stored, base, True))
@@ -308,7 +308,7 @@ async def update(request: Request, rtype: str, rid: str) -> Response:
         raise not_found(f"{rtype}/{rid} is not known")
     await st.before_write(request, rtype, resource)
     try:
-        stored, created = await st.storage.update(rtype, rid, resource, expected)
+        stored, created = await st.storage.update(rtype, rid, resource, expected, owner=st.owner_for(request))
     except VersionConflict as exc:
         if expected is not None:
             raise FHIRError.single(412, "conflict", f"If-Match names version {expected} but {rtype}/{rid} is at version {exc.current or existing.version if existing else 'none'}") from None
