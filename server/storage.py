@@ -174,14 +174,23 @@ class Storage:
             if result.matched_count != 1:
                 raise VersionConflict(None)
 
+    async def transaction(self, fn) -> Any:
+        """Run ``await fn(session)`` in one transaction (retried on transient write conflicts), for
+        capabilities whose writes span several collections."""
+        return await self._transact(fn)
+
     async def _transact(self, fn) -> Any:
         """Run ``fn(session)`` in a transaction, retried on transient write conflicts."""
         async with self.client.start_session() as session:
             return await session.with_transaction(fn)
 
-    async def create(self, rtype: str, resource: dict, rid: str | None = None, owner: str | None = None) -> StoredResource:
+    async def create(self, rtype: str, resource: dict, rid: str | None = None, owner: str | None = None, session=None) -> StoredResource:
+        """Create a resource. With ``session``, the write joins the caller's transaction."""
         rid = rid or str(uuid.uuid4())
         doc = self._document(rtype, rid, 1, utcnow(), resource, owner)
+        if session is not None:
+            await self._write_pair(doc, None, session)
+            return StoredResource.from_doc(doc)
         try:
             await self._transact(lambda s: self._write_pair(doc, None, s))
         except DuplicateKeyError:
