@@ -1,0 +1,52 @@
+"""The rules' HTTP surface on the real server: the active set, reload, evaluate, the public PA list."""
+
+from __future__ import annotations
+
+import pytest
+
+
+def test_admin_lists_the_active_rule_set(client):
+    r = client.get("/admin/rules")
+    assert r.status_code == 200
+    body = r.json()
+    assert body["payer"]["id"] == "precert-demo-payer"
+    ids = {rule["id"] for rule in body["rules"]}
+    assert {"advanced-imaging", "inpatient-surgery", "home-oxygen", "infliximab"} <= ids
+    assert body["status"]["last_error"] is None and body["version"]
+    imaging = next(rule for rule in body["rules"] if rule["id"] == "advanced-imaging")
+    assert imaging["file"] == "imaging.yaml" and imaging["conditions"]
+
+
+def test_admin_reload_reads_the_files_again(client):
+    r = client.post("/admin/rules/reload")
+    assert r.status_code == 200 and r.json()["status"]["reloads"] >= 2
+
+
+def test_public_prior_auth_list(client):
+    r = client.get("/rules/prior-auth-list")
+    assert r.status_code == 200
+    services = r.json()["services"]
+    assert any(s["rule"] == "advanced-imaging" and s["gold_card_exempt"] for s in services)
+
+
+def test_evaluate_returns_the_determination(client):
+    r = client.post("/admin/rules/evaluate", json={"codes": [{"system": "http://www.ama-assn.org/go/cpt", "code": "70551"}],
+                                                   "provider_ids": ["1567890128"]})
+    assert r.status_code == 200
+    assert r.json()["pa_needed"] == "satisfied" and r.json()["trace"]
+
+
+@pytest.mark.parametrize("body,status,text", [
+    (b"{not json", 400, "not valid JSON"),
+    (b"", 400, "empty"),
+    (b"[]", 400, "JSON object"),
+    (b'{"codes": "70551"}', 400, "'codes' must be a list"),
+    (b'{"coverage": []}', 400, "'coverage' must be a JSON object"),
+    (b'{"codes": [], "quantity": "ten"}', 400, "'quantity' must be a number"),
+    (b'{"codes": [], "<script>": 1}', 400, "unknown field"),
+    (b'{"patient": {}}', 400, "'codes'"),
+    (b'{"codes": [' + b'{"code": "x"},' * 120000 + b'{}]}', 413, "exceeds"),
+])
+def test_evaluate_refuses_bad_input_clearly(client, body, status, text):
+    r = client.post("/admin/rules/evaluate", content=body, headers={"Content-Type": "application/json"})
+    assert r.status_code == status and text in r.json()["message"]
