@@ -88,9 +88,9 @@ def payer_organization() -> dict:
     }
 
 
-def _coverage(cid: str, patient_ref: str, member_id: str, plan_key: str, status: str, end: str | None) -> dict:
+def _coverage(cid: str, patient_ref: str, member_id: str, plan_key: str, status: str, end: str | None, start: str = "2024-01-01") -> dict:
     plan = PLANS[plan_key]
-    period = {"start": "2024-01-01"}
+    period = {"start": start}
     if end:
         period["end"] = end
     return {
@@ -135,7 +135,8 @@ def sandbox_resources() -> list[dict]:
         "gender": "male",
         "birthDate": "1970-01-01",
     })
-    out.append(_coverage("cov-pas-example", "Patient/pas-example-subscriber", "12345678901", "gold-ppo", "active", None)
+    # Covered since 2000, so the examples' 2005 service dates fall inside the coverage period.
+    out.append(_coverage("cov-pas-example", "Patient/pas-example-subscriber", "12345678901", "gold-ppo", "active", None, start="2000-01-01")
                | {"identifier": [{"system": "http://example.org/MIN", "value": "12345678901"}]})
     for oid, name, org_npi in PROVIDER_ORGS:
         out.append({

@@ -210,7 +210,7 @@ class Storage:
         return [StoredResource.from_doc(d) async for d in cursor]
 
     async def update(
-        self, rtype: str, rid: str, resource: dict, if_match: int | None = None, owner: str | None = None
+        self, rtype: str, rid: str, resource: dict, if_match: int | None = None, owner: str | None = None, session=None
     ) -> tuple[StoredResource, bool]:
         """Update (or create at a client-chosen id). Returns (stored, created). The owner of an
         existing resource is kept; ``owner`` applies when the update creates it."""
@@ -225,6 +225,9 @@ class Storage:
             await self._write_pair(doc, current["v"] if current else None, session)
             return doc, current is None or bool(current.get("del"))
 
+        if session is not None:
+            doc, created = await work(session)
+            return StoredResource.from_doc(doc), created
         try:
             doc, created = await self._transact(work)
         except DuplicateKeyError:

@@ -45,6 +45,8 @@ class OperationRegistry:
     operations: list[Operation] = field(default_factory=list)
 
     def register(self, op: Operation) -> Operation:
+        # Registering again (a second app in one process) replaces the earlier declaration.
+        self.operations = [o for o in self.operations if not (o.name == op.name and o.resource_types == op.resource_types)]
         self.operations.append(op)
         return op
 

@@ -1,7 +1,23 @@
-"""Installs this capability into the app (routes, start-up steps, hooks)."""
+"""Installs Prior Authorization Support: the Claim operations, case storage and the review API."""
+
+from __future__ import annotations
 
 from fastapi import FastAPI
 
+from capability.statement import claim as claim_capability
+
 
 def install(app: FastAPI) -> None:
-    """Nothing to install yet."""
+    from server.pas import operations  # noqa: F401  (registers $submit and $inquire)
+    from server.pas import cases
+    from server.pas.service import PasService
+    from server.pas.review_api import router
+
+    app.include_router(router)
+
+    async def start(state) -> None:
+        await cases.ensure_indexes(state.storage)
+        state.services["pas"] = PasService(state)
+
+    app.state.startup_steps.append(start)
+    claim_capability("http://hl7.org/fhir/us/davinci-pas/CapabilityStatement/IntermediaryCapabilities")

@@ -1,0 +1,61 @@
+"""Prior-authorization cases: the durable record of each request, its decisions and its history.
+
+A case is written in the same transaction as the Claim and ClaimResponse it produces, before the
+response is sent, and is keyed by the submitter's Bundle identifier, so a retried submission finds
+the case instead of creating a second one (a unique index makes concurrent duplicates safe too).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from datetime import datetime, timedelta
+
+import orjson
+from pymongo import ASCENDING, DESCENDING
+
+from server.storage import Storage, utcnow
+
+EXPEDITED_HOURS = 72
+STANDARD_DAYS = 7
+
+
+def collection(storage: Storage):
+    return storage.collection("pas_cases")
+
+
+async def ensure_indexes(storage: Storage) -> None:
+    cases = collection(storage)
+    await cases.create_index([("key", ASCENDING)], unique=True)
+    await cases.create_index([("member_ids", ASCENDING)])
+    await cases.create_index([("status", ASCENDING), ("due", ASCENDING)])
+    await cases.create_index([("owner", ASCENDING), ("received", DESCENDING)])
+    await cases.create_index([("response_id", ASCENDING)])
+    await cases.create_index([("claim_id", ASCENDING)])
+    await cases.create_index([("claim_keys", ASCENDING)])
+
+
+def new_case_id() -> str:
+    return "PA" + utcnow().strftime("%y%m%d") + secrets.token_hex(4).upper()
+
+
+def new_auth_number() -> str:
+    return "AUTH" + secrets.token_hex(5).upper()
+
+
+def request_hash(bundle: dict) -> str:
+    return hashlib.sha256(orjson.dumps(bundle, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+def idempotency_key(owner: str | None, bundle: dict) -> str:
+    ident = bundle.get("identifier") or {}
+    return f"{owner or '-'}|{ident.get('system') or ''}|{ident.get('value') or ''}"
+
+
+def due_time(received: datetime, expedited: bool) -> datetime:
+    """CMS-0057-F decision clocks: 72 hours for expedited requests, 7 calendar days for standard."""
+    return received + (timedelta(hours=EXPEDITED_HOURS) if expedited else timedelta(days=STANDARD_DAYS))
+
+
+def event(kind: str, by: str, detail: str = "", **extra) -> dict:
+    return {"at": utcnow(), "event": kind, "by": by, "detail": detail, **extra}

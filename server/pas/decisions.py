@@ -1,0 +1,210 @@
+"""Decisions by payer staff on pended requests: approve, deny (with a reason), modify, request more
+information (a Task to the provider), assign. Each action records who and when, updates the
+ClaimResponse and queues the PAS notification, in one transaction."""
+
+from __future__ import annotations
+
+import copy
+import uuid
+from dataclasses import asdict
+from typing import Any
+
+import orjson
+
+from server.fhir.errors import FHIRError, issue
+from server.pas import cases as case_store
+from server.pas.adjudicate import ItemDecision
+from server.pas.constants import PAS_TEMP, PROFILE_TASK
+from server.pas.reasons import DENIAL_REASONS
+from server.pas.request import PasBundle
+from server.pas.response import Echo, build_claim_response, response_bundle
+from server.storage import fhir_instant, utcnow
+
+ACTIONS = ("approve", "deny", "modify", "request-info")
+
+
+def _bad(msg: str, where: str = "action") -> FHIRError:
+    return FHIRError.single(400, "invalid", msg, where)
+
+
+def plan_item_changes(case: dict, body: dict) -> dict[int, tuple[str, dict]]:
+    """{sequence: (new action code, details)} from a decision request; checked before anything is written."""
+    action = body.get("action")
+    if action not in ACTIONS:
+        raise _bad(f"action must be one of {', '.join(ACTIONS)}")
+    pended = {d["sequence"] for d in case["decisions"] if d["action"] == "A4"}
+    items = body.get("items")
+    if items is None:
+        items = [{"sequence": s} for s in sorted(pended)]
+    if not isinstance(items, list) or not items:
+        raise _bad("items must be a non-empty list of {sequence, ...}", "items")
+    changes: dict[int, tuple[str, dict]] = {}
+    for i, it in enumerate(items):
+        if not isinstance(it, dict) or not isinstance(it.get("sequence"), int):
+            raise _bad(f"items[{i}].sequence must be a whole number", f"items[{i}]")
+        seq = it["sequence"]
+        if seq not in pended:
+            raise FHIRError.single(409, "conflict", f"item {seq} is not pended; only pended items can be decided", f"items[{i}]")
+        item_action = it.get("action", action)
+        if item_action == "approve":
+            changes[seq] = ("A1", {})
+        elif item_action == "deny":
+            reason = it.get("reason") or body.get("reason") or {}
+            code = reason.get("code") if isinstance(reason, dict) else None
+            if code not in DENIAL_REASONS:
+                raise _bad(f"a denial needs reason.code, one of: {', '.join(DENIAL_REASONS)}", "reason.code")
+            text = str(reason.get("text") or "").strip()[:1000]
+            changes[seq] = ("A3", {"reason": f"{DENIAL_REASONS[code]}{' ' + text if text else ''}", "reason_code": code})
+        elif item_action == "modify":
+            qty = it.get("quantity")
+            if not isinstance(qty, (int, float)) or isinstance(qty, bool) or qty <= 0:
+                raise _bad(f"items[{i}].quantity must be a positive number to modify", f"items[{i}].quantity")
+            days = it.get("days")
+            if days is not None and (not isinstance(days, int) or isinstance(days, bool) or not 1 <= days <= 366):
+                raise _bad(f"items[{i}].days must be 1-366", f"items[{i}].days")
+            changes[seq] = ("A6", {"quantity": float(qty), "days": days, "reason": str(it.get("note") or body.get("note") or "").strip()[:1000]})
+        elif item_action == "request-info":
+            changes[seq] = ("A4", {})
+        else:
+            raise _bad(f"items[{i}].action must be one of {', '.join(ACTIONS)}", f"items[{i}].action")
+    if action == "request-info":
+        needed = body.get("needed")
+        if not isinstance(needed, list) or not needed or not all(isinstance(n, str) and n.strip() for n in needed):
+            raise _bad("request-info needs 'needed': a list of what is missing (plain language, or LOINC codes)", "needed")
+    return changes
+
+
+def _task(case: dict, pas: PasBundle, needed: list[str], base: str, questionnaire: str | None) -> dict:
+    claim = pas.claim
+    provider = pas.resource(claim.get("provider")) or {}
+    provider_ident = next((i for i in provider.get("identifier") or [] if isinstance(i, dict) and i.get("value")), {"value": "unknown"})
+    patient_ref = claim.get("patient")
+    inputs = [{"type": {"coding": [{"system": PAS_TEMP, "code": "payer-url"}]}, "valueUrl": f"{base}/Claim/$submit"}]
+    line = min((d["sequence"] for d in case["decisions"] if d["action"] == "A4"), default=1)
+    for n in needed:
+        code = n.strip()
+        concept = {"coding": [{"system": "http://loinc.org", "code": code}]} if code.replace("-", "").isdigit() else {"text": code[:500]}
+        inputs.append({
+            "extension": [{"url": "http://hl7.org/fhir/us/davinci-pas/StructureDefinition/extension-serviceLineNumber", "valuePositiveInt": line}],
+            "type": {"coding": [{"system": PAS_TEMP, "code": "attachments-needed"}]},
+            "valueCodeableConcept": concept,
+        })
+    if questionnaire:
+        inputs.append({
+            "extension": [{"url": "http://hl7.org/fhir/us/davinci-pas/StructureDefinition/extension-serviceLineNumber", "valuePositiveInt": line}],
+            "type": {"coding": [{"system": PAS_TEMP, "code": "questionnaire-context"}]},
+            "valueString": case["_id"],
+        })
+    return {
+        "resourceType": "Task",
+        "id": str(uuid.uuid4()),
+        "meta": {"profile": [PROFILE_TASK]},
+        "identifier": [{"system": "http://precert.example.org/sid/case", "value": case["_id"]}],
+        "status": "requested",
+        "intent": "order",
+        "code": {"coding": [{"system": PAS_TEMP, "code": "attachment-request-questionnaire" if questionnaire else "attachment-request-code"}]},
+        "for": patient_ref,
+        "authoredOn": fhir_instant(utcnow()),
+        "requester": {"identifier": {"system": "http://precert.example.org/sid/payer-id", "value": "PRECERT01"}},
+        "owner": {"identifier": provider_ident},
+        "reasonCode": {"coding": [{"system": PAS_TEMP, "code": "priorAuthorization"}]},
+        "reasonReference": {"reference": pas.claim_entry.full_url or claim.get("id", "")},
+        "input": inputs,
+    }
+
+
+async def decide(state, case_id: str, body: Any, reviewer: str, base: str) -> dict:
+    if not isinstance(body, dict):
+        raise _bad("the decision must be a JSON object", "body")
+    cases = case_store.collection(state.storage)
+    case = await cases.find_one({"_id": case_id})
+    if case is None or (state.services.get("case_visible") and not state.services["case_visible"](case)):
+        raise FHIRError.single(404, "not-found", f"case {case_id[:40]} is not known")
+    if case["status"] != "pended":
+        raise FHIRError.single(409, "conflict", f"case {case_id} is {case['status']}; only pended cases can be decided")
+    changes = plan_item_changes(case, body)
+    action = body["action"]
+    pas = PasBundle(orjson.loads(case["request"]))
+    decisions = [ItemDecision(**d) for d in case["decisions"]]
+    for d in decisions:
+        if d.sequence not in changes:
+            continue
+        code, details = changes[d.sequence]
+        d.action = code
+        d.trace = d.trace + [f"{action} by {reviewer}"]
+        if code == "A1":
+            d.reason = None
+            d.authorized_quantity = d.requested_quantity
+        elif code == "A3":
+            d.reason = details["reason"]
+        elif code == "A6":
+            d.authorized_quantity = details["quantity"]
+            if details.get("days"):
+                d.auth_period_days = details["days"]
+            d.reason = details.get("reason") or f"Modified by the reviewer: {details['quantity']:g} authorized."
+    still_pended = any(d.action == "A4" for d in decisions)
+    auth_number = case.get("auth_number") or (case_store.new_auth_number() if any(d.action in ("A1", "A6") for d in decisions) else None)
+    extra: list[tuple[str, dict]] = []
+    task = None
+    if action == "request-info":
+        questionnaire = next((d.questionnaire for d in decisions if d.action == "A4" and d.questionnaire), None)
+        task = _task(case, pas, body["needed"], base, questionnaire)
+        extra.append((f"{base}/Task/{task['id']}", task))
+        if pas.claim_entry:
+            extra.append((pas.claim_entry.full_url, pas.claim))
+    echo = Echo(pas)
+    cr = build_claim_response(pas, echo, response_id=case["response_id"], version=case["version"], decisions=decisions,
+                              case_number=case["_id"], auth_number=auth_number, reviewed_by_human=True)
+    bundle = response_bundle(cr, echo, base, extra=extra)
+    now = utcnow()
+    note = str(body.get("note") or "").strip()[:2000]
+    detail = {"approve": "approved", "deny": "denied", "modify": "modified", "request-info": "requested more information"}[action]
+    history = case_store.event(action, reviewer, f"{detail}: items {', '.join(str(s) for s in sorted(changes))}" + (f" ({note})" if note else ""))
+    update: dict = {
+        "decisions": [d.as_dict() for d in decisions],
+        "response": orjson.dumps(bundle),
+        "auth_number": auth_number,
+        "auth_numbers": [a for a in [auth_number] if a],
+        "reviewed_by_human": True,
+        "status": "pended" if still_pended else "decided",
+    }
+    if not still_pended:
+        update["decided"] = now
+        update["decided_by"] = reviewer
+    if task:
+        update["info_requested"] = now
+    stored_cr = copy.deepcopy(cr)
+    stored_cr["request"] = {"reference": f"Claim/{case['claim_id']}"}
+    if case.get("patient_id"):
+        stored_cr["patient"] = {"reference": f"Patient/{case['patient_id']}"}
+
+    async def write(session):
+        result = await cases.update_one({"_id": case_id, "status": "pended", "decisions": case["decisions"]},
+                                        {"$set": update, "$push": {"history": history}}, session=session)
+        if result.matched_count != 1:
+            raise FHIRError.single(409, "conflict", f"case {case_id} was decided by someone else meanwhile; reload it")
+        await state.storage.update("ClaimResponse", case["response_id"], stored_cr, owner=case.get("owner"), session=session)
+        if task:
+            task_copy = copy.deepcopy(task)
+            await state.storage.create("Task", task_copy, rid=task["id"], owner=case.get("owner"), session=session)
+        subs = state.services.get("subscriptions")
+        if subs is not None:
+            queued = await subs.notify_decision({**case, **update}, bundle, session=session)
+            if queued:
+                await cases.update_one({"_id": case_id}, {"$push": {"history": case_store.event("notification-queued", "precert", f"{queued} subscription(s)")}}, session=session)
+
+    await state.storage.transaction(write)
+    return await cases.find_one({"_id": case_id}, {"request": 0, "response": 0})
+
+
+async def assign(state, case_id: str, assignee: str | None, by: str) -> dict:
+    cases = case_store.collection(state.storage)
+    result = await cases.find_one_and_update(
+        {"_id": case_id, "status": "pended"},
+        {"$set": {"assignee": assignee}, "$push": {"history": case_store.event("assigned", by, f"to {assignee or 'nobody'}")}},
+        projection={"request": 0, "response": 0},
+        return_document=True,
+    )
+    if result is None:
+        raise FHIRError.single(404, "not-found", f"no pended case {case_id[:40]}")
+    return result

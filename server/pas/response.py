@@ -1,0 +1,310 @@
+"""Building PAS response Bundles (ClaimResponse first, then every resource it references).
+
+The ClaimResponse's references are written as the absolute fullUrls of the request entries they
+point to, and those entries are echoed unchanged with their original fullUrls (PAS spec-33), together
+with everything reachable from them, so a client (or a validator) resolves every reference inside the
+Bundle. The shape follows the version asked for: 2.2.1 by default, 2.0.1 where the request says so.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import date, timedelta
+from typing import Any
+
+from server.pas.adjudicate import ItemDecision
+from server.pas.constants import (
+    DECISION_REASON_CS, EXT_ADMIN_REF, EXT_AUTHORIZED_DETAIL, EXT_AUTHORIZED_PROVIDER, EXT_ERROR_ELEMENT,
+    EXT_ERROR_FOLLOWUP, EXT_ERROR_PATH, EXT_ITEM_TRACE, EXT_PREAUTH_ISSUE, EXT_PREAUTH_PERIOD,
+    EXT_REQUESTED_SERVICE_DATE, EXT_REVIEW_ACTION, EXT_REVIEW_ACTION_CODE, EXT_REVIEWER, EXT_TRANSMISSION,
+    FOLLOWUP_CS, PROFILE_CLAIMINQUIRYRESPONSE, PROFILE_CLAIMRESPONSE, PROFILE_INQUIRY_RESPONSE_BUNDLE,
+    PROFILE_RESPONSE_BUNDLE, REJECT_REASON_CS, REVIEW_ACTION_CS, REVIEW_ACTIONS, V201,
+)
+from server.pas.request import Entry, PasBundle
+from server.storage import fhir_instant, utcnow
+
+ADJUDICATION_SUBMITTED = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/adjudication", "code": "submitted"}]}
+DEFAULT_AUTH_DAYS = 90
+ACTION_DISPLAY = dict(REVIEW_ACTIONS, C="Cancelled")
+
+
+def review_action(code: str, number: str | None = None, reason: dict | None = None) -> dict:
+    subs: list[dict] = []
+    if number:
+        subs.append({"url": "number", "valueString": number})
+    subs.append({
+        "url": EXT_REVIEW_ACTION_CODE,
+        "valueCodeableConcept": {"coding": [{"system": REVIEW_ACTION_CS, "code": code, "display": ACTION_DISPLAY.get(code, code)}]},
+    })
+    if reason:
+        subs.append({"url": "reasonCode", "valueCodeableConcept": {"coding": [reason]}})
+    return {"url": EXT_REVIEW_ACTION, "extension": subs}
+
+
+def _walk_references(value: Any, out: list[dict]) -> None:
+    if isinstance(value, dict):
+        if isinstance(value.get("reference"), str):
+            out.append(value)
+        for v in value.values():
+            _walk_references(v, out)
+    elif isinstance(value, list):
+        for v in value:
+            _walk_references(v, out)
+
+
+class Echo:
+    """Collects request entries to echo in the response, with everything they reference."""
+
+    def __init__(self, pas: PasBundle):
+        self.pas = pas
+        self.entries: list[Entry] = []
+        self._seen: set[int] = set()
+
+    def ref(self, reference: Any, source: Entry | None = None) -> dict | None:
+        """A Reference to the echoed copy of a request resource (absolute fullUrl), or None."""
+        entry = self.pas.resolve(reference, source or self.pas.claim_entry)
+        if entry is None:
+            return None
+        self.add(entry)
+        out = {"reference": entry.full_url}
+        if isinstance(reference, dict) and reference.get("display"):
+            out["display"] = reference["display"]
+        return out
+
+    def add(self, entry: Entry) -> None:
+        if entry.index in self._seen or entry.type == "Claim":
+            return
+        self._seen.add(entry.index)
+        self.entries.append(entry)
+        refs: list[dict] = []
+        _walk_references(entry.resource, refs)
+        for r in refs:
+            target = self.pas.resolve(r, entry)
+            if target is not None and target.type != "Claim":
+                self.add(target)
+
+
+def _transmission(claim: dict) -> dict | None:
+    for ext in claim.get("extension") or []:
+        if isinstance(ext, dict) and ext.get("url") == EXT_TRANSMISSION:
+            subs = {s.get("url"): s.get("valueString") for s in ext.get("extension") or [] if isinstance(s, dict)}
+            swapped = []
+            # The response travels the other way: sender and receiver trade places.
+            for ours, theirs in (("applicationSenderCode", "applicationReceiverCode"), ("applicationReceiverCode", "applicationSenderCode"),
+                                 ("interchangeSenderID", "interchangeReceiverID"), ("interchangeReceiverID", "interchangeSenderID")):
+                if subs.get(theirs):
+                    swapped.append({"url": ours, "valueString": subs[theirs]})
+            if any(s["url"] == "applicationSenderCode" for s in swapped) and any(s["url"] == "applicationReceiverCode" for s in swapped):
+                return {"url": EXT_TRANSMISSION, "extension": swapped}
+    return None
+
+
+def _period(start: date, days: int) -> dict:
+    return {"start": start.isoformat(), "end": (start + timedelta(days=days)).isoformat()}
+
+
+def _service_start(item: dict) -> date:
+    text = item.get("servicedDate") or (item.get("servicedPeriod") or {}).get("start")
+    try:
+        if text:
+            return max(date.fromisoformat(text[:10]), date.today())
+    except ValueError:
+        pass
+    return date.today()
+
+
+def build_claim_response(
+    pas: PasBundle,
+    echo: Echo,
+    *,
+    response_id: str,
+    version: str,
+    decisions: list[ItemDecision] | None,
+    case_number: str,
+    auth_number: str | None,
+    reviewed_by_human: bool = False,
+    errors: list[tuple[str, str, str]] | None = None,
+    disposition: str | None = None,
+    inquiry: bool = False,
+    created: str | None = None,
+) -> dict:
+    claim = pas.claim
+    claim_entry = pas.claim_entry
+    cr: dict = {
+        "resourceType": "ClaimResponse",
+        "id": response_id,
+        "meta": {"profile": [PROFILE_CLAIMINQUIRYRESPONSE if inquiry else PROFILE_CLAIMRESPONSE]},
+    }
+    extensions: list[dict] = []
+    if version != V201:
+        trans = _transmission(claim)
+        if trans:
+            extensions.append(trans)
+        if decisions:
+            extensions.append({"url": EXT_REVIEWER, "extension": [{"url": "wasHumanReviewedFlag", "valueBoolean": reviewed_by_human}]})
+    if extensions:
+        cr["extension"] = extensions
+    if claim.get("identifier"):
+        cr["identifier"] = claim["identifier"]
+    cr["status"] = "active"
+    cr["type"] = claim.get("type") or {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/claim-type", "code": "professional"}]}
+    cr["use"] = "preauthorization"
+    patient = echo.ref(claim.get("patient"))
+    cr["patient"] = patient or claim.get("patient")
+    cr["created"] = created or fhir_instant(utcnow())
+    cr["insurer"] = echo.ref(claim.get("insurer")) or claim.get("insurer")
+    requestor = echo.ref(claim.get("provider"))
+    if requestor:
+        cr["requestor"] = requestor
+    request: dict = {}
+    if claim_entry and claim_entry.full_url:
+        request["reference"] = claim_entry.full_url
+    if claim.get("identifier"):
+        request["identifier"] = claim["identifier"][0]
+    cr["request"] = request
+    notes: list[dict] = []
+    if errors:
+        cr["outcome"] = "error"
+        cr["disposition"] = disposition or "The request could not be processed."
+        cr["error"] = []
+        for code, text, path in errors:
+            notes.append({"number": len(notes) + 1, "type": "display", "text": text})
+            err: dict = {"extension": [], "code": {"coding": [{"system": REJECT_REASON_CS, "code": code, "display": text}]}}
+            if version == V201:
+                err["extension"].append({"url": EXT_ERROR_ELEMENT, "valueString": path})
+            else:
+                err["extension"].append({"url": EXT_ERROR_ELEMENT, "extension": [{"url": "processNote", "valuePositiveInt": len(notes)}]})
+            err["extension"].append({"url": EXT_ERROR_PATH, "valueString": path})
+            err["extension"].append({"url": EXT_ERROR_FOLLOWUP, "valueCodeableConcept": {"coding": [{"system": FOLLOWUP_CS, "code": "C", "display": "Please Correct and Resubmit"}]}})
+            cr["error"].append(err)
+        cr["processNote"] = notes
+        return cr
+
+    decisions = decisions or []
+    pended = any(d.action == "A4" for d in decisions)
+    approved = [d for d in decisions if d.action in ("A1", "A6")]
+    cr["outcome"] = "queued" if (pended and version == V201) else "complete"
+    cr["disposition"] = disposition or _disposition(decisions)
+    if approved and auth_number:
+        cr["preAuthRef"] = auth_number
+        days = max(d.auth_period_days or DEFAULT_AUTH_DAYS for d in approved)
+        cr["preAuthPeriod"] = _period(date.today(), days)
+    items_by_seq = {int(i.get("sequence") or 0): i for i in claim.get("item") or [] if isinstance(i, dict)}
+    items_out: list[dict] = []
+    add_items: list[dict] = []
+    for d in decisions:
+        item = items_by_seq.get(d.sequence, {})
+        ext: list[dict] = []
+        for trace in item.get("extension") or []:
+            if isinstance(trace, dict) and trace.get("url") == EXT_ITEM_TRACE:
+                ext.append(trace)
+        if item.get("servicedDate"):
+            ext.append({"url": EXT_REQUESTED_SERVICE_DATE, "valueDateTime": item["servicedDate"]})
+        elif item.get("servicedPeriod"):
+            ext.append({"url": EXT_REQUESTED_SERVICE_DATE, "valuePeriod": item["servicedPeriod"]})
+        number = None
+        if d.action in ("A1", "A6"):
+            number = f"{auth_number}-{d.sequence}" if auth_number else None
+            ext.append({"url": EXT_PREAUTH_ISSUE, "valueDate": date.today().isoformat()})
+            ext.append({"url": EXT_PREAUTH_PERIOD, "valuePeriod": _period(_service_start(item), d.auth_period_days or DEFAULT_AUTH_DAYS)})
+            if requestor:
+                provider = _authorized_provider(pas, echo, claim)
+                if provider:
+                    ext.append({"url": EXT_AUTHORIZED_PROVIDER, "extension": [{"url": "provider", "valueReference": provider}]})
+        if d.action == "A4":
+            number = f"{case_number}-{d.sequence}"
+            ext.append({"url": EXT_ADMIN_REF, "valueString": number})
+        if d.action == "A6" and d.authorized_quantity is not None:
+            detail = [{"url": "productOrServiceCode", "valueCodeableConcept": item.get("productOrService")}] if item.get("productOrService") else []
+            detail.append({"url": "quantity", "valueQuantity": _quantity(item, d.authorized_quantity)})
+            ext.append({"url": EXT_AUTHORIZED_DETAIL, "extension": detail})
+        out: dict = {}
+        if ext:
+            out["extension"] = ext
+        out["itemSequence"] = d.sequence
+        if d.reason:
+            notes.append({"number": len(notes) + 1, "type": "display", "text": f"Item {d.sequence} ({d.summary}): {d.reason}"})
+            out["noteNumber"] = [len(notes)]
+        out["adjudication"] = [{"extension": [review_action(d.action, number)], "category": ADJUDICATION_SUBMITTED}]
+        items_out.append(out)
+        if d.action == "A6" and d.authorized_quantity is not None:
+            add: dict = {"itemSequence": [d.sequence], "productOrService": item.get("productOrService")}
+            if item.get("servicedDate"):
+                add["servicedDate"] = item["servicedDate"]
+            elif item.get("servicedPeriod"):
+                add["servicedPeriod"] = item["servicedPeriod"]
+            add["quantity"] = _quantity(item, d.authorized_quantity)
+            add["adjudication"] = [{"extension": [review_action("A1", number)], "category": ADJUDICATION_SUBMITTED}]
+            add_items.append(add)
+    if items_out:
+        cr["item"] = items_out
+    if add_items:
+        cr["addItem"] = add_items
+    if notes:
+        cr["processNote"] = notes
+    return cr
+
+
+def _quantity(item: dict, value: float) -> dict:
+    q = dict(item.get("quantity") or {})
+    q["value"] = int(value) if float(value).is_integer() else value
+    if not q.get("unit") and not q.get("code"):
+        q["unit"] = "units"
+    return q
+
+
+def _authorized_provider(pas: PasBundle, echo: Echo, claim: dict) -> dict | None:
+    """The provider the authorization is for: the requesting Organization, or the Practitioner of
+    the requesting PractitionerRole (the extension allows Practitioner or Organization)."""
+    entry = pas.resolve(claim.get("provider"), pas.claim_entry)
+    if entry is None:
+        return None
+    if entry.type == "PractitionerRole":
+        return echo.ref(entry.resource.get("practitioner"), entry) or echo.ref(entry.resource.get("organization"), entry)
+    if entry.type in ("Organization", "Practitioner"):
+        return {"reference": entry.full_url}
+    return None
+
+
+def _disposition(decisions: list[ItemDecision]) -> str:
+    actions = {d.action for d in decisions}
+    if not decisions:
+        return "No items"
+    if actions == {"C"}:
+        return "Cancelled"
+    if "A4" in actions:
+        return "Pended for review"
+    if actions <= {"A1", "C"}:
+        return "Certified in total"
+    if actions <= {"A3", "C"}:
+        return "Not certified"
+    if "A6" in actions and "A3" not in actions:
+        return "Certified with modifications"
+    return "Partially certified"
+
+
+def response_bundle(
+    claim_response: dict,
+    echo: Echo,
+    base: str,
+    *,
+    inquiry: bool = False,
+    extra: list[tuple[str, dict]] = (),
+    bundle_id: str | None = None,
+) -> dict:
+    """ClaimResponse first, then any extra resources (Task, Claim), then the echoed request entries."""
+    entries = [{"fullUrl": f"{base}/ClaimResponse/{claim_response['id']}", "resource": claim_response}]
+    for full_url, resource in extra:
+        entries.append({"fullUrl": full_url, "resource": resource})
+    for e in echo.entries:
+        entries.append({"fullUrl": e.full_url, "resource": e.resource})
+    bid = bundle_id or str(uuid.uuid4())
+    return {
+        "resourceType": "Bundle",
+        "id": bid,
+        "meta": {"profile": [PROFILE_INQUIRY_RESPONSE_BUNDLE if inquiry else PROFILE_RESPONSE_BUNDLE]},
+        "identifier": {"system": "urn:ietf:rfc:3986", "value": f"urn:uuid:{bid}"},
+        "type": "collection",
+        "timestamp": fhir_instant(utcnow()),
+        "entry": entries,
+    }

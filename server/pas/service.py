@@ -1,0 +1,311 @@
+"""The PAS workflow: submit (new requests, updates, cancels), inquire, and reviewer decisions."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import uuid
+from dataclasses import asdict
+from typing import Any
+
+import orjson
+from pymongo.errors import DuplicateKeyError
+
+from server.fhir.errors import FHIRError
+from server.pas import cases as case_store
+from server.pas.adjudicate import (
+    ItemDecision, MemberCheck, codings, decide_item, describe, evaluation_input, expedited, member_ids,
+    provider_ids, questionnaire_responses,
+)
+from server.pas.constants import EXT_ADMIN_REF, EXT_AUTH_NUMBER, EXT_TRANSMISSION, V201
+from server.pas.request import (
+    PasBundle, check_request, claim_cancelled, ext_value, item_cancelled, item_change, prior_claim_reference,
+)
+from server.pas.response import Echo, build_claim_response, response_bundle
+from server.storage import fhir_instant, utcnow
+
+log = logging.getLogger("precert.pas")
+
+
+def _token_keys(identifiers: list[dict]) -> list[str]:
+    out = []
+    for ident in identifiers or []:
+        if isinstance(ident, dict) and ident.get("value"):
+            out.append(str(ident["value"]))
+            if ident.get("system"):
+                out.append(f"{ident['system']}|{ident['value']}")
+    return out
+
+
+def sender_ids(pas: PasBundle) -> list[str]:
+    """Who sent the request, for the PAS subscription filter (org-identifier): the X12 sender codes
+    and the identifiers of the requesting provider."""
+    out: list[str] = []
+    for ext in pas.claim.get("extension") or []:
+        if isinstance(ext, dict) and ext.get("url") == EXT_TRANSMISSION:
+            for sub in ext.get("extension") or []:
+                if sub.get("url") in ("interchangeSenderID", "applicationSenderCode") and sub.get("valueString"):
+                    out.append(sub["valueString"])
+    provider = pas.resource(pas.claim.get("provider"))
+    stack = [provider] if provider else []
+    if provider and provider.get("resourceType") == "PractitionerRole":
+        org = pas.resource(provider.get("organization"))
+        if org:
+            stack.append(org)
+    for res in stack:
+        out.extend(_token_keys(res.get("identifier")))
+    return list(dict.fromkeys(out))
+
+
+class PasService:
+    def __init__(self, state):
+        self.state = state
+        self.storage = state.storage
+        self.cases = case_store.collection(state.storage)
+
+    # ------------------------------------------------------------------ member checks
+    async def check_member(self, pas: PasBundle) -> MemberCheck:
+        claim = pas.claim
+        ids = member_ids(pas)
+        if not ids:
+            return MemberCheck(error=("72", "The request carries no member identifier (Coverage.identifier, Coverage.subscriberId or Patient.identifier).", "Claim.insurance.coverage"))
+        keys = ids + [i.split("|", 1)[1] for i in ids if "|" in i]
+        found, _ = await self.storage.search(
+            "Coverage",
+            {"$or": [{"k.identifier": {"$in": ids}}, {"k.subscriber-id": {"$in": [k.lower() for k in keys]}}]},
+            count=5, with_total=False,
+        )
+        if not found:
+            return MemberCheck(error=("75", "Subscriber/insured not found: no member of this plan has the identifier given.", "Claim.insurance.coverage"))
+        coverage = found[0].resource
+        patient = None
+        ref = (coverage.get("beneficiary") or {}).get("reference")
+        if isinstance(ref, str) and "/" in ref:
+            stored = await self.storage.read(*ref.split("/")[-2:])
+            patient = stored.resource if stored and not stored.deleted else None
+        if coverage.get("status") != "active":
+            return MemberCheck(error=("78", f"The member's coverage is {coverage.get('status')}; no authorization can be given.", "Claim.insurance.coverage"), coverage=coverage, patient=patient)
+        end = (coverage.get("period") or {}).get("end")
+        if end and end < utcnow().date().isoformat():
+            return MemberCheck(error=("78", f"The member's coverage ended on {end}.", "Claim.insurance.coverage"), coverage=coverage, patient=patient)
+        return MemberCheck(coverage=coverage, patient=patient)
+
+    # ------------------------------------------------------------------ submit
+    async def submit(self, body: Any, owner: str | None, base: str) -> tuple[bytes, int]:
+        pas, version = check_request(body, "submit")
+        request_bundle = pas.bundle
+        key = case_store.idempotency_key(owner, request_bundle)
+        digest = case_store.request_hash(request_bundle)
+        existing = await self.cases.find_one({"key": key}, {"response": 1, "hash": 1})
+        if existing is not None:
+            return self._replay(existing, digest)
+
+        received = utcnow()
+        case_id = case_store.new_case_id()
+        claim_id = str(uuid.uuid4())
+        response_id = str(uuid.uuid4())
+        echo = Echo(pas)
+        history = [case_store.event("submitted", "provider", f"Bundle {request_bundle.get('identifier', {}).get('value')}")]
+        prior_case = await self._prior_case(pas, owner)
+        member = await self.check_member(pas)
+        decisions: list[ItemDecision] = []
+        errors: list[tuple[str, str, str]] = []
+        auth_number = None
+        status = "decided"
+        if member.error:
+            errors.append(member.error)
+            status = "error"
+            history.append(case_store.event("rejected", "precert", member.error[1]))
+        elif prior_case is not None and prior_case.get("status") == "decided" and all(d["action"] == "A3" for d in prior_case.get("decisions") or []):
+            errors.append(("15", "The request this update refers to was denied; a denied request cannot be updated. Submit a new request.", "Claim.related"))
+            status = "error"
+            history.append(case_store.event("rejected", "precert", "update of a denied request"))
+        else:
+            decisions = self._decide(pas, member, prior_case)
+            actions = {d.action for d in decisions}
+            if actions and actions <= {"C"}:
+                status = "cancelled"
+            elif "A4" in actions:
+                status = "pended"
+            auth_number = (prior_case or {}).get("auth_number") or (case_store.new_auth_number() if actions & {"A1", "A6"} else None)
+            for d in decisions:
+                history.append(case_store.event("item-" + {"A1": "certified", "A3": "not-certified", "A4": "pended", "A6": "modified", "C": "cancelled"}[d.action], "precert-rules", f"item {d.sequence}: {d.reason or d.summary}", sequence=d.sequence, rule=d.rule_id))
+        cr = build_claim_response(pas, echo, response_id=response_id, version=version, decisions=decisions,
+                                  case_number=case_id, auth_number=auth_number, errors=errors)
+        bundle = response_bundle(cr, echo, base)
+        body_bytes = orjson.dumps(bundle)
+        is_expedited = expedited(pas.claim)
+        doc = {
+            "_id": case_id,
+            "key": key,
+            "hash": digest,
+            "owner": owner,
+            "version": version,
+            "status": status,
+            "urgency": "expedited" if is_expedited else "standard",
+            "received": received,
+            "due": case_store.due_time(received, is_expedited),
+            "decided": received if status in ("decided", "error", "cancelled") else None,
+            "auth_number": auth_number,
+            "request": orjson.dumps(request_bundle),
+            "response": body_bytes,
+            "response_id": response_id,
+            "claim_id": claim_id,
+            "decisions": [d.as_dict() for d in decisions],
+            "errors": [list(e) for e in errors],
+            "member_ids": member_ids(pas),
+            "provider_ids": provider_ids(pas),
+            "sender_ids": sender_ids(pas),
+            "claim_keys": self._claim_keys(pas),
+            "auth_numbers": [a for a in [auth_number] if a],
+            "codes": [c.get("code") for i in pas.claim.get("item") or [] for c in codings(i.get("productOrService"))],
+            "categories": sorted({d.category for d in decisions if d.category}),
+            "patient_id": ((member.patient or {}).get("id")),
+            "coverage_id": ((member.coverage or {}).get("id")),
+            "prior": (prior_case or {}).get("_id"),
+            "superseded_by": None,
+            "reviewed_by_human": False,
+            "assignee": None,
+            "history": history,
+        }
+        claim_copy = copy.deepcopy(pas.claim)
+        claim_copy.pop("id", None)
+        cr_stored = copy.deepcopy(cr)
+        cr_stored["request"] = {"reference": f"Claim/{claim_id}", **({"identifier": cr["request"]["identifier"]} if cr["request"].get("identifier") else {})}
+        if member.patient:
+            cr_stored["patient"] = {"reference": f"Patient/{member.patient['id']}"}
+
+        async def write(session):
+            await self.cases.insert_one(doc, session=session)
+            if prior_case is not None:
+                await self.cases.update_one(
+                    {"_id": prior_case["_id"]},
+                    {"$set": {"superseded_by": case_id, "status": "superseded" if prior_case.get("status") != "error" else "error"},
+                     "$push": {"history": case_store.event("superseded", "provider", f"updated by {case_id}")}},
+                    session=session,
+                )
+            await self.storage.create("Claim", claim_copy, rid=claim_id, owner=owner, session=session)
+            await self.storage.create("ClaimResponse", cr_stored, rid=response_id, owner=owner, session=session)
+
+        try:
+            await self.storage.transaction(write)
+        except DuplicateKeyError:
+            # A concurrent submission of the same Bundle won the race: answer with its decision.
+            existing = await self.cases.find_one({"key": key}, {"response": 1, "hash": 1})
+            if existing is None:
+                raise
+            return self._replay(existing, digest)
+        log.info("case %s %s (%d items)", case_id, status, len(decisions))
+        return body_bytes, 200
+
+    def _replay(self, existing: dict, digest: str) -> tuple[bytes, int]:
+        if existing.get("hash") != digest:
+            raise FHIRError.single(
+                409, "duplicate",
+                "Bundle.identifier was already used for a different request; give each new request its own identifier",
+                "Bundle.identifier",
+            )
+        return existing["response"], 200
+
+    @staticmethod
+    def _claim_keys(pas: PasBundle) -> list[str]:
+        keys = _token_keys(pas.claim.get("identifier"))
+        entry = pas.claim_entry
+        if entry and entry.full_url:
+            keys.append(entry.full_url)
+        return keys
+
+    async def _prior_case(self, pas: PasBundle, owner: str | None) -> dict | None:
+        ref = prior_claim_reference(pas.claim)
+        if ref is None:
+            return None
+        keys: list[str] = []
+        prior = pas.resolve(ref, pas.claim_entry)
+        if prior is not None:
+            keys.extend(_token_keys(prior.resource.get("identifier")))
+            if prior.full_url:
+                keys.append(prior.full_url)
+        if isinstance(ref.get("reference"), str):
+            keys.append(ref["reference"])
+        if isinstance(ref.get("identifier"), dict):
+            keys.extend(_token_keys([ref["identifier"]]))
+        if not keys:
+            return None
+        # The latest current case of that request (updates chain; superseded ones are history).
+        cursor = self.cases.find({"claim_keys": {"$in": keys}, "owner": owner, "superseded_by": None}).sort("received", -1).limit(1)
+        async for doc in cursor:
+            return doc
+        return None
+
+    def _decide(self, pas: PasBundle, member: MemberCheck, prior_case: dict | None) -> list[ItemDecision]:
+        from server.rules import get_rules
+
+        rules = get_rules(self.state)
+        responses = questionnaire_responses(pas)
+        prior = {d["sequence"]: d for d in (prior_case or {}).get("decisions") or []}
+        cancel_all = claim_cancelled(pas.claim)
+        out: list[ItemDecision] = []
+        for item in pas.claim.get("item") or []:
+            if not isinstance(item, dict):
+                continue
+            seq = int(item.get("sequence") or 0)
+            if cancel_all or item_cancelled(item):
+                out.append(ItemDecision(sequence=seq, action="C", summary=describe(item), codes=codings(item.get("productOrService")),
+                                        reason="Cancelled at the provider's request.", trace=["cancelled by the submitter"]))
+                continue
+            if seq in prior and item_change(item) is None and prior[seq]["action"] != "C":
+                kept = ItemDecision(**prior[seq])
+                kept.trace = kept.trace + ["unchanged in this update: decision carried over"]
+                out.append(kept)
+                continue
+            determination = rules.evaluate(evaluation_input(pas, item, member.coverage, member.patient))
+            out.append(decide_item(item, determination, responses))
+        return out
+
+    # ------------------------------------------------------------------ inquire
+    async def inquire(self, body: Any, owner: str | None, base: str) -> tuple[dict, int]:
+        pas, version = check_request(body, "inquire")
+        claim = pas.claim
+        problems = []
+        members = member_ids(pas)
+        providers = provider_ids(pas)
+        if not members:
+            problems.append(("Claim.patient", "the inquiry must identify the patient by member identifier (Patient.identifier or Coverage)"))
+        if not providers:
+            problems.append(("Claim.provider", "the inquiry must identify the requesting provider (an identifier such as the NPI on Claim.provider)"))
+        if problems:
+            from server.fhir.errors import issue
+            raise FHIRError(400, [issue("required", msg, expr) for expr, msg in problems])
+        query: dict = {"member_ids": {"$in": members}, "provider_ids": {"$in": providers}, "superseded_by": None, "owner": owner}
+        numbers = [v for v in (ext_value(claim, EXT_AUTH_NUMBER), ext_value(claim, EXT_ADMIN_REF)) if isinstance(v, str)]
+        for item in claim.get("item") or []:
+            for url in (EXT_AUTH_NUMBER, EXT_ADMIN_REF):
+                v = ext_value(item, url)
+                if isinstance(v, str):
+                    numbers.append(v)
+        if numbers:
+            query["$or"] = [{"auth_numbers": {"$in": [n.split("-")[0] for n in numbers] + numbers}}, {"_id": {"$in": [n.rsplit("-", 1)[0] for n in numbers]}}]
+        codes = [c.get("code") for i in claim.get("item") or [] for c in codings(i.get("productOrService")) if c.get("system") != "http://terminology.hl7.org/CodeSystem/data-absent-reason"]
+        if codes:
+            query["codes"] = {"$in": codes}
+        matches = [doc async for doc in self.cases.find(query, {"response": 1, "_id": 1}).sort("received", -1).limit(50)]
+        bundles = []
+        for doc in matches:
+            stored = orjson.loads(doc["response"])
+            entries = stored.get("entry") or []
+            if not entries:
+                continue
+            cr = dict(entries[0]["resource"])
+            cr["meta"] = {"profile": ["http://hl7.org/fhir/us/davinci-pas/StructureDefinition/profile-claiminquiryresponse"]}
+            inquiry_bundle = dict(stored)
+            inquiry_bundle["id"] = str(uuid.uuid4())
+            inquiry_bundle["meta"] = {"profile": ["http://hl7.org/fhir/us/davinci-pas/StructureDefinition/profile-pas-inquiry-response-bundle"]}
+            inquiry_bundle["identifier"] = {"system": "urn:ietf:rfc:3986", "value": f"urn:uuid:{inquiry_bundle['id']}"}
+            inquiry_bundle["timestamp"] = fhir_instant(utcnow())
+            inquiry_bundle["entry"] = [dict(entries[0], resource=cr)] + entries[1:]
+            bundles.append(inquiry_bundle)
+        if version == V201:
+            if not bundles:
+                raise FHIRError.single(404, "not-found", "no prior-authorization request matches this inquiry")
+            return bundles[0], 200
+        return {"resourceType": "Parameters", "parameter": [{"name": "return", "resource": b} for b in bundles]}, 200

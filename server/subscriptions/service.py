@@ -1,0 +1,254 @@
+"""Topic-based subscriptions and their durable notification outbox.
+
+Every notification (handshake, heartbeat, event) is first written to the ``notification_outbox``
+collection, in the same transaction as the decision that caused it, and then delivered by a worker.
+A delivery that fails is retried with exponential backoff (capped at five minutes) for as long as
+the subscription exists; nothing is dropped. Each subscription's state (event count, failures, last
+error) is visible through ``$status``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import uuid
+from datetime import datetime, timedelta
+
+import httpx
+import orjson
+from pymongo import ASCENDING, ReturnDocument
+
+from server.storage import StoredResource, utcnow
+from server.subscriptions.model import (
+    PAS_TOPIC, TopicSubscription, check_subscription, notification_bundle, read_subscription, status_parameters,
+)
+
+log = logging.getLogger("precert.subscriptions")
+
+LEASE = timedelta(seconds=60)
+ERROR_AFTER_FAILURES = 3
+
+
+class SubscriptionService:
+    def __init__(self, state):
+        self.state = state
+        self.storage = state.storage
+        self.outbox = state.storage.collection("notification_outbox")
+        self.subs = state.storage.collection("subscription_state")
+        self.backoff_base = float(os.environ.get("PRECERT_NOTIFY_BACKOFF_SECONDS", "2"))
+        self.backoff_cap = float(os.environ.get("PRECERT_NOTIFY_BACKOFF_CAP_SECONDS", "300"))
+        self.wake = asyncio.Event()
+        self.task: asyncio.Task | None = None
+        self.client: httpx.AsyncClient | None = None
+        self.stopping = False
+
+    async def ensure_indexes(self) -> None:
+        await self.outbox.create_index([("status", ASCENDING), ("next_at", ASCENDING)])
+        await self.outbox.create_index([("subscription", ASCENDING), ("created", ASCENDING)])
+        await self.subs.create_index([("next_heartbeat", ASCENDING)])
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> None:
+        self.client = httpx.AsyncClient(follow_redirects=False)
+        self.task = asyncio.create_task(self._run(), name="precert-notifications")
+
+    async def stop(self) -> None:
+        self.stopping = True
+        self.wake.set()
+        if self.task:
+            try:
+                await asyncio.wait_for(self.task, 5)
+            except (asyncio.TimeoutError, asyncio.CancelledError):
+                self.task.cancel()
+        if self.client:
+            await self.client.aclose()
+
+    # ------------------------------------------------------------------ hooks on /fhir/Subscription
+    async def before_write(self, request, rtype: str, resource: dict) -> None:
+        if rtype != "Subscription":
+            return
+        check_subscription(resource, self.state.settings.mode == "production")
+        if resource.get("status") != "off":
+            # The server owns the status: a new or changed subscription starts with a handshake.
+            resource["status"] = "requested"
+
+    async def after_write(self, request, stored: StoredResource, action: str) -> None:
+        if stored.type != "Subscription":
+            return
+        if action == "delete":
+            await self.subs.update_one({"_id": stored.id}, {"$set": {"deleted": True, "next_heartbeat": None}})
+            return
+        resource = stored.resource
+        sub = read_subscription(resource, stored.owner)
+        from server.fhir.responses import base_url
+
+        base = base_url(request)
+        heartbeat = int(sub.heartbeat) if sub.heartbeat else None
+        await self.subs.update_one(
+            {"_id": stored.id},
+            {"$set": {"base": base, "owner": stored.owner, "heartbeat": heartbeat, "deleted": False,
+                      "next_heartbeat": utcnow() + timedelta(seconds=heartbeat) if heartbeat else None},
+             "$setOnInsert": {"events": 0, "failures": 0, "created": utcnow()}},
+            upsert=True,
+        )
+        if sub.status == "requested":
+            bundle = notification_bundle(sub, base, "handshake", "requested", 0)
+            await self._enqueue(stored.id, "handshake", bundle)
+
+    # ------------------------------------------------------------------ events
+    async def _enqueue(self, sub_id: str, kind: str, bundle: dict, session=None, case_id: str | None = None) -> None:
+        doc = {
+            "_id": str(uuid.uuid4()),
+            "subscription": sub_id,
+            "kind": kind,
+            "case": case_id,
+            "body": orjson.dumps(bundle),
+            "status": "pending",
+            "attempts": 0,
+            "created": utcnow(),
+            "next_at": utcnow(),
+            "last_error": None,
+        }
+        await self.outbox.insert_one(doc, session=session)
+        self.wake.set()
+
+    async def matching_subscriptions(self, owner: str | None, sender_ids: list[str]) -> list[tuple[TopicSubscription, dict]]:
+        found, _ = await self.storage.search("Subscription", {"k.status": {"$in": ["requested", "active", "error"]}}, count=1000, with_total=False)
+        out = []
+        for stored in found:
+            if stored.owner != owner:
+                continue
+            sub = read_subscription(stored.resource, stored.owner)
+            if sub.topic != PAS_TOPIC or not sub.matches(sender_ids):
+                continue
+            state = await self.subs.find_one({"_id": stored.id}) or {}
+            out.append((sub, state))
+        return out
+
+    async def notify_decision(self, case: dict, response: dict, session=None) -> int:
+        """Queue a PAS 'result-available' notification for each matching subscription. Runs inside
+        the caller's transaction, so the decision and its notifications commit together."""
+        count = 0
+        for sub, state in await self.matching_subscriptions(case.get("owner"), case.get("sender_ids") or []):
+            counter = await self.subs.find_one_and_update(
+                {"_id": sub.id}, {"$inc": {"events": 1}}, upsert=True, return_document=ReturnDocument.AFTER, session=session,
+            )
+            events = counter["events"]
+            base = state.get("base") or ""
+            bundle = notification_bundle(
+                sub, base, "event-notification", "active", events, event_number=events,
+                focus_resource=response, focus_url=f"{base}/ClaimResponse/{case.get('response_id')}",
+            )
+            await self._enqueue(sub.id, "event-notification", bundle, session=session, case_id=case.get("_id"))
+            count += 1
+        return count
+
+    async def status(self, sub_id: str, resource: dict, owner: str | None, base: str) -> dict:
+        sub = read_subscription(resource, owner)
+        state = await self.subs.find_one({"_id": sub_id}) or {}
+        params = status_parameters(sub, base, "query-status", resource.get("status", ""), int(state.get("events", 0)))
+        if state.get("last_error"):
+            params["parameter"].append({"name": "error", "valueCodeableConcept": {
+                "coding": [{"system": "http://terminology.hl7.org/CodeSystem/subscription-error", "code": "no-response"}],
+                "text": state["last_error"][:300]}})
+        return params
+
+    # ------------------------------------------------------------------ delivery
+    async def _run(self) -> None:
+        while not self.stopping:
+            try:
+                delivered = await self._deliver_due()
+                await self._heartbeats()
+            except Exception:  # the worker must outlive any single failure
+                log.exception("notification worker error")
+                delivered = 0
+            if delivered:
+                continue
+            self.wake.clear()
+            try:
+                await asyncio.wait_for(self.wake.wait(), timeout=0.5)
+            except asyncio.TimeoutError:
+                pass
+
+    async def _claim_next(self) -> dict | None:
+        now = utcnow()
+        return await self.outbox.find_one_and_update(
+            {"$or": [{"status": "pending", "next_at": {"$lte": now}},
+                     {"status": "delivering", "lease": {"$lt": now}}]},
+            {"$set": {"status": "delivering", "lease": now + LEASE}},
+            sort=[("next_at", ASCENDING)],
+            return_document=ReturnDocument.AFTER,
+        )
+
+    async def _deliver_due(self) -> int:
+        n = 0
+        while not self.stopping:
+            doc = await self._claim_next()
+            if doc is None:
+                return n
+            await self._deliver(doc)
+            n += 1
+        return n
+
+    async def _deliver(self, doc: dict) -> None:
+        stored = await self.storage.read("Subscription", doc["subscription"])
+        if stored is None or stored.deleted or stored.resource.get("status") == "off":
+            await self.outbox.update_one({"_id": doc["_id"]}, {"$set": {"status": "cancelled", "finished": utcnow()}})
+            return
+        sub = read_subscription(stored.resource, stored.owner)
+        headers = {"Content-Type": sub.payload_type}
+        for name, value in sub.headers:
+            headers[name] = value
+        error = None
+        try:
+            resp = await self.client.post(sub.endpoint, content=doc["body"], headers=headers, timeout=min(sub.timeout, 30))
+            if not 200 <= resp.status_code < 300:
+                error = f"endpoint answered HTTP {resp.status_code}"
+        except httpx.HTTPError as exc:
+            error = f"{type(exc).__name__}: {str(exc)[:200]}"
+        if error is None:
+            await self.outbox.update_one({"_id": doc["_id"]}, {"$set": {"status": "delivered", "finished": utcnow(), "attempts": doc["attempts"] + 1}})
+            await self.subs.update_one({"_id": sub.id}, {"$set": {"failures": 0, "last_success": utcnow()}})
+            if doc["kind"] == "handshake" or stored.resource.get("status") == "error":
+                await self._set_status(stored, "active")
+            log.info("notification %s (%s) delivered to subscription %s", doc["_id"], doc["kind"], sub.id)
+            return
+        attempts = doc["attempts"] + 1
+        delay = min(self.backoff_cap, self.backoff_base * (2 ** (attempts - 1)))
+        await self.outbox.update_one(
+            {"_id": doc["_id"]},
+            {"$set": {"status": "pending", "attempts": attempts, "next_at": utcnow() + timedelta(seconds=delay), "last_error": error}},
+        )
+        state = await self.subs.find_one_and_update(
+            {"_id": sub.id}, {"$inc": {"failures": 1}, "$set": {"last_error": error, "last_failure": utcnow()}},
+            upsert=True, return_document=ReturnDocument.AFTER,
+        )
+        log.warning("notification %s to subscription %s failed (attempt %d, retry in %.1fs): %s", doc["_id"], sub.id, attempts, delay, error)
+        if state.get("failures", 0) >= ERROR_AFTER_FAILURES and stored.resource.get("status") != "error":
+            await self._set_status(stored, "error")
+
+    async def _set_status(self, stored: StoredResource, status: str) -> None:
+        current = await self.storage.read("Subscription", stored.id)
+        if current is None or current.deleted:
+            return
+        resource = current.resource
+        if resource.get("status") == status:
+            return
+        resource["status"] = status
+        try:
+            await self.storage.update("Subscription", stored.id, resource, if_match=current.version)
+        except Exception:  # changed meanwhile by its owner: their write wins
+            log.info("subscription %s changed while its status was being set", stored.id)
+
+    async def _heartbeats(self) -> None:
+        now = utcnow()
+        async for state in self.subs.find({"next_heartbeat": {"$ne": None, "$lte": now}, "deleted": {"$ne": True}}):
+            stored = await self.storage.read("Subscription", state["_id"])
+            if stored is None or stored.deleted or stored.resource.get("status") not in ("active", "error"):
+                await self.subs.update_one({"_id": state["_id"]}, {"$set": {"next_heartbeat": now + timedelta(seconds=state["heartbeat"])}})
+                continue
+            sub = read_subscription(stored.resource, stored.owner)
+            bundle = notification_bundle(sub, state.get("base", ""), "heartbeat", stored.resource.get("status"), int(state.get("events", 0)))
+            await self._enqueue(sub.id, "heartbeat", bundle)
+            await self.subs.update_one({"_id": state["_id"]}, {"$set": {"next_heartbeat": now + timedelta(seconds=state["heartbeat"])}})
