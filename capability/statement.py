@@ -22,9 +22,10 @@ def claim(canonical: str) -> None:
         _INSTANTIATES.append(canonical)
 
 
-def set_security(security: dict) -> None:
+def set_security(security) -> None:
+    """``security`` is a dict, or a callable taking the FHIR base URL and returning one."""
     _SECURITY.clear()
-    _SECURITY.update(security)
+    _SECURITY.update(security if isinstance(security, dict) else {"__builder__": security})
 
 
 def _resource_entry(rtype: str) -> dict:
@@ -58,7 +59,8 @@ def _resource_entry(rtype: str) -> dict:
 def capability_statement(app, base: str) -> dict:
     rest: dict = {"mode": "server"}
     if _SECURITY:
-        rest["security"] = _SECURITY
+        builder = _SECURITY.get("__builder__")
+        rest["security"] = builder(base) if builder else _SECURITY
     rest["resource"] = [_resource_entry(t) for t in sorted(PROVIDERS)]
     system_ops = [{"name": op.name, "definition": op.canonical} for op in registry.system_level()]
     if system_ops:

@@ -1,0 +1,209 @@
+"""The audit trail: every access to protected health information and every authentication attempt.
+
+Entries are written cheaply: the request path only appends a small dict to an in-memory buffer,
+which a background task flushes to the ``audit_events`` collection with one ``insert_many`` a few
+times a second (and at shutdown). Administrators read them as FHIR AuditEvent resources at
+``GET /fhir/AuditEvent`` (and ``/admin/audit``); each entry becomes an AuditEvent only when read.
+Audit records hold request paths and query strings, which may name patients; they are kept in the
+audit store, readable by administrators only, and never written to the application log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import uuid
+from datetime import datetime, timezone
+
+from pymongo import DESCENDING
+
+from server.storage import fhir_instant
+
+log = logging.getLogger("precert.audit")
+
+FLUSH_SECONDS = 0.5
+MAX_BUFFER = 10_000
+
+REST_TYPE = {"system": "http://terminology.hl7.org/CodeSystem/audit-event-type", "code": "rest", "display": "RESTful Operation"}
+LOGIN_TYPE = {"system": "http://dicom.nema.org/resources/ontology/DCM", "code": "110114", "display": "User Authentication"}
+TOKEN_TYPE = {"system": "http://dicom.nema.org/resources/ontology/DCM", "code": "110114", "display": "User Authentication"}
+INTERACTION_SYSTEM = "http://hl7.org/fhir/restful-interaction"
+ACTIONS = {"create": "C", "read": "R", "vread": "R", "history-instance": "R", "history-type": "R", "search-type": "E",
+           "update": "U", "delete": "D", "operation": "E"}
+
+
+def outcome_code(status: int) -> str:
+    """AuditEvent.outcome: 0 success, 4 minor failure (client errors), 8 serious failure (5xx)."""
+    if status < 400:
+        return "0"
+    return "8" if status >= 500 else "4"
+
+
+class AuditLog:
+    def __init__(self, collection):
+        self.collection = collection
+        self._buffer: list[dict] = []
+        self._task: asyncio.Task | None = None
+        self._wake = asyncio.Event()
+        self._lock = asyncio.Lock()
+
+    async def start(self) -> None:
+        await self.collection.create_index([("recorded", DESCENDING)])
+        await self.collection.create_index([("agent.id", 1), ("recorded", DESCENDING)])
+        await self.collection.create_index([("entity.ref", 1)])
+        self._task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await asyncio.wait_for(self._wake.wait(), FLUSH_SECONDS)
+            except asyncio.TimeoutError:
+                pass
+            self._wake.clear()
+            try:
+                await self.flush()
+            except Exception:  # keep auditing even if one write fails
+                log.exception("audit flush failed; will retry")
+                await asyncio.sleep(1)
+
+    async def flush(self) -> None:
+        async with self._lock:
+            if not self._buffer:
+                return
+            batch, self._buffer = self._buffer, []
+            try:
+                await self.collection.insert_many(batch, ordered=False)
+            except Exception:
+                self._buffer[:0] = batch[: MAX_BUFFER - len(self._buffer)]
+                raise
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except (asyncio.CancelledError, Exception):
+                pass
+        try:
+            await self.flush()
+        except Exception:
+            log.exception("final audit flush failed")
+
+    def record(
+        self,
+        *,
+        kind: str,  # "rest" | "login" | "token"
+        agent: dict,
+        status: int,
+        method: str = "",
+        path: str = "",
+        query: str = "",
+        interaction: str = "",
+        resource_type: str | None = None,
+        resource_id: str | None = None,
+        operation: str | None = None,
+        description: str = "",
+    ) -> None:
+        entry = {
+            "_id": str(uuid.uuid4()),
+            "recorded": datetime.now(timezone.utc),
+            "kind": kind,
+            "agent": agent,
+            "status": status,
+            "method": method,
+            "path": path[:2000],
+            "query": query[:4000],
+            "interaction": interaction,
+            "operation": operation,
+            "description": description[:500],
+            "entity": {"ref": f"{resource_type}/{resource_id}" if resource_type and resource_id else resource_type},
+        }
+        if len(self._buffer) < MAX_BUFFER:
+            self._buffer.append(entry)
+        else:  # pragma: no cover - a database outage long enough to fill the buffer
+            log.error("audit buffer full; an audit entry was dropped")
+        if len(self._buffer) >= 200:
+            self._wake.set()
+
+    async def search(self, *, agent: str | None = None, entity: str | None = None, outcome: str | None = None,
+                     since: datetime | None = None, until: datetime | None = None, kind: str | None = None,
+                     offset: int = 0, count: int = 50) -> tuple[list[dict], int]:
+        await self.flush()
+        query: dict = {}
+        if agent:
+            query["agent.id"] = agent
+        if entity:
+            query["entity.ref"] = entity
+        if kind:
+            query["kind"] = kind
+        if outcome == "0":
+            query["status"] = {"$lt": 400}
+        elif outcome == "4":
+            query["status"] = {"$gte": 400, "$lt": 500}
+        elif outcome == "8":
+            query["status"] = {"$gte": 500}
+        if since or until:
+            query["recorded"] = {**({"$gte": since} if since else {}), **({"$lte": until} if until else {})}
+        total = await self.collection.count_documents(query)
+        cursor = self.collection.find(query).sort([("recorded", DESCENDING), ("_id", 1)]).skip(offset).limit(count)
+        return [d async for d in cursor], total
+
+    async def read(self, entry_id: str) -> dict | None:
+        await self.flush()
+        return await self.collection.find_one({"_id": entry_id})
+
+
+def to_audit_event(doc: dict) -> dict:
+    """A stored audit entry as a FHIR R4 AuditEvent."""
+    agent = doc.get("agent") or {}
+    status = int(doc.get("status") or 0)
+    kind = doc.get("kind", "rest")
+    who: dict = {"display": agent.get("display") or agent.get("id") or "anonymous"}
+    if agent.get("id"):
+        who["identifier"] = {"system": "urn:precert:client-id" if agent.get("kind") == "client" else
+                             "urn:precert:staff" if agent.get("kind") == "staff" else "urn:precert:agent",
+                             "value": str(agent["id"])}
+    agents = [{
+        "type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/extra-security-role-type",
+                             "code": "humanuser" if agent.get("kind") == "staff" else "dataprocessor"}]},
+        "who": who,
+        "requestor": True,
+    }]
+    if agent.get("organization"):
+        system, _, value = str(agent["organization"]).partition("|")
+        agents[0]["onBehalfOf"] = {"identifier": {"system": system, "value": value}} if value else {"display": system}
+    if agent.get("ip"):
+        agents[0]["network"] = {"address": agent["ip"], "type": "2"}
+    event: dict = {
+        "resourceType": "AuditEvent",
+        "id": doc["_id"],
+        "type": REST_TYPE if kind == "rest" else LOGIN_TYPE,
+        "action": ACTIONS.get(doc.get("interaction") or "", "E"),
+        "recorded": fhir_instant(doc["recorded"] if doc["recorded"].tzinfo else doc["recorded"].replace(tzinfo=timezone.utc)),
+        "outcome": outcome_code(status),
+        "outcomeDesc": (f"HTTP {status}" + (f": {doc['description']}" if doc.get("description") else "")),
+        "agent": agents,
+        "source": {"observer": {"display": "Precert"},
+                   "type": [{"system": "http://terminology.hl7.org/CodeSystem/security-source-type", "code": "4",
+                             "display": "Application Server"}]},
+    }
+    if kind == "rest" and doc.get("interaction") and doc["interaction"] in ACTIONS and doc["interaction"] != "operation":
+        event["subtype"] = [{"system": INTERACTION_SYSTEM, "code": doc["interaction"]}]
+    elif doc.get("operation"):
+        event["subtype"] = [{"system": "urn:precert:operation", "code": doc["operation"]}]
+    elif kind in ("login", "token"):
+        event["subtype"] = [{"system": "urn:precert:authentication", "code": "staff-login" if kind == "login" else "token-request"}]
+    entity: dict = {}
+    ref = (doc.get("entity") or {}).get("ref")
+    if ref and "/" in ref:
+        entity["what"] = {"reference": ref}
+    elif ref:
+        entity["what"] = {"display": ref}
+    if doc.get("method") or doc.get("path"):
+        entity["description"] = f"{doc.get('method', '')} {doc.get('path', '')}".strip()
+    if doc.get("query"):
+        entity["query"] = base64.b64encode(doc["query"].encode()).decode()
+    if entity:
+        event["entity"] = [entity]
+    return event

@@ -1,0 +1,234 @@
+"""The security middleware (pure ASGI): it wraps every other route of the app.
+
+For each HTTP request it finds the route's :class:`~server.auth.policy.Requirement`, authenticates
+the caller (SMART access token, payer-staff session, or nobody), checks the scope or role, puts the
+:class:`~server.auth.principal.Principal` on ``request.state.principal``, audits the access, and adds
+security headers to the response. CORS, when configured, sits inside it so preflights get answers.
+"""
+
+from __future__ import annotations
+
+import logging
+from urllib.parse import urlsplit
+
+import orjson
+from starlette.datastructures import Headers
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.routing import Match
+
+from server.auth import policy
+from server.auth.principal import ANONYMOUS, Principal
+from server.auth.scopes import Permissions
+from server.auth.staff import COOKIE
+from server.fhir.errors import issue, operation_outcome
+from server.fhir.responses import FHIR_JSON_UTF8
+
+log = logging.getLogger("precert.auth")
+
+CSP_HTML = ("default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; script-src 'self'; "
+            "frame-ancestors 'none'; base-uri 'none'; form-action 'self'; object-src 'none'")
+# FastAPI's Swagger UI loads its script and styles from jsDelivr and starts with an inline script.
+CSP_DOCS = ("default-src 'self'; img-src 'self' data: https://fastapi.tiangolo.com; "
+            "style-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; script-src 'self' 'unsafe-inline' "
+            "https://cdn.jsdelivr.net; frame-ancestors 'none'; base-uri 'none'; object-src 'none'")
+
+_UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+class SecurityMiddleware:
+    def __init__(self, app, fastapi_app=None):
+        self.fastapi_app = fastapi_app
+        settings = fastapi_app.state.settings
+        self.https = bool(settings.base_url and settings.base_url.startswith("https:"))
+        inner = app
+        if settings.cors_origins:
+            inner = CORSMiddleware(
+                app,
+                allow_origins=list(settings.cors_origins),
+                allow_methods=["GET", "POST", "PUT", "DELETE", "OPTIONS"],
+                allow_headers=["Authorization", "Content-Type", "Accept", "If-Match", "If-None-Exist", "If-None-Match", "Prefer"],
+                expose_headers=["Location", "ETag", "Content-Location", "Last-Modified"],
+                allow_credentials=False,
+                max_age=600,
+            )
+        self.app = inner
+        self.cors = bool(settings.cors_origins)
+
+    # ------------------------------------------------------------------ helpers
+    def _template(self, scope) -> str | None:
+        partial = None
+        for route in self.fastapi_app.router.routes:
+            match, _ = route.matches(scope)
+            if match == Match.FULL:
+                return getattr(route, "path", None)
+            if match == Match.PARTIAL and partial is None:
+                partial = getattr(route, "path", None)
+        return partial
+
+    def _headers(self, raw: list, path: str) -> list:
+        present = {k.lower() for k, _ in raw}
+        add = [(b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"no-referrer"),
+               (b"x-frame-options", b"DENY")]
+        ctype = next((v for k, v in raw if k.lower() == b"content-type"), b"")
+        if ctype.startswith(b"text/html"):
+            add.append((b"content-security-policy", (CSP_DOCS if path.startswith("/docs") else CSP_HTML).encode()))
+        if self.https:
+            add.append((b"strict-transport-security", b"max-age=31536000; includeSubDomains"))
+        if b"cache-control" not in present:
+            add.append((b"cache-control", b"no-store"))
+        return raw + [(k, v) for k, v in add if k not in present]
+
+    async def _refuse(self, scope, send, status: int, code: str, message: str, www: str | None = None) -> None:
+        path = scope["path"]
+        if path == "/fhir" or path.startswith("/fhir/"):
+            body = orjson.dumps(operation_outcome([issue(code, message)]))
+            ctype = FHIR_JSON_UTF8.encode()
+        else:
+            body = orjson.dumps({"error": code, "message": message})
+            ctype = b"application/json"
+        headers = [(b"content-type", ctype), (b"content-length", str(len(body)).encode())]
+        if www:
+            headers.append((b"www-authenticate", www.encode()))
+        await send({"type": "http.response.start", "status": status, "headers": self._headers(headers, path)})
+        await send({"type": "http.response.body", "body": body})
+
+    # ------------------------------------------------------------------ ASGI
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = scope["path"]
+        method = scope["method"]
+        state = getattr(self.fastapi_app.state, "precert", None)
+        svc = state.services.get("auth") if state is not None else None
+        if svc is None or (method == "OPTIONS" and self.cors):
+            await self._pass(scope, receive, send, path)
+            return
+        is_fhir = path == "/fhir" or path.startswith("/fhir/")
+        req = policy.requirement_for(method, path, None if is_fhir else self._template(scope))
+        request = Request(scope)
+        ip = scope.get("client")[0] if scope.get("client") else None
+
+        principal, failure = await self._authenticate(svc, request, req)
+        if failure is None and principal is not None:
+            failure = self._authorize(svc, request, req, principal)
+        if failure is not None:
+            status, code, message, www = failure
+            if req is None or req.kind != policy.PUBLIC:
+                svc.audit.record(kind="rest", agent=self._agent(principal, ip, request), status=status, method=method,
+                                 path=path, query=scope.get("query_string", b"").decode("latin-1"),
+                                 interaction=req.interaction if req else "", resource_type=req.resource_type if req else None,
+                                 resource_id=req.resource_id if req else None, operation=req.operation if req else None,
+                                 description=message)
+            await self._refuse(scope, send, status, code, message, www)
+            return
+        scope.setdefault("state", {})["principal"] = principal
+        status_box = [500]
+        audited = req is not None and req.kind != policy.PUBLIC and (req.phi or principal.kind != "anonymous")
+
+        async def send_wrapper(message):
+            if message["type"] == "http.response.start":
+                status_box[0] = message["status"]
+                message = {**message, "headers": self._headers(list(message.get("headers", [])), path)}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            if audited:
+                svc.audit.record(kind="rest", agent=self._agent(principal, ip, request, req), status=status_box[0],
+                                 method=method, path=path, query=scope.get("query_string", b"").decode("latin-1"),
+                                 interaction=req.interaction, resource_type=req.resource_type,
+                                 resource_id=req.resource_id, operation=req.operation)
+
+    async def _pass(self, scope, receive, send, path):
+        async def send_wrapper(message):
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": self._headers(list(message.get("headers", [])), path)}
+            await send(message)
+
+        await self.app(scope, receive, send_wrapper)
+
+    @staticmethod
+    def _agent(principal: Principal | None, ip: str | None, request: Request, req=None) -> dict:
+        if req is not None and req.kind == policy.DELEGATED:
+            return {"kind": "ehr", "id": "cds-hooks-client", "display": "CDS Hooks client (JWT checked by the service)", "ip": ip}
+        if principal is None or principal.kind == "anonymous":
+            return {"kind": "anonymous", "id": "anonymous", "ip": ip}
+        if principal.kind == "client":
+            return {"kind": "client", "id": principal.client.client_id, "display": principal.client.name,
+                    "organization": principal.organization, "ip": ip}
+        return {"kind": "staff", "id": principal.staff.username, "display": principal.staff.display or principal.staff.username,
+                "roles": principal.staff.roles, "ip": ip}
+
+    async def _authenticate(self, svc, request: Request, req):
+        """(principal, None) or (None, (status, code, message, WWW-Authenticate))."""
+        enforcing = svc.enforcing
+        if req is None:
+            if enforcing:
+                return None, (403, "forbidden", "no access policy is declared for this route", None)
+            return ANONYMOUS, None
+        if req.kind == policy.PUBLIC or req.kind == policy.DELEGATED:
+            return ANONYMOUS, None
+        auth = request.headers.get("authorization", "")
+        bearer = auth[7:].strip() if auth[:7].lower() == "bearer " else None
+        if auth and bearer is None and req.kind != policy.DELEGATED:
+            return None, (401, "login", "use Authorization: Bearer <token>", 'Bearer realm="precert", error="invalid_request"')
+        if req.kind == policy.SMART and bearer is not None and bearer.count(".") == 2:
+            claims = svc.tokens.verify(bearer)
+            if claims is None:
+                return None, (401, "login", "the access token is invalid or expired", 'Bearer realm="precert", error="invalid_token"')
+            client = await svc.clients.get(claims.client_id)
+            if client is None or not client.active or (client.sandbox and svc.production):
+                return None, (401, "login", "the access token's client is not active", 'Bearer realm="precert", error="invalid_token"')
+            return Principal("client", client=client, permissions=Permissions.from_scopes(claims.scope), token_id=claims.jti), None
+        # A staff session: an opaque bearer, or the session cookie.
+        token = bearer if bearer is not None and bearer.count(".") != 2 else None
+        from_cookie = False
+        if token is None and bearer is None:
+            token = request.cookies.get(COOKIE)
+            from_cookie = token is not None
+        if token is not None:
+            who = await svc.staff.session(token)
+            if who is not None:
+                if from_cookie and request.method in _UNSAFE and not _same_origin(request):
+                    return None, (403, "forbidden", "cross-site request refused", None)
+                return Principal("staff", staff=who), None
+            if not from_cookie:
+                return None, (401, "login", "the session or token is invalid or expired", 'Bearer realm="precert", error="invalid_token"')
+        if bearer is not None and req.kind != policy.SMART:
+            return None, (401, "login", "this route needs a payer staff session", 'Bearer realm="precert-staff"')
+        strict = enforcing or (req.kind == policy.STAFF and req.always)
+        if req.kind == policy.SMART and strict:
+            return None, (401, "login", "authentication required: a SMART Backend Services access token", 'Bearer realm="precert"')
+        if req.kind in (policy.STAFF, policy.DOCS) and strict:
+            return None, (401, "login", "payer staff sign-in required (POST /staff/login)", 'Bearer realm="precert-staff"')
+        return ANONYMOUS, None
+
+    @staticmethod
+    def _authorize(svc, request: Request, req, principal: Principal):
+        if req is None or req.kind in (policy.PUBLIC, policy.DELEGATED) or principal.kind == "anonymous":
+            return None
+        if principal.kind == "staff" and req.kind == policy.SMART and not svc.enforcing:
+            return None  # the open sandbox lets anyone write; a signed-in reviewer is not less than anyone
+        if req.kind == policy.SMART:
+            if principal.allows(req.permissions):
+                return None
+            need = " ".join(f"system/{t}.{letter}" for t, letter in req.permissions)
+            return (403, "forbidden", f"the access token does not grant {req.describe()}",
+                    f'Bearer realm="precert", error="insufficient_scope", scope="{need}"')
+        if req.kind in (policy.STAFF, policy.DOCS):
+            if principal.kind != "staff":
+                return (403, "forbidden", "this route is for payer staff", None)
+            if req.roles and not principal.staff.has(*req.roles):
+                return (403, "forbidden", f"this needs the {' or '.join(req.roles)} role", None)
+        return None
+
+
+def _same_origin(request: Request) -> bool:
+    origin = request.headers.get("origin")
+    if origin is None:
+        return True
+    host = request.headers.get("host", "")
+    return urlsplit(origin).netloc == host
