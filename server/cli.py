@@ -47,6 +47,10 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--access-log", action="store_true", help="log each request line (paths only; no bodies)")
     serve.set_defaults(func=_serve)
 
+    from server.auth.cli import add_subcommands  # precert clients | staff | signing-key
+
+    add_subcommands(sub)
+
     args = parser.parse_args(argv)
     logging.basicConfig(level=getattr(logging, str(getattr(args, "log_level", "info")).upper(), logging.INFO),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
