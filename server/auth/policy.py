@@ -102,6 +102,8 @@ ROUTES: dict[tuple[str, str], Requirement] = {
     ("POST", "/auth/token"): PUBLIC_REQ,
     ("POST", "/staff/login"): PUBLIC_REQ,
     ("GET", "/cds-services"): PUBLIC_REQ,
+    # CMS-0057-F: the list of services that need prior authorization is published openly.
+    ("GET", "/rules/prior-auth-list"): PUBLIC_REQ,
     ("GET", "/docs"): DOCS_REQ,
     ("GET", "/docs/oauth2-redirect"): DOCS_REQ,
     ("GET", "/openapi.json"): DOCS_REQ,
@@ -119,12 +121,37 @@ PREFIXES: list[tuple[str, Requirement]] = [
 ]
 
 _DECLARED: dict[tuple[str, str], Requirement] = {}
+_DECLARED_TEMPLATES: list[tuple[str, object, Requirement]] = []  # (method, compiled path regex, requirement)
 
 
 def declare(path: str, methods, requirement: Requirement) -> None:
-    """Declare the requirement of a non-FHIR route template (call from ``install(app)``)."""
+    """Declare the requirement of a non-FHIR route (call from ``install(app)``). ``path`` is the
+    route's template, e.g. ``/dtr/launch/{session_id}``."""
+    from starlette.routing import compile_path
+
     for method in methods:
         _DECLARED[(method.upper(), path)] = requirement
+        if "{" in path:
+            _DECLARED_TEMPLATES.append((method.upper(), compile_path(path)[0], requirement))
+
+
+def iter_routes(app):
+    """(path template, methods) of every HTTP route the app serves, however FastAPI nests them."""
+    def walk(routes):
+        for route in routes:
+            if hasattr(route, "effective_candidates"):  # FastAPI's lazily included routers
+                yield from walk(route.effective_candidates())
+                continue
+            original = getattr(route, "original_route", route)
+            path = getattr(route, "path", None) or getattr(original, "path", None)
+            if hasattr(original, "routes") and not hasattr(original, "methods") and getattr(original, "app", None) is None:
+                yield from walk(original.routes)
+                continue
+            if path is None:
+                continue
+            yield path, tuple(sorted(getattr(original, "methods", None) or ("GET",)))
+
+    yield from walk(app.router.routes)
 
 
 def _fhir(method: str, path: str) -> Requirement:
@@ -177,17 +204,17 @@ def _operation(rtype: str | None, rid: str | None, name: str, method: str) -> Re
     )
 
 
-def requirement_for(method: str, path: str, template: str | None = None) -> Requirement | None:
-    """The requirement of a request. ``template`` is the matched route's path template, when known.
-    None means nobody declared one (the caller fails closed)."""
+def requirement_for(method: str, path: str) -> Requirement | None:
+    """The requirement of a request (or of a route template). None means nobody declared one (the
+    caller fails closed)."""
     method = method.upper()
     lookup = "GET" if method == "HEAD" else method
-    for key in ((lookup, template), (lookup, path)):
-        if key[1] is None:
-            continue
-        found = _DECLARED.get(key) or ROUTES.get(key)
-        if found is not None:
-            return found
+    found = _DECLARED.get((lookup, path)) or ROUTES.get((lookup, path))
+    if found is not None:
+        return found
+    for m, regex, req in _DECLARED_TEMPLATES:
+        if m == lookup and regex.match(path):
+            return req
     if path == "/fhir" or path.startswith("/fhir/"):
         return _fhir(lookup, path)
     for prefix, req in PREFIXES:
