@@ -239,12 +239,12 @@ def evaluation_input(pas: PasBundle, item: dict, coverage: dict | None, patient:
     claim = pas.claim
     order = pas.resource(ext_value(item, EXT_REQUESTED_SERVICE))
     diagnoses = [c for dx in claim.get("diagnosis") or [] if isinstance(dx, dict) for c in codings(dx.get("diagnosisCodeableConcept"))]
-    codes = codings(item.get("productOrService"))
-    if order:
+    # The item's own code decides; the requested order's code stands in only when the item has none
+    # (a data-absent-reason "not-applicable" productOrService).
+    codes = [c for c in codings(item.get("productOrService")) if c.get("system") != "http://terminology.hl7.org/CodeSystem/data-absent-reason"]
+    if not codes and order:
         for key in ("code", "codeCodeableConcept", "medicationCodeableConcept"):
-            for c in codings(order.get(key)):
-                if c not in codes:
-                    codes.append(c)
+            codes.extend(c for c in codings(order.get(key)) if c not in codes)
     insurer = pas.resource(claim.get("insurer"))
     return EvaluationInput(
         codes=codes,

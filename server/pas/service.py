@@ -65,7 +65,17 @@ class PasService:
 
     # ------------------------------------------------------------------ member checks
     async def check_member(self, pas: PasBundle) -> MemberCheck:
+        from server.rules import get_rules
+
         claim = pas.claim
+        submitted = None
+        for ins in claim.get("insurance") or []:
+            if isinstance(ins, dict) and ins.get("focal") is True:
+                submitted = pas.resource(ins.get("coverage"))
+        insurer = pas.resource(claim.get("insurer"))
+        ours, why = get_rules(self.state).payer_status(submitted, insurer)
+        if ours == "no":
+            return MemberCheck(error=("T4", f"This request is for another payer: {why}.", "Claim.insurer"))
         ids = member_ids(pas)
         if not ids:
             return MemberCheck(error=("72", "The request carries no member identifier (Coverage.identifier, Coverage.subscriberId or Patient.identifier).", "Claim.insurance.coverage"))
@@ -232,7 +242,10 @@ class PasService:
         if not keys:
             return None
         # The latest current case of that request (updates chain; superseded ones are history).
-        cursor = self.cases.find({"claim_keys": {"$in": keys}, "owner": owner, "superseded_by": None}).sort("received", -1).limit(1)
+        # Client-chosen Claim identifiers and fullUrls repeat across requests, so the prior request
+        # must also be the same member's.
+        query = {"claim_keys": {"$in": keys}, "owner": owner, "superseded_by": None, "member_ids": {"$in": member_ids(pas)}}
+        cursor = self.cases.find(query).sort("received", -1).limit(1)
         async for doc in cursor:
             return doc
         return None
