@@ -120,7 +120,10 @@ class Receiver:
         await send({"type": "http.response.body", "body": b"ok"})
 
     def start(self) -> "Receiver":
-        self.server = ThreadedServer(self.app, self.port).start()
+        async def asgi(scope, receive, send):
+            await self.app(scope, receive, send)
+
+        self.server = ThreadedServer(asgi, self.port).start()
         return self
 
     def stop(self) -> None:
