@@ -84,11 +84,20 @@ class Storage:
         self.db_name = db_name
         self.client = None
         self.db = None
+        # One mongoengine alias per Storage, so several apps (tests) can run in one process.
+        self.alias = f"{ALIAS}-{uuid.uuid4().hex[:12]}"
 
     # ------------------------------------------------------------------ lifecycle
     def connect(self) -> None:
         """Connect once at start-up (mongomotor's connect is synchronous)."""
-        self.client = mongomotor.connect(db=self.db_name, alias=ALIAS, host=self.uri, tz_aware=True)
+        # mongoengine would hand back another Storage's client for the same host, bound to that
+        # Storage's event loop; each Storage gets its own.
+        find_existing = me_connection._find_existing_connection
+        me_connection._find_existing_connection = lambda *a, **kw: None
+        try:
+            self.client = mongomotor.connect(db=self.db_name, alias=self.alias, host=self.uri, tz_aware=True)
+        finally:
+            me_connection._find_existing_connection = find_existing
         self.db = self.client[self.db_name]
 
     async def close(self) -> None:
@@ -97,7 +106,7 @@ class Storage:
         client, self.client = self.client, None
         if client is not None:
             await client.close()
-        for alias in (ALIAS, f"{ALIAS}-sync", f"{ALIAS}_sync"):
+        for alias in (self.alias, f"{self.alias}-sync", f"{self.alias}_sync"):
             sync = me_connection._connections.pop(alias, None)
             if sync is not None and sync is not client:
                 try:
@@ -106,7 +115,7 @@ class Storage:
                     pass
             me_connection._dbs.pop(alias, None)
             me_connection._connection_settings.pop(alias, None)
-        for alias in [a for a in list(me_connection._connections) if a.startswith(ALIAS)]:
+        for alias in [a for a in list(me_connection._connections) if a.startswith(self.alias)]:
             conn = me_connection._connections.pop(alias)
             try:
                 conn.close()

@@ -81,3 +81,57 @@ def staff_login(http, base: str, username: str, password: str) -> str:
 
 
 SANDBOX_STAFF_PASSWORDS = {"reviewer": "reviewer-sandbox", "director": "director-sandbox", "admin": "admin-sandbox"}
+
+
+ADMIN_USER, ADMIN_PASSWORD = "security-admin", "a-long-test-admin-password"
+
+
+def secured_app(mongodb_uri: str, *, port: int | None = None, mode: str = "sandbox", require_auth: bool | None = True,
+                signing_key: bytes | None = None, cors_origins: tuple = (), load_sandbox: bool = True,
+                base_url: str | None = None):
+    """An app with authentication enforced, on its own database, with an administrator account."""
+    from server.app import create_app
+    from server.auth.config import AuthConfig
+    from server.auth.tokens import generate_signing_key
+    from server.settings import Settings
+
+    if base_url is None and port is not None and mode == "production":
+        base_url = f"http://127.0.0.1:{port}"
+    settings = Settings(mongodb_uri=mongodb_uri, db_name=f"precert_auth_{uuid.uuid4().hex[:8]}", mode=mode,
+                        base_url=base_url, load_sandbox=load_sandbox, cors_origins=tuple(cors_origins))
+    app = create_app(settings)
+    app.state.auth_config = AuthConfig(
+        require_auth=require_auth,
+        signing_key_pem=signing_key if signing_key is not None else (generate_signing_key() if mode == "production" else None),
+        admin_username=ADMIN_USER, admin_password=ADMIN_PASSWORD,
+    )
+    return app
+
+
+class Harness:
+    """A running secured server plus an administrator session, for registering test clients."""
+
+    def __init__(self, http, base: str):
+        self.http = http
+        self.base = base
+        self.admin = staff_login(http, base, ADMIN_USER, ADMIN_PASSWORD)
+
+    @property
+    def admin_headers(self) -> dict:
+        return {"Authorization": f"Bearer {self.admin}"}
+
+    def register(self, npi: str = "1234567893", scopes: str = "system/*.cruds", alg: str = "ES384",
+                 client_id: str | None = None, **extra) -> tuple[str, ClientKey]:
+        key = ClientKey.generate(alg)
+        body = {"client_id": client_id or f"test-{uuid.uuid4().hex[:10]}", "name": "Test EHR", "npi": npi,
+                "scopes": scopes, **({"jwks": key.jwks} if "jwks_url" not in extra else {}), **extra}
+        resp = self.http.post(f"{self.base}/admin/auth/clients", json=body, headers=self.admin_headers)
+        resp.raise_for_status()
+        return resp.json()["client_id"], key
+
+    def token(self, client_id: str, key: ClientKey, scope: str) -> str:
+        return get_token(self.http, self.base, client_id, key, scope)["access_token"]
+
+    def client_headers(self, npi: str = "1234567893", scope: str = "system/*.cruds") -> dict:
+        cid, key = self.register(npi=npi)
+        return {"Authorization": f"Bearer {self.token(cid, key, scope)}"}
