@@ -1,7 +1,363 @@
-"""Installs this capability into the app (routes, start-up steps, hooks)."""
+"""The CDS Hooks HTTP surface for CRD: discovery, the six services, feedback, and the audit trail.
 
-from fastapi import FastAPI
+- ``GET /cds-services``: discovery (open: EHRs read it before they are registered).
+- ``POST /cds-services/{id}``: a hook call (EHR JWT required outside the sandbox).
+- ``POST /cds-services/{id}/feedback``: card outcomes, stored.
+- ``GET /admin/crd/calls?hookInstance=...|patient=...|assertion=...``: the stored calls and answers.
+
+Every call is stored, successful or not (collection ``crd_hook_calls``): who called (the verified
+JWT issuer), when, the request and response as sent, and each decision (order, Coverage, rule,
+coverage-assertion-id), so a disputed answer can be traced (CRD found-37) and PAS can find the CRD
+assertion a claim refers to.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from datetime import datetime, timezone
+
+import httpx
+import orjson
+from fastapi import APIRouter, FastAPI, Request
+from pymongo import ASCENDING, DESCENDING
+from starlette.responses import JSONResponse, Response
+
+from cds_hooks.config import CRDConfig
+from cds_hooks.discovery import SERVICE_HOOK, discovery_document
+from cds_hooks.jwt_auth import AuthError, JWKSCache, Verifier
+from cds_hooks.prefetch import Fetcher
+from cds_hooks.service import answer, gather, validate_request
+from server.fhir.errors import FHIRError, issue
+from server.fhir.jsonio import BodyTooLarge, MalformedJSON, parse_json, read_body
+from server.rules import get_rules
+
+log = logging.getLogger("precert.crd")
+
+router = APIRouter()
+
+CALLS = "crd_hook_calls"
+FEEDBACK = "crd_feedback"
+JSON_TYPES = ("application/json", "application/fhir+json", "text/json")
+
+
+class CRDState:
+    """The CRD service's singletons (``state.services['crd']``)."""
+
+    def __init__(self, app_state, config: CRDConfig):
+        self.app_state = app_state
+        self.config = config
+        self.http = httpx.AsyncClient(timeout=httpx.Timeout(config.fhir_timeout, connect=min(2.0, config.fhir_timeout)),
+                                      follow_redirects=False, limits=httpx.Limits(max_connections=50, max_keepalive_connections=10))
+        self.verifier = Verifier(config, JWKSCache(self.http, timeout=config.fhir_timeout))
+        self._dtr: dict[str, tuple[float, bool]] = {}
+        discovery = discovery_document()
+        self.discovery_bytes = orjson.dumps(discovery)
+
+    @property
+    def storage(self):
+        return self.app_state.storage
+
+    def fetcher(self, req) -> Fetcher:
+        return Fetcher(self.http, req.fhir_server, req.token, self.config.fhir_timeout)
+
+    def dtr_available(self, questionnaire: str, cache: dict | None = None) -> bool:
+        """Can Precert's DTR serve this Questionnaire? (If not, CRD asks for form completion.)"""
+        if self.config.dtr != "auto":
+            return self.config.dtr == "on"
+        if cache is not None and questionnaire in cache:
+            return cache[questionnaire]
+        now = time.monotonic()
+        hit = self._dtr.get(questionnaire)
+        if hit and now - hit[0] < 30:
+            found = hit[1]
+        else:
+            found = False
+            try:
+                from questionnaires.catalog import get_catalog  # owned by DTR; may not exist yet
+
+                url, _, version = questionnaire.partition("|")
+                try:
+                    catalog = get_catalog()
+                except TypeError:
+                    catalog = get_catalog(self.app_state)
+                found = catalog.questionnaire(url, version or None) is not None
+            except Exception:
+                found = False
+            self._dtr[questionnaire] = (now, found)
+        if cache is not None:
+            cache[questionnaire] = found
+        return found
+
+    async def coverage_correction(self, coverage: dict, rules) -> dict | None:
+        """What in the EHR's Coverage differs from the payer's record of the same member, if anything."""
+        values = [i.get("value") for i in coverage.get("identifier") or [] if isinstance(i, dict) and isinstance(i.get("value"), str)]
+        if isinstance(coverage.get("subscriberId"), str):
+            values.append(coverage["subscriberId"])
+        values = [v for v in dict.fromkeys(values) if v][:5]
+        if not values:
+            return None
+        status, _ = rules.payer_status(coverage)
+        if status == "no":
+            return None
+        found, _ = await self.storage.search("Coverage", {"k.identifier": {"$in": values}}, count=1, with_total=False)
+        if not found:
+            return None
+        ours = found[0].resource
+        changes, notes = {}, []
+        if ours.get("status") and ours.get("status") != coverage.get("status"):
+            changes["status"] = ours["status"]
+            notes.append(f"status is {ours['status']}")
+        our_end = (ours.get("period") or {}).get("end")
+        their_end = (coverage.get("period") or {}).get("end") if isinstance(coverage.get("period"), dict) else None
+        if our_end != their_end and (our_end or their_end):
+            changes["period"] = {**(coverage.get("period") or {}), **(ours.get("period") or {})}
+            if not our_end:
+                changes["period"].pop("end", None)
+            notes.append(f"coverage ends {our_end}" if our_end else "coverage has no end date")
+        from server.rules.engine import plan_of
+
+        if plan_of(ours) and plan_of(coverage) and plan_of(ours) != plan_of(coverage):
+            changes["class"] = ours.get("class")
+            notes.append(f"plan is {plan_of(ours)}")
+        if not changes:
+            return None
+        return {"changes": changes, "summary": "; ".join(notes)}
+
+    async def record(self, doc: dict) -> None:
+        try:
+            await self.storage.collection(CALLS).insert_one(doc)
+        except Exception:  # the answer is still given; the failure is logged for operators
+            log.exception("could not store the CRD audit record for %s", doc.get("hook_instance"))
+
+    async def close(self) -> None:
+        await self.http.aclose()
+
+
+def _crd(request: Request) -> CRDState:
+    return request.app.state.precert.services["crd"]
+
+
+def _public_base(request: Request) -> str:
+    configured = request.app.state.precert.settings.base_url
+    return (configured or str(request.base_url)).rstrip("/")
+
+
+async def _authenticate(request: Request, crd: CRDState, audience: str) -> dict:
+    """{'iss', 'verified', 'error'}; raises AuthError when enforcement is on and the token fails."""
+    header = request.headers.get("authorization")
+    if not crd.config.require_jwt and not header:
+        return {"iss": None, "verified": False, "error": "no token (not required in the sandbox)"}
+    try:
+        v = await crd.verifier.verify(header, audience)
+        return {"iss": v.iss, "verified": True, "jti": v.jti}
+    except AuthError as exc:
+        if crd.config.require_jwt:
+            raise
+        return {"iss": None, "verified": False, "error": exc.message}
+
+
+def _auth_response(exc: AuthError) -> Response:
+    return JSONResponse({"error": "invalid_token" if exc.status == 401 else "forbidden", "message": exc.message},
+                        status_code=exc.status, headers=exc.headers())
+
+
+async def _read_json(request: Request, limit: int):
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype and ctype not in JSON_TYPES:
+        raise FHIRError.single(415, "not-supported", f"Content-Type '{ctype[:60]}' is not supported; send application/json")
+    try:
+        body = await read_body(request, limit)
+    except BodyTooLarge as exc:
+        raise FHIRError.single(413, "too-costly", str(exc)) from None
+    try:
+        return parse_json(body), body
+    except MalformedJSON as exc:
+        raise FHIRError.single(400, "structure", str(exc)) from None
+
+
+@router.get("/cds-services")
+async def discovery(request: Request) -> Response:
+    return Response(_crd(request).discovery_bytes, media_type="application/json")
+
+
+@router.post("/cds-services/{service_id}")
+async def call_service(service_id: str, request: Request) -> Response:
+    crd = _crd(request)
+    hook = SERVICE_HOOK.get(service_id)
+    if hook is None:
+        raise FHIRError.single(404, "not-found", f"no CDS service '{service_id[:80]}'; see GET /cds-services")
+    started = time.perf_counter()
+    audience = f"{_public_base(request)}/cds-services/{service_id}"
+    try:
+        caller = await _authenticate(request, crd, audience)
+    except AuthError as exc:
+        await crd.record(_audit(service_id, hook, None, None, exc.status, started, {"verified": False, "error": exc.message}))
+        return _auth_response(exc)
+    raw = b""
+    body = None
+    try:
+        body, raw = await _read_json(request, crd.config.max_body_bytes)
+        req = validate_request(body, hook, service_id, crd.config)
+        gathered = await gather(req, crd.fetcher)
+        rules = get_rules(request.app.state.precert)
+        try:
+            result, decisions = await answer(req, gathered, rules, crd)
+        except FHIRError:
+            raise
+        except Exception:
+            log.exception("CRD %s failed for hookInstance %s", service_id, req.hook_instance)
+            result, decisions = _technical(req, rules), []
+    except FHIRError as exc:
+        await crd.record(_audit(service_id, hook, body, raw, exc.status, started, caller, response=exc.outcome()))
+        raise
+    payload = orjson.dumps(result)
+    doc = _audit(service_id, hook, body, raw, 200, started, caller, response_bytes=payload)
+    doc.update({
+        "version": req.version.label,
+        "fetched": gathered.fetched,
+        "fetch_errors": gathered.fetch_errors or None,
+        "ignored_options": req.ignored_options or None,
+        "decisions": [{"order": d.target, "coverage": d.coverage, "assertion_id": d.assertion_id, "rule": d.determination.rule_id,
+                       "covered": d.determination.covered, "pa_needed": d.determination.pa_needed,
+                       "doc_needed": d.determination.doc_needed, "questionnaires": d.determination.questionnaires,
+                       "payer_match": d.determination.payer_match, "trace": d.determination.trace} for d in decisions],
+        "assertion_ids": sorted({d.assertion_id for d in decisions}),
+    })
+    await crd.record(doc)
+    return Response(payload, media_type="application/json")
+
+
+def _technical(req, rules) -> dict:
+    from cds_hooks import cards as cardlib
+
+    card = cardlib.instructions(req, "guideline", f"{rules.payer.name} could not determine coverage requirements right now",
+                                "A technical problem stopped Precert from evaluating this request. Try again, or contact the payer.",
+                                rules.payer.name, [])[1]
+    return {"cards": [card]}
+
+
+def _audit(service_id, hook, body, raw, status, started, caller, response=None, response_bytes=None) -> dict:
+    ctx = body.get("context") if isinstance(body, dict) and isinstance(body.get("context"), dict) else {}
+    return {
+        "_id": uuid.uuid4().hex,
+        "hook_instance": body.get("hookInstance") if isinstance(body, dict) and isinstance(body.get("hookInstance"), str) else None,
+        "service": service_id,
+        "hook": hook,
+        "at": datetime.now(timezone.utc),
+        "ms": round((time.perf_counter() - started) * 1000, 2),
+        "status": status,
+        "client": caller,
+        "fhir_server": body.get("fhirServer") if isinstance(body, dict) and isinstance(body.get("fhirServer"), str) else None,
+        "patient": ctx.get("patientId") if isinstance(ctx.get("patientId"), str) else None,
+        "user": ctx.get("userId") if isinstance(ctx.get("userId"), str) else None,
+        "request": bytes(raw[:1_000_000]) if raw else None,
+        "response": response_bytes if response_bytes is not None else (orjson.dumps(response) if response is not None else None),
+    }
+
+
+# ----------------------------------------------------------------------------- feedback
+@router.post("/cds-services/{service_id}/feedback")
+async def feedback(service_id: str, request: Request) -> Response:
+    crd = _crd(request)
+    if service_id not in SERVICE_HOOK:
+        raise FHIRError.single(404, "not-found", f"no CDS service '{service_id[:80]}'")
+    try:
+        caller = await _authenticate(request, crd, f"{_public_base(request)}/cds-services/{service_id}/feedback")
+    except AuthError as exc:
+        return _auth_response(exc)
+    body, _ = await _read_json(request, 1024 * 1024)
+    if not isinstance(body, dict) or not isinstance(body.get("feedback"), list) or not body["feedback"]:
+        raise FHIRError.single(400, "invalid", "feedback is {\"feedback\": [{card, outcome, outcomeTimestamp, ...}]}", "feedback")
+    items = []
+    for i, f in enumerate(body["feedback"]):
+        where = f"feedback[{i}]"
+        if not isinstance(f, dict):
+            raise FHIRError.single(400, "invalid", f"{where} must be an object", where)
+        if not isinstance(f.get("card"), str) or not f["card"]:
+            raise FHIRError.single(400, "invalid", f"{where}.card (the card's uuid) is required", f"{where}.card")
+        if f.get("outcome") not in ("accepted", "overridden"):
+            raise FHIRError.single(400, "invalid", f"{where}.outcome must be 'accepted' or 'overridden'", f"{where}.outcome")
+        if not isinstance(f.get("outcomeTimestamp"), str) or not f["outcomeTimestamp"]:
+            raise FHIRError.single(400, "invalid", f"{where}.outcomeTimestamp is required", f"{where}.outcomeTimestamp")
+        accepted = f.get("acceptedSuggestions")
+        if f["outcome"] == "accepted" and (not isinstance(accepted, list) or not all(isinstance(a, dict) and isinstance(a.get("id"), str) for a in accepted)):
+            raise FHIRError.single(400, "invalid", f"{where}.acceptedSuggestions ([{{id}}]) is required when accepted", f"{where}.acceptedSuggestions")
+        override = f.get("overrideReason")
+        if override is not None and not isinstance(override, dict):
+            raise FHIRError.single(400, "invalid", f"{where}.overrideReason must be an object", f"{where}.overrideReason")
+        items.append({
+            "_id": uuid.uuid4().hex, "service": service_id, "card": f["card"][:200], "outcome": f["outcome"],
+            "accepted_suggestions": [a["id"][:200] for a in accepted or []],
+            "override_reason": orjson.dumps(override).decode() if override else None,
+            "outcome_timestamp": f["outcomeTimestamp"][:40], "received_at": datetime.now(timezone.utc), "client": caller,
+        })
+    await crd.storage.collection(FEEDBACK).insert_many(items)
+    return JSONResponse({})
+
+
+# ----------------------------------------------------------------------------- audit lookup
+@router.get("/admin/crd/calls")
+async def calls(request: Request) -> Response:
+    q = request.query_params
+    query: dict = {}
+    if q.get("hookInstance"):
+        query["hook_instance"] = q["hookInstance"][:200]
+    if q.get("patient"):
+        query["patient"] = q["patient"][:200]
+    if q.get("assertion"):
+        query["assertion_ids"] = q["assertion"][:200]
+    try:
+        limit = max(1, min(int(q.get("_count", "20")), 100))
+    except ValueError:
+        raise FHIRError.single(400, "invalid", "_count must be a number") from None
+    cursor = _crd(request).storage.collection(CALLS).find(query).sort([("at", DESCENDING)]).limit(limit)
+    out = []
+    async for doc in cursor:
+        doc["id"] = doc.pop("_id")
+        doc["at"] = doc["at"].isoformat() if isinstance(doc.get("at"), datetime) else doc.get("at")
+        for key in ("request", "response"):
+            if doc.get(key) is not None:
+                try:
+                    doc[key] = orjson.loads(doc[key])
+                except orjson.JSONDecodeError:
+                    doc[key] = bytes(doc[key]).decode("utf-8", "replace")
+        out.append(doc)
+    return Response(orjson.dumps({"calls": out}), media_type="application/json")
+
+
+async def find_assertion(storage, assertion_id: str) -> dict | None:
+    """The stored CRD decision with this coverage-assertion-id (for PAS and reviewers)."""
+    doc = await storage.collection(CALLS).find_one({"assertion_ids": assertion_id})
+    if not doc:
+        return None
+    for d in doc.get("decisions") or []:
+        if d.get("assertion_id") == assertion_id:
+            return {"hook_instance": doc.get("hook_instance"), "at": doc.get("at"), "patient": doc.get("patient"), **d}
+    return None
 
 
 def install(app: FastAPI) -> None:
-    """Nothing to install yet."""
+    async def start(state) -> None:
+        config = CRDConfig.from_env(state.settings.mode)
+        state.services["crd"] = CRDState(state, config)
+        calls_coll = state.storage.collection(CALLS)
+        await calls_coll.create_index([("hook_instance", ASCENDING)])
+        await calls_coll.create_index([("assertion_ids", ASCENDING)])
+        await calls_coll.create_index([("patient", ASCENDING), ("at", DESCENDING)])
+        await state.storage.collection(FEEDBACK).create_index([("card", ASCENDING)])
+        if state.settings.mode == "production" and not config.require_jwt:
+            log.warning("CRD: EHR JWTs are not required (PRECERT_CRD_REQUIRE_JWT=off) in production mode")
+
+    async def stop(state) -> None:
+        crd = state.services.pop("crd", None)
+        if crd is not None:
+            await crd.close()
+
+    app.state.startup_steps.append(start)
+    app.state.shutdown_steps.append(stop)
+    app.include_router(router)
+
+
+__all__ = ["install", "find_assertion", "issue"]

@@ -1,0 +1,212 @@
+"""Trusting CDS clients: the EHR's JWT bearer token (CDS Hooks 2.0 "Trusting CDS Clients").
+
+Checked, in order: the header (``alg`` asymmetric and allowed, ``kid``, ``typ`` JWT); the issuer on
+the allow-list, and its ``jku`` (when given) one the allow-list names for it; the signature, with the
+key whose ``kid`` matches in the issuer's JWK Set (fetched from ``jku`` over httpx and cached; fetched
+again once when a ``kid`` is new, so key rotation works); ``aud`` is the URL of the endpoint called;
+``exp`` in the future, ``iat`` not; ``jti`` not seen before within the token's life.
+
+Problems give 401 (``WWW-Authenticate: Bearer error="invalid_token"``), or 403 when the token is
+well formed but its issuer or key location is not trusted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import dataclass, field
+
+import httpx
+import jwt
+from jwt import PyJWK
+
+from cds_hooks.config import CRDConfig, TrustedEHR
+
+JWKS_TTL = 600.0
+JWKS_REFRESH_MIN = 30.0
+
+
+class AuthError(Exception):
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+    def headers(self) -> dict:
+        desc = self.message.replace('"', "'")[:200]
+        return {"WWW-Authenticate": f'Bearer error="invalid_token", error_description="{desc}"'}
+
+
+@dataclass
+class Verified:
+    iss: str
+    jti: str
+    kid: str
+    claims: dict
+
+
+@dataclass
+class JWKSCache:
+    client: httpx.AsyncClient | None = None
+    timeout: float = 3.0
+    _sets: dict[str, tuple[float, dict]] = field(default_factory=dict)
+    _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    async def keys(self, url: str, refresh: bool = False) -> dict:
+        now = time.monotonic()
+        cached = self._sets.get(url)
+        if cached and not refresh and now - cached[0] < JWKS_TTL:
+            return cached[1]
+        if cached and refresh and now - cached[0] < JWKS_REFRESH_MIN:
+            return cached[1]
+        async with self._lock:
+            client = self.client or httpx.AsyncClient()
+            try:
+                resp = await asyncio.wait_for(client.get(url, headers={"Accept": "application/json"}), self.timeout)
+            except (httpx.HTTPError, asyncio.TimeoutError, OSError) as exc:
+                if cached:
+                    return cached[1]
+                raise AuthError(401, f"the JWK Set at {url[:120]} could not be fetched ({type(exc).__name__})") from None
+            finally:
+                if self.client is None:
+                    await client.aclose()
+            if resp.status_code != 200:
+                raise AuthError(401, f"the JWK Set at {url[:120]} returned HTTP {resp.status_code}")
+            try:
+                jwks = resp.json()
+                assert isinstance(jwks, dict) and isinstance(jwks.get("keys"), list)
+            except (ValueError, AssertionError):
+                raise AuthError(401, f"the document at {url[:120]} is not a JWK Set") from None
+            self._sets[url] = (time.monotonic(), jwks)
+            return jwks
+
+
+class ReplayCache:
+    """jti values seen, kept until their token expires."""
+
+    def __init__(self) -> None:
+        self._seen: dict[tuple[str, str], float] = {}
+        self._next_sweep = 0.0
+
+    def check_and_add(self, iss: str, jti: str, exp: float) -> bool:
+        now = time.time()
+        if now > self._next_sweep:
+            self._seen = {k: v for k, v in self._seen.items() if v > now}
+            self._next_sweep = now + 30
+        key = (iss, jti)
+        if key in self._seen and self._seen[key] > now:
+            return False
+        self._seen[key] = exp
+        return True
+
+
+def _find_key(jwks: dict, kid: str, alg: str):
+    for k in jwks.get("keys") or []:
+        if isinstance(k, dict) and k.get("kid") == kid:
+            try:
+                return PyJWK.from_dict(k, algorithm=alg).key
+            except Exception as exc:  # PyJWK raises several types for unusable keys
+                raise AuthError(401, f"key '{kid}' cannot verify {alg}: {exc}") from None
+    return None
+
+
+class Verifier:
+    def __init__(self, config: CRDConfig, jwks: JWKSCache):
+        self.config = config
+        self.jwks = jwks
+        self.replay = ReplayCache()
+
+    def _trusted(self, iss: str) -> list[TrustedEHR]:
+        return [t for t in self.config.trusted if t.iss.rstrip("/") == iss.rstrip("/")]
+
+    async def verify(self, authorization: str | None, audience: str) -> Verified:
+        if not authorization:
+            raise AuthError(401, "a JWT bearer token is required (Authorization: Bearer <JWT>)")
+        scheme, _, token = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise AuthError(401, "the Authorization header must be 'Bearer <JWT>'")
+        token = token.strip()
+        try:
+            header = jwt.get_unverified_header(token)
+            claims = jwt.decode(token, options={"verify_signature": False})
+        except jwt.PyJWTError as exc:
+            raise AuthError(401, f"the bearer token is not a JWT: {exc}") from None
+        alg, kid = header.get("alg"), header.get("kid")
+        if alg not in self.config.algorithms:
+            raise AuthError(401, f"alg '{alg}' is not accepted; use one of {', '.join(sorted(self.config.algorithms))}")
+        if not isinstance(kid, str) or not kid:
+            raise AuthError(401, "the JWT header has no 'kid'")
+        if header.get("typ") not in (None, "JWT"):
+            raise AuthError(401, "the JWT header 'typ' must be 'JWT'")
+        iss = claims.get("iss")
+        if not isinstance(iss, str) or not iss:
+            raise AuthError(401, "the JWT has no 'iss'")
+        trusted = self._trusted(iss)
+        if not trusted:
+            raise AuthError(403, f"issuer '{iss[:120]}' is not a trusted EHR")
+        jku = header.get("jku")
+        if jku is not None:
+            if not isinstance(jku, str) or not any(t.jku and t.jku == jku for t in trusted):
+                raise AuthError(403, f"jku '{str(jku)[:120]}' is not a JWK Set location trusted for '{iss[:80]}'")
+            sources = [t for t in trusted if t.jku == jku]
+        else:
+            sources = trusted
+        key = None
+        for source in sources:
+            if source.jwks is not None:
+                key = _find_key(source.jwks, kid, alg)
+            elif source.jku:
+                key = _find_key(await self.jwks.keys(source.jku), kid, alg)
+                if key is None:  # a rotated key: look again, at most every JWKS_REFRESH_MIN seconds
+                    key = _find_key(await self.jwks.keys(source.jku, refresh=True), kid, alg)
+            if key is not None:
+                break
+        if key is None:
+            raise AuthError(401, f"no key '{kid}' in the JWK Set of '{iss[:80]}'")
+        audiences = {audience, audience.rstrip("/"), audience.rstrip("/") + "/"}
+        try:
+            claims = jwt.decode(
+                token, key, algorithms=[alg], audience=list(audiences), leeway=self.config.clock_skew,
+                options={"require": ["iss", "aud", "exp", "iat", "jti"]},
+            )
+        except jwt.ExpiredSignatureError:
+            raise AuthError(401, "the JWT has expired") from None
+        except jwt.InvalidAudienceError:
+            raise AuthError(401, f"the JWT 'aud' must be {audience}") from None
+        except jwt.ImmatureSignatureError:
+            raise AuthError(401, "the JWT 'iat' is in the future") from None
+        except jwt.MissingRequiredClaimError as exc:
+            raise AuthError(401, f"the JWT has no '{exc.claim}' claim") from None
+        except jwt.InvalidSignatureError:
+            raise AuthError(401, "the JWT signature does not verify") from None
+        except jwt.PyJWTError as exc:
+            raise AuthError(401, f"the JWT is not valid: {exc}") from None
+        now = time.time()
+        iat, exp = claims.get("iat"), claims.get("exp")
+        if not isinstance(iat, (int, float)) or iat > now + self.config.clock_skew:
+            raise AuthError(401, "the JWT 'iat' is in the future")
+        if exp - iat > self.config.max_token_lifetime:
+            raise AuthError(401, f"the JWT lives longer than {self.config.max_token_lifetime} s")
+        jti = claims.get("jti")
+        if not isinstance(jti, str) or not jti:
+            raise AuthError(401, "the JWT 'jti' must be a non-empty string")
+        if not self.replay.check_and_add(iss, jti, float(exp) + self.config.clock_skew):
+            raise AuthError(401, "the JWT has been used before (jti replay)")
+        return Verified(iss=iss, jti=jti, kid=kid, claims=claims)
+
+
+def demo_token(audience: str, lifetime: int = 300) -> str:
+    """A token signed with the sandbox demo EHR key (documented in docs/crd.md)."""
+    import uuid
+    from pathlib import Path
+
+    from cds_hooks.config import DEMO_EHR_ISS
+
+    pem = (Path(__file__).resolve().parent / "demo_ehr_private_key.pem").read_text()
+    now = int(time.time())
+    return jwt.encode({"iss": DEMO_EHR_ISS, "aud": audience, "iat": now, "exp": now + lifetime, "jti": uuid.uuid4().hex},
+                      pem, algorithm="ES384", headers={"kid": "precert-demo-ehr-es384", "typ": "JWT"})
+
+
+__all__ = ["AuthError", "Verifier", "JWKSCache", "Verified", "demo_token", "json"]
