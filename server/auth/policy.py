@@ -221,3 +221,15 @@ def requirement_for(method: str, path: str) -> Requirement | None:
         if path.startswith(prefix) or path == prefix.rstrip("/"):
             return req
     return None
+
+
+def undeclared_routes(app) -> list[tuple[str, str]]:
+    """(method, path template) of every route with no requirement (the test suite keeps this empty).
+    FHIR templates are resolved with a sample resource type, as every type follows the same rules."""
+    missing = []
+    for path, methods in iter_routes(app):
+        sample = path.replace("{rtype}", "Claim").replace("{rid}", "x").replace("{name}", "op").replace("{vid}", "1")
+        for method in methods:
+            if method != "HEAD" and requirement_for(method, sample) is None:
+                missing.append((method, path))
+    return missing

@@ -463,10 +463,18 @@ async def audit_read(request: Request, entry_id: str) -> Response:
     return fhir_response(to_audit_event(doc))
 
 
-@audit_router.api_route("/fhir/AuditEvent", methods=["POST"])
-@audit_router.api_route("/fhir/AuditEvent/{entry_id}", methods=["PUT", "DELETE", "PATCH"])
-async def audit_write(request: Request) -> Response:
+def _audit_is_read_only():
     raise FHIRError.single(405, "not-supported", "AuditEvents are written by Precert itself and cannot be changed")
+
+
+@audit_router.post("/fhir/AuditEvent")
+async def audit_create(request: Request) -> Response:
+    _audit_is_read_only()
+
+
+@audit_router.api_route("/fhir/AuditEvent/{entry_id}", methods=["PUT", "DELETE", "PATCH"])
+async def audit_change(request: Request, entry_id: str) -> Response:
+    _audit_is_read_only()
 
 
 @audit_router.get("/admin/audit")
@@ -548,6 +556,10 @@ def install(app: FastAPI) -> None:
         if config.admin_username and config.admin_password:
             if await svc.staff.users.find_one({"_id": config.admin_username}) is None:
                 await svc.staff.add(config.admin_username, config.admin_password, ["administrator"], "Administrator")
+        missing = policy.undeclared_routes(app)
+        if missing:
+            log.warning("routes without a declared access requirement (refused when enforcing): %s",
+                        ", ".join(f"{m} {p}" for m, p in missing))
         log.info("security: authentication %s", "enforced" if svc.enforcing else "optional (open sandbox)")
 
     async def stop(state) -> None:
