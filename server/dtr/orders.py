@@ -60,7 +60,7 @@ def order_quantity(order: dict) -> float | None:
 
 
 def order_date(order: dict) -> str | None:
-    for key in ("occurrenceDateTime", "authoredOn", "start"):
+    for key in ("occurrenceDateTime", "start"):  # when the service happens (authoredOn is not)
         value = order.get(key)
         if isinstance(value, str):
             return value[:10]
