@@ -138,48 +138,49 @@ R4_CODES: dict[tuple[str, str], list[str]] = {
 }
 
 
-def _binding_issues(model: BaseModel, path: str, out: list[dict]) -> None:
-    """Required elements present and codes of required bindings in their value set."""
-    fields = type(model).model_fields
-    for name, field in fields.items():
-        extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else None
-        value = getattr(model, name, None)
+@lru_cache(maxsize=None)
+def _field_rules(cls: type) -> tuple[dict, tuple]:
+    """Per model class, computed once: {field: (json name, allowed codes or None)} for every
+    field, and the fields whose presence FHIR requires."""
+    rules: dict[str, tuple[str, tuple | None]] = {}
+    required: list[tuple[str, str]] = []
+    for name, field in cls.model_fields.items():
+        extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
         json_name = field.alias or name
-        child = f"{path}.{json_name}"
-        if extra:
-            if value is None:
-                if extra.get("element_required"):
-                    out.append(issue("required", f"{child} is required but missing", child))
-                continue
-            allowed = extra.get("enum_values")
-            if allowed and "+" in allowed:
-                allowed = R4_CODES.get((type(model).__name__, name))
-            if allowed:
-                values = value if isinstance(value, list) else [value]
-                for v in values:
-                    if isinstance(v, str) and v not in allowed:
-                        shown = ", ".join(allowed[:12])
-                        out.append(
-                            issue("code-invalid", f"{child} has code '{v[:64]}', which is not one of: {shown}", child)
-                        )
-        if value is None:
+        allowed = extra.get("enum_values")
+        if allowed and "+" in allowed:
+            allowed = R4_CODES.get((cls.__name__, name))
+        rules[name] = (json_name, tuple(allowed) if allowed else None)
+        if extra.get("element_required"):
+            required.append((name, json_name))
+    return rules, tuple(required)
+
+
+def _binding_issues(model: BaseModel, path: str, out: list[dict]) -> None:
+    """Required elements present and codes of required bindings in their value set. Only the
+    elements a resource actually carries are visited, so the cost follows the size of the input."""
+    rules, required = _field_rules(type(model))
+    for name, json_name in required:
+        if getattr(model, name, None) is None:
+            child = f"{path}.{json_name}"
+            out.append(issue("required", f"{child} is required but missing", child))
+    for name in model.model_fields_set:
+        value = getattr(model, name, None)
+        if value is None or name not in rules:
             continue
+        json_name, allowed = rules[name]
+        child = f"{path}.{json_name}"
+        if allowed:
+            for v in value if isinstance(value, list) else [value]:
+                if isinstance(v, str) and v not in allowed:
+                    shown = ", ".join(allowed[:12])
+                    out.append(issue("code-invalid", f"{child} has code '{v[:64]}', which is not one of: {shown}", child))
         if isinstance(value, BaseModel):
-            sub = path_for_resource(value, child)
-            _binding_issues(value, sub, out)
+            _binding_issues(value, child, out)
         elif isinstance(value, list):
             for i, element in enumerate(value):
                 if isinstance(element, BaseModel):
-                    sub = path_for_resource(element, f"{child}[{i}]")
-                    _binding_issues(element, sub, out)
-
-
-def path_for_resource(model: BaseModel, default: str) -> str:
-    # Contained and bundled resources are reported from their own root, as FHIRPath would.
-    rtype = getattr(model, "__resource_type__", None)
-    if rtype and _is_resource(type(model)) and default.endswith("]") is False:
-        return default
-    return default
+                    _binding_issues(element, f"{child}[{i}]", out)
 
 
 def validate_resource(resource: Any, expected_type: str | None = None, *, status: int = 400) -> BaseModel:
