@@ -90,8 +90,9 @@ class CRDState:
             cache[questionnaire] = found
         return found
 
-    async def coverage_correction(self, coverage: dict, rules) -> dict | None:
-        """What in the EHR's Coverage differs from the payer's record of the same member, if anything."""
+    async def payer_record(self, coverage: dict, rules) -> dict | None:
+        """The payer's own Coverage for the member the EHR's Coverage names (by member identifier or
+        subscriberId), or None. Its status, period and plan are the truth for coverage decisions."""
         values = [i.get("value") for i in coverage.get("identifier") or [] if isinstance(i, dict) and isinstance(i.get("value"), str)]
         if isinstance(coverage.get("subscriberId"), str):
             values.append(coverage["subscriberId"])
@@ -101,10 +102,17 @@ class CRDState:
         status, _ = rules.payer_status(coverage)
         if status == "no":
             return None
-        found, _ = await self.storage.search("Coverage", {"k.identifier": {"$in": values}}, count=1, with_total=False)
-        if not found:
+        try:
+            found, _ = await self.storage.search("Coverage", {"k.identifier": {"$in": values}}, count=1, with_total=False)
+        except Exception:  # the payer's records being unreachable must not stop the answer
+            log.exception("member lookup failed")
             return None
-        ours = found[0].resource
+        return found[0].resource if found else None
+
+    def coverage_correction(self, coverage: dict, ours: dict | None) -> dict | None:
+        """What in the EHR's Coverage differs from the payer's record of the same member, if anything."""
+        if not ours:
+            return None
         changes, notes = {}, []
         if ours.get("status") and ours.get("status") != coverage.get("status"):
             changes["status"] = ours["status"]

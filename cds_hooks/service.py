@@ -573,12 +573,22 @@ async def answer(req: HookRequest, gathered: Gathered, rules, crd_state) -> tupl
     satisfied_ids = {id(c): f"GC-{uuid.uuid4().hex[:12].upper()}" for c in coverages}
     dtr_cache: dict[str, bool] = {}
 
+    # The payer's own record of each member decides status, period and plan.
+    records = {id(c): await crd_state.payer_record(c, rules) for c in coverages}
+    effective = {}
+    for cov in coverages:
+        ours = records[id(cov)]
+        effective[id(cov)] = ({**cov, **{k: ours[k] for k in ("status", "period", "class", "payor") if k in ours}}
+                              if ours else cov)
+        if ours and "period" not in ours:
+            effective[id(cov)].pop("period", None)
+
     for resource in in_scope(req, gathered):
         target = f"{resource['resourceType']}/{resource.get('id')}"
         reps = []
         determinations: list[tuple[dict, Determination]] = []
         for cov in coverages:
-            inp = evaluation_input(resource, cov, req, gathered.pool)
+            inp = evaluation_input(resource, effective[id(cov)], req, gathered.pool)
             det = rules.evaluate(inp)
             determinations.append((cov, det))
             indeterminate = None
@@ -617,7 +627,7 @@ async def answer(req: HookRequest, gathered: Gathered, rules, crd_state) -> tupl
 
     if opts.get("insurance", False):
         for cov in coverages:
-            fix = await crd_state.coverage_correction(cov, rules)
+            fix = crd_state.coverage_correction(cov, records[id(cov)])
             if fix:
                 cards_or_action = cardlib.coverage_update(req, cov, fix, source_label)
                 if isinstance(cards_or_action, tuple):
