@@ -215,8 +215,9 @@ def require_staff(*roles: str):
         who = principal.staff if principal is not None and principal.staff is not None else None
         if who is None:
             token = staff_token(request)
-            directory: StaffDirectory = request.app.state.precert.services["auth"].staff
-            who = await directory.session(token) if token else None
+            state = getattr(request.app.state, "precert", None)
+            svc = state.services.get("auth") if state is not None else None
+            who = await svc.staff.session(token) if token and svc is not None else None
         if who is None:
             raise HTTPException(401, "payer staff sign-in required (POST /staff/login)",
                                 headers={"WWW-Authenticate": 'Bearer realm="precert-staff"'})
