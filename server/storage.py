@@ -202,6 +202,16 @@ class Storage:
             raise VersionConflict(None) from None
         return StoredResource.from_doc(doc)
 
+    async def create_many(self, items: list[tuple[str, dict, str]], owner: str | None = None, session=None) -> list[StoredResource]:
+        """Create several new resources, (type, resource, id) each, in one round trip."""
+        moment = utcnow()
+        docs = [self._document(rtype, rid, 1, moment, resource, owner) for rtype, resource, rid in items]
+        try:
+            await self.db.resources.insert_many(docs, ordered=True, session=session)
+        except DuplicateKeyError:
+            raise VersionConflict(None) from None
+        return [StoredResource.from_doc(d) for d in docs]
+
     async def read(self, rtype: str, rid: str) -> StoredResource | None:
         doc = await self.db.resources.find_one({"_id": f"{rtype}/{rid}"}, {"k": 0, "s": 0})
         return StoredResource.from_doc(doc) if doc else None

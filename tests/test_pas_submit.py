@@ -237,3 +237,17 @@ def test_parameters_wrapped_request_is_accepted(client):
     bundle = pas_request("2.2.1")
     r = client.post("/fhir/Claim/$submit", content=orjson.dumps({"resourceType": "Parameters", "parameter": [{"name": "resource", "resource": bundle}]}), headers=FHIR)
     assert r.status_code == 200 and actions(r.json()) == {1: "A1"}
+
+
+def test_coverage_change_takes_effect_at_once(client):
+    """Eligibility is cached for speed, but a change to a Coverage is seen by the next request."""
+    assert actions(submit(client, pas_request("2.2.1", member="PCM000004")).json()) == {1: "A1"}
+    coverage = client.get("/fhir/Coverage/cov-004").json()
+    try:
+        client.put("/fhir/Coverage/cov-004", json=dict(coverage, status="cancelled"), headers=FHIR)
+        cr = claim_response(submit(client, pas_request("2.2.1", member="PCM000004")).json())
+        assert cr["outcome"] == "error" and cr["error"][0]["code"]["coding"][0]["code"] == "78"
+    finally:
+        current = client.get("/fhir/Coverage/cov-004").json()
+        client.put("/fhir/Coverage/cov-004", json=dict(current, status="active"), headers=FHIR)
+    assert actions(submit(client, pas_request("2.2.1", member="PCM000004")).json()) == {1: "A1"}

@@ -17,7 +17,8 @@ def install(app: FastAPI) -> None:
 
     async def start(state) -> None:
         await cases.ensure_indexes(state.storage)
-        state.services["pas"] = PasService(state)
+        service = state.services["pas"] = PasService(state)
+        state.after_write_hooks.append(service.forget_members)
 
     app.state.startup_steps.append(start)
     claim_capability("http://hl7.org/fhir/us/davinci-pas/CapabilityStatement/IntermediaryCapabilities")

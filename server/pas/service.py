@@ -57,11 +57,45 @@ def sender_ids(pas: PasBundle) -> list[str]:
     return list(dict.fromkeys(out))
 
 
+MEMBER_CACHE_SECONDS = 30.0
+
+
 class PasService:
     def __init__(self, state):
         self.state = state
         self.storage = state.storage
         self.cases = case_store.collection(state.storage)
+        # Eligibility look-ups (member id -> Coverage and Patient) are cached briefly, as payers'
+        # eligibility systems are; a write to any Coverage or Patient through /fhir clears it.
+        self._members: dict[tuple, tuple[float, Any]] = {}
+
+    async def forget_members(self, request, stored, action) -> None:
+        if stored.type in ("Coverage", "Patient"):
+            self._members.clear()
+
+    async def _member_records(self, ids: list[str]) -> tuple[dict | None, dict | None]:
+        import time
+
+        key = tuple(sorted(ids))
+        hit = self._members.get(key)
+        if hit and hit[0] > time.monotonic():
+            return hit[1]
+        keys = ids + [i.split("|", 1)[1] for i in ids if "|" in i]
+        found, _ = await self.storage.search(
+            "Coverage",
+            {"$or": [{"k.identifier": {"$in": ids}}, {"k.subscriber-id": {"$in": [k.lower() for k in keys]}}]},
+            count=5, with_total=False,
+        )
+        coverage = found[0].resource if found else None
+        patient = None
+        ref = ((coverage or {}).get("beneficiary") or {}).get("reference")
+        if isinstance(ref, str) and "/" in ref:
+            stored = await self.storage.read(*ref.split("/")[-2:])
+            patient = stored.resource if stored and not stored.deleted else None
+        if len(self._members) > 10_000:
+            self._members.clear()
+        self._members[key] = (time.monotonic() + MEMBER_CACHE_SECONDS, (coverage, patient))
+        return coverage, patient
 
     # ------------------------------------------------------------------ member checks
     async def check_member(self, pas: PasBundle) -> MemberCheck:
@@ -79,20 +113,9 @@ class PasService:
         ids = member_ids(pas)
         if not ids:
             return MemberCheck(error=("72", "The request carries no member identifier (Coverage.identifier, Coverage.subscriberId or Patient.identifier).", "Claim.insurance.coverage"))
-        keys = ids + [i.split("|", 1)[1] for i in ids if "|" in i]
-        found, _ = await self.storage.search(
-            "Coverage",
-            {"$or": [{"k.identifier": {"$in": ids}}, {"k.subscriber-id": {"$in": [k.lower() for k in keys]}}]},
-            count=5, with_total=False,
-        )
-        if not found:
+        coverage, patient = await self._member_records(ids)
+        if coverage is None:
             return MemberCheck(error=("75", "Subscriber/insured not found: no member of this plan has the identifier given.", "Claim.insurance.coverage"))
-        coverage = found[0].resource
-        patient = None
-        ref = (coverage.get("beneficiary") or {}).get("reference")
-        if isinstance(ref, str) and "/" in ref:
-            stored = await self.storage.read(*ref.split("/")[-2:])
-            patient = stored.resource if stored and not stored.deleted else None
         if coverage.get("status") != "active":
             return MemberCheck(error=("78", f"The member's coverage is {coverage.get('status')}; no authorization can be given.", "Claim.insurance.coverage"), coverage=coverage, patient=patient)
         end = (coverage.get("period") or {}).get("end")
@@ -193,8 +216,7 @@ class PasService:
                      "$push": {"history": case_store.event("superseded", "provider", f"updated by {case_id}")}},
                     session=session,
                 )
-            await self.storage.create("Claim", claim_copy, rid=claim_id, owner=owner, session=session)
-            await self.storage.create("ClaimResponse", cr_stored, rid=response_id, owner=owner, session=session)
+            await self.storage.create_many([("Claim", claim_copy, claim_id), ("ClaimResponse", cr_stored, response_id)], owner=owner, session=session)
 
         try:
             await self.storage.transaction(write)
