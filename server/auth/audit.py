@@ -136,7 +136,7 @@ class AuditLog:
         if entity:
             query["entity.ref"] = entity
         if kind:
-            query["kind"] = kind
+            query["kind"] = {"$in": list(kind)} if isinstance(kind, (list, tuple)) else kind
         if outcome == "0":
             query["status"] = {"$lt": 400}
         elif outcome == "4":
@@ -170,11 +170,17 @@ def to_audit_event(doc: dict) -> dict:
         "who": who,
         "requestor": True,
     }]
-    if agent.get("organization"):
-        system, _, value = str(agent["organization"]).partition("|")
-        agents[0]["onBehalfOf"] = {"identifier": {"system": system, "value": value}} if value else {"display": system}
     if agent.get("ip"):
         agents[0]["network"] = {"address": agent["ip"], "type": "2"}
+    if agent.get("organization"):
+        # R4 has no agent.onBehalfOf: the organization the client acts for is a second agent.
+        system, _, value = str(agent["organization"]).partition("|")
+        agents.append({
+            "type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-RoleClass", "code": "PROV",
+                                 "display": "healthcare provider"}]},
+            "who": {"identifier": {"system": system, "value": value}} if value else {"display": system},
+            "requestor": False,
+        })
     event: dict = {
         "resourceType": "AuditEvent",
         "id": doc["_id"],

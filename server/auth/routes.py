@@ -407,7 +407,8 @@ async def _audit_search(request: Request, items: list[tuple[str, str]], base: st
                 raise bad_request("outcome is one of 0, 4, 8, 12", "outcome")
             args["outcome"] = value
         elif key == "type":
-            args["kind"] = "rest" if value.split("|")[-1] == "rest" else "login" if value.split("|")[-1] == "110114" else value
+            code = value.split("|")[-1]
+            args["kind"] = "rest" if code == "rest" else ("login", "token") if code == "110114" else code
         elif key == "date":
             prefix, moment = _parse_date(value)
             day = len(value.removeprefix(prefix)) == 10
@@ -423,11 +424,7 @@ async def _audit_search(request: Request, items: list[tuple[str, str]], base: st
         offset = max(0, int(dict(items).get("_getpagesoffset", "0")))
     except ValueError:
         raise bad_request("_count and _getpagesoffset are whole numbers") from None
-    if args.get("kind") == "login":
-        docs1, total1 = await svc.audit.search(**{**args, "kind": "login"}, since=since, until=until, offset=offset, count=count)
-        docs, total = docs1, total1
-    else:
-        docs, total = await svc.audit.search(**args, since=since, until=until, offset=offset, count=count)
+    docs, total = await svc.audit.search(**args, since=since, until=until, offset=offset, count=count)
     bundle = {"resourceType": "Bundle", "type": "searchset", "meta": {"lastUpdated": fhir_instant(utcnow())},
               "total": total, "link": [{"relation": "self", "url": self_url}]}
     if offset + len(docs) < total and count:
@@ -497,6 +494,9 @@ def _production_problems(config: AuthConfig, settings) -> list[str]:
 
 
 def install(app: FastAPI) -> None:
+    from server.auth import logfilter
+
+    logfilter.install()
     register_types(PROVIDERS)
     app.include_router(discovery)
     app.include_router(staff_router)

@@ -77,6 +77,7 @@ def get_token(http, base: str, client_id: str, key: ClientKey, scope: str) -> di
 def staff_login(http, base: str, username: str, password: str) -> str:
     resp = http.post(f"{base}/staff/login", json={"username": username, "password": password})
     resp.raise_for_status()
+    http.cookies.clear()  # callers send the token explicitly; a stored cookie would sign in every request
     return resp.json()["token"]
 
 
