@@ -15,6 +15,14 @@ _PARAM_DEFINITIONS = "http://hl7.org/fhir/SearchParameter/"
 # at import time through :func:`claim`.
 _INSTANTIATES: list[str] = []
 _SECURITY: dict = {}
+_RESOURCE_EXTENSIONS: dict[str, list[dict]] = {}
+
+
+def add_resource_extension(rtype: str, extension: dict) -> None:
+    """An extension on a resource's entry, e.g. the subscription topics a server offers."""
+    current = _RESOURCE_EXTENSIONS.setdefault(rtype, [])
+    if extension not in current:
+        current.append(extension)
 
 
 def claim(canonical: str) -> None:
@@ -30,7 +38,10 @@ def set_security(security) -> None:
 
 def _resource_entry(rtype: str) -> dict:
     provider = PROVIDERS[rtype]
-    entry: dict = {"type": rtype}
+    entry: dict = {}
+    if _RESOURCE_EXTENSIONS.get(rtype):
+        entry["extension"] = list(_RESOURCE_EXTENSIONS[rtype])
+    entry["type"] = rtype
     if provider.profiles:
         entry["supportedProfile"] = list(provider.profiles)
     entry["interaction"] = [{"code": code} for code in provider.interactions]

@@ -251,3 +251,15 @@ def test_coverage_change_takes_effect_at_once(client):
         current = client.get("/fhir/Coverage/cov-004").json()
         client.put("/fhir/Coverage/cov-004", json=dict(current, status="active"), headers=FHIR)
     assert actions(submit(client, pas_request("2.2.1", member="PCM000004")).json()) == {1: "A1"}
+
+
+def test_capability_statement_declares_pas(client):
+    cs = client.get("/fhir/metadata").json()
+    assert "http://hl7.org/fhir/us/davinci-pas/CapabilityStatement/IntermediaryCapabilities" in cs["instantiates"]
+    resources = {r["type"]: r for r in cs["rest"][0]["resource"]}
+    ops = {o["name"]: o["definition"] for o in resources["Claim"]["operation"]}
+    assert ops["submit"] == "http://hl7.org/fhir/us/davinci-pas/OperationDefinition/Claim-submit"
+    assert ops["inquire"] == "http://hl7.org/fhir/us/davinci-pas/OperationDefinition/Claim-inquiry"
+    topics = [e["valueCanonical"] for e in resources["Subscription"].get("extension", [])]
+    assert "http://hl7.org/fhir/us/davinci-pas/SubscriptionTopic/PASSubscriptionTopic" in topics
+    assert any(o["name"] == "status" for o in resources["Subscription"]["operation"])

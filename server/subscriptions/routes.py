@@ -52,7 +52,14 @@ async def _status(call: OperationCall) -> Response:
 
 
 def install(app: FastAPI) -> None:
+    from capability.statement import add_resource_extension
+    from server.subscriptions.model import PAS_TOPIC
     from server.subscriptions.service import SubscriptionService
+
+    add_resource_extension("Subscription", {
+        "url": "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/capabilitystatement-subscriptiontopic-canonical",
+        "valueCanonical": PAS_TOPIC,
+    })
 
     operation("status", ["Subscription"], STATUS_DEFINITION, instance_level=True, methods=("GET", "POST"))(_status)
 
