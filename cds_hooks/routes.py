@@ -166,6 +166,19 @@ async def _authenticate(request: Request, crd: CRDState, audience: str) -> dict:
         return {"iss": None, "verified": False, "error": exc.message}
 
 
+def _security_audit(request: Request, caller: dict, status: int, service_id: str, patient: str | None = None) -> None:
+    """Tell the security audit trail who called (the verified EHR), beside CRD's own record."""
+    try:
+        from server.auth import audit
+
+        agent = {"kind": "ehr", "id": caller.get("iss") or "unverified"}
+        audit(request, kind="rest", agent=agent, status=status, method="POST", path=request.url.path,
+              operation="cds-hooks", resource_type="Patient" if patient else None, resource_id=patient,
+              description=f"CRD {service_id}" + ("" if caller.get("verified") else f" (token not verified: {caller.get('error')})"))
+    except Exception:  # the security audit is another capability's; CRD answers regardless
+        log.debug("security audit not recorded", exc_info=True)
+
+
 def _auth_response(exc: AuthError) -> Response:
     return JSONResponse({"error": "invalid_token" if exc.status == 401 else "forbidden", "message": exc.message},
                         status_code=exc.status, headers=exc.headers())
@@ -202,6 +215,7 @@ async def call_service(service_id: str, request: Request) -> Response:
         caller = await _authenticate(request, crd, audience)
     except AuthError as exc:
         await crd.record(_audit(service_id, hook, None, None, exc.status, started, {"verified": False, "error": exc.message}))
+        _security_audit(request, {"verified": False, "error": exc.message}, exc.status, service_id)
         return _auth_response(exc)
     raw = b""
     body = None
@@ -219,6 +233,7 @@ async def call_service(service_id: str, request: Request) -> Response:
             result, decisions = _technical(req, rules), []
     except FHIRError as exc:
         await crd.record(_audit(service_id, hook, body, raw, exc.status, started, caller, response=exc.outcome()))
+        _security_audit(request, caller, exc.status, service_id)
         raise
     payload = orjson.dumps(result)
     doc = _audit(service_id, hook, body, raw, 200, started, caller, response_bytes=payload)
@@ -234,6 +249,7 @@ async def call_service(service_id: str, request: Request) -> Response:
         "assertion_ids": sorted({d.assertion_id for d in decisions}),
     })
     await crd.record(doc)
+    _security_audit(request, caller, 200, service_id, req.patient_id)
     return Response(payload, media_type="application/json")
 
 
