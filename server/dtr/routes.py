@@ -22,6 +22,26 @@ DTR_PAYER_CAPABILITY = "http://hl7.org/fhir/us/davinci-dtr/CapabilityStatement/d
 
 router = APIRouter(prefix="/admin/dtr", tags=["DTR administration"])
 
+# The DTR client's hot paths get their own routes, matched before the generic /fhir routes (which
+# come last and would otherwise be reached only after every other capability's routes were tried:
+# route matching was a third of the cost of a package request). They dispatch exactly as the
+# generic operation route does.
+hot = APIRouter(prefix="/fhir", include_in_schema=False)
+
+
+@hot.post("/Questionnaire/$questionnaire-package")
+async def questionnaire_package_route(request: Request):
+    from server.fhir.rest import _dispatch_operation
+
+    return await _dispatch_operation(request, "Questionnaire", None, "questionnaire-package")
+
+
+@hot.post("/Questionnaire/$next-question")
+async def next_question_route(request: Request):
+    from server.fhir.rest import _dispatch_operation
+
+    return await _dispatch_operation(request, "Questionnaire", None, "next-question")
+
 
 @router.get("/questionnaire-errors")
 async def questionnaire_errors(request: Request, questionnaire: str | None = Query(None, max_length=1000), limit: int = Query(50, ge=1, le=500)):
@@ -81,5 +101,6 @@ def install(app: FastAPI) -> None:
 
     get_catalog()  # fail at start-up, naming the file, if a template is broken
     claim(DTR_PAYER_CAPABILITY)
+    app.include_router(hot)
     app.include_router(router)
     app.state.startup_steps.append(load_templates)
