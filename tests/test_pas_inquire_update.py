@@ -206,7 +206,11 @@ def test_denied_request_cannot_be_updated(client):
 def test_update_of_a_request_never_seen_is_decided_as_new(client):
     """The PAS test kit sends updates whose prior Claim only exists inside the Bundle."""
     original = pas_request("2.2.1")
-    body = submit(client, update_of(original, original["entry"][0]["resource"]["item"])).json()
+    claim = original["entry"][0]["resource"]
+    claim["identifier"] = [{"system": "urn:test:trace", "value": uuid.uuid4().hex}]
+    claim["id"] = "never-seen-" + uuid.uuid4().hex[:8]
+    original["entry"][0]["fullUrl"] = "http://example.org/fhir/Claim/" + claim["id"]
+    body = submit(client, update_of(original, claim["item"])).json()
     assert actions(body) == {1: "A1"}
 
 
