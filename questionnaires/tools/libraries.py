@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 from questionnaires.tools.elm import (
-    age_in_years_at, as_type, date_from, define, exists, first, first_codings, issued_date, last, latest,
+    age_in_years_at, date_from, define, exists, first, first_codings, issued_date, latest,
     library, prop, quantity_value, query, ref, results, retrieve, today, truncate,
 )
 
@@ -113,10 +113,6 @@ LIBRARIES: dict[str, dict] = {
         define("HasDiabetes", exists(retrieve("Condition", "DiabetesConditions"))),
     ]),
 }
-
-# Unused imports kept explicit for authors extending the libraries.
-_ = (as_type, last)
-
 
 def main() -> None:
     for folder, elm in LIBRARIES.items():

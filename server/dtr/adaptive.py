@@ -17,12 +17,12 @@ import copy
 import html
 
 from questionnaires.catalog import (
-    EXT_ADAPTIVE, Catalog, Template, canonical_split, get_catalog, response_items,
+    EXT_ADAPTIVE, Catalog, Template, get_catalog, response_items,
 )
 from questionnaires.checker import check_response, collect_answers, enabled_items
 from questionnaires.criteria import assess_answers
 from server.dtr.common import V22, parse_parameters, requested_version
-from server.fhir.errors import FHIRError, bad_request, issue
+from server.fhir.errors import FHIRError, bad_request
 from server.fhir.operations import OperationCall, operation
 from server.fhir.responses import base_url, fhir_response
 
@@ -240,7 +240,6 @@ async def _next_question(call: OperationCall):
     return fhir_response(result)
 
 
-operation("next-question", ("Questionnaire",), DEFINITION)(_next_question)
+operation("next-question", ("Questionnaire", "QuestionnaireResponse"), DEFINITION)(_next_question)
 # DTR 2.0.1 prose: with questionnaireAdaptive = true the client posts to [base]/$next-question.
 operation("next-question", (), DEFINITION)(_next_question)
-_ = (issue, canonical_split)
