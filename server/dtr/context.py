@@ -34,3 +34,19 @@ async def resolve_context(app_state, context_id: str) -> dict | None:
         if found:
             return found
     return None
+
+
+async def pas_case_resolver(app_state, context_id: str) -> dict | None:
+    """PAS tracking numbers: a pended item's administrative reference is ``{case}-{sequence}`` and
+    the case number is the case's id (``server.pas``). The forms are the ones the pended decisions
+    asked for."""
+    case_id, _, sequence = context_id.rpartition("-") if context_id.count("-") else (context_id, "", "")
+    candidates = [context_id] + ([case_id] if case_id and sequence.isdigit() else [])
+    doc = await app_state.storage.collection("pas_cases").find_one({"_id": {"$in": candidates}}, {"decisions": 1})
+    if not doc:
+        return None
+    decisions = doc.get("decisions") or []
+    if doc["_id"] != context_id and sequence.isdigit():
+        decisions = [d for d in decisions if str(d.get("sequence")) == sequence]
+    questionnaires = [d["questionnaire"] for d in decisions if isinstance(d, dict) and d.get("questionnaire")]
+    return {"source": "pas", "case": doc["_id"], "questionnaires": list(dict.fromkeys(questionnaires))}

@@ -77,6 +77,9 @@ def _content(resource: dict) -> bytes:
 async def load_templates(state) -> None:
     """Store every template resource at its fixed id, writing only what changed (idempotent, safe
     to run from several workers at once)."""
+    from server.dtr.context import pas_case_resolver, register_context_resolver
+
+    register_context_resolver(state, pas_case_resolver)
     storage = state.storage
     written = 0
     for resource in get_catalog().resources():
