@@ -52,3 +52,25 @@ def test_the_draft_response_once_answered_meets_the_criteria(client):
     assert r.status_code == 200
     [only] = r.json()["issue"]
     assert only["severity"] == "information" and "meet" in only["diagnostics"]
+
+
+def test_a_crd_coverage_assertion_id_launches_the_forms_crd_named(client):
+    from tests.test_crd_conformance import call, one, order_sign, service_request
+
+    body = order_sign(service_request("sr-dtr-mri", "70551"))
+    r = call(client, body)
+    assert r.status_code == 200, r.text
+    draft = body["context"]["draftOrders"]["entry"][0]["resource"]
+    reps = [a["resource"] for a in r.json().get("systemActions", []) if a.get("resource", {}).get("id") == "sr-dtr-mri"]
+    rep = next(e for e in reps[0]["extension"] if e["url"].endswith("ext-coverage-information"))
+    assertion = one(rep, "coverage-assertion-id")
+    assert assertion
+    r = client.post(PKG, content=json.dumps(package_request(context=assertion)), headers=FHIR_JSON)
+    assert r.status_code == 200, r.text
+    [bundle] = [p["resource"] for p in r.json()["parameter"] if p["name"] == "PackageBundle"]
+    assert bundle["entry"][0]["resource"]["url"].endswith("/advanced-imaging")
+    # with the order too (DTR launched after CRD): still one form, tied to the order
+    r = client.post(PKG, content=json.dumps(package_request(draft, context=assertion)), headers=FHIR_JSON)
+    [bundle] = [p["resource"] for p in r.json()["parameter"] if p["name"] == "PackageBundle"]
+    qr = next(e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "QuestionnaireResponse")
+    assert any(e["valueReference"]["reference"] == "ServiceRequest/sr-dtr-mri" for e in qr["extension"] if e["url"].endswith("qr-context"))

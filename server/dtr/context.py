@@ -50,3 +50,16 @@ async def pas_case_resolver(app_state, context_id: str) -> dict | None:
         decisions = [d for d in decisions if str(d.get("sequence")) == sequence]
     questionnaires = [d["questionnaire"] for d in decisions if isinstance(d, dict) and d.get("questionnaire")]
     return {"source": "pas", "case": doc["_id"], "questionnaires": list(dict.fromkeys(questionnaires))}
+
+
+async def crd_assertion_resolver(app_state, context_id: str) -> dict | None:
+    """CRD coverage-assertion-ids: the forms CRD's decision named (``cds_hooks.find_assertion``)."""
+    try:
+        from cds_hooks.routes import find_assertion
+    except ImportError:  # CRD not installed
+        return None
+    found = await find_assertion(app_state.storage, context_id, app_state.services.get("crd"))
+    if not found:
+        return None
+    return {"source": "crd", "questionnaires": list(found.get("questionnaires") or []), "order": found.get("order"),
+            "doc_needed": found.get("doc_needed")}

@@ -77,8 +77,9 @@ def _content(resource: dict) -> bytes:
 async def load_templates(state) -> None:
     """Store every template resource at its fixed id, writing only what changed (idempotent, safe
     to run from several workers at once)."""
-    from server.dtr.context import pas_case_resolver, register_context_resolver
+    from server.dtr.context import crd_assertion_resolver, pas_case_resolver, register_context_resolver
 
+    register_context_resolver(state, crd_assertion_resolver)
     register_context_resolver(state, pas_case_resolver)
     storage = state.storage
     written = 0
