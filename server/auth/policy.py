@@ -80,6 +80,10 @@ OPERATION_SCOPES: dict[tuple[str | None, str], tuple[tuple[str, str], ...]] = {
     ("Questionnaire", "questionnaire-package"): (("Questionnaire", "r"),),
     ("Questionnaire", "next-question"): (("Questionnaire", "r"),),
     ("QuestionnaireResponse", "next-question"): (("Questionnaire", "r"),),
+    (None, "next-question"): (("Questionnaire", "r"),),
+    (None, "questionnaire-package"): (("Questionnaire", "r"),),
+    # Checking answers against a form: a DTR client (Questionnaire.rs), or one that may store them.
+    ("QuestionnaireResponse", "validate"): (("Questionnaire", "r"), ("QuestionnaireResponse", "c")),
     ("Questionnaire", "log-questionnaire-errors"): (("Questionnaire", "r"),),
     ("Questionnaire", "populate"): (("Questionnaire", "r"),),
     ("ValueSet", "expand"): (("ValueSet", "r"),),
@@ -198,7 +202,8 @@ def _operation(rtype: str | None, rid: str | None, name: str, method: str) -> Re
     alternatives = OPERATION_SCOPES.get((rtype, name))
     if alternatives is None:
         alternatives = ((rtype or "*", "r" if method in ("GET", "HEAD") else "c"),)
-    phi = not all(t in KNOWLEDGE_TYPES for t, _ in alternatives)
+    # DTR operations carry the patient's order, coverage and answers: only terminology is not PHI.
+    phi = not all(t in ("ValueSet", "CodeSystem", "Library") for t, _ in alternatives)
     return Requirement(
         SMART, alternatives, phi=phi, interaction="operation", resource_type=rtype, resource_id=rid, operation=name
     )
