@@ -102,7 +102,8 @@ def _valueset(spec: dict, where: str) -> dict:
         if not inc.get("system") or not concepts:
             raise TemplateError(f"{where}: value set {slug} include needs 'system' and enumerated 'concepts'")
         includes.append({"system": inc["system"], "concept": concepts})
-        lines += [f"{c['code']}: {c['display']} ({inc['system']})" for c in concepts]
+        # The codes themselves are in compose (and in every expansion); the narrative summarises.
+        lines.append(f"{len(concepts)} codes from {inc['system']}: " + ", ".join(c["code"] for c in concepts))
     title = spec.get("title", slug)
     vs = {
         "resourceType": "ValueSet",
