@@ -20,6 +20,7 @@ import asyncio
 import logging
 import re
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, Iterable
 
 import httpx
@@ -57,7 +58,14 @@ def reference_parts(ref: Any) -> tuple[str, str] | None:
     """('Type', 'id') from 'Type/id', 'https://host/fhir/Type/id[/_history/n]' or a Reference dict."""
     if isinstance(ref, dict):
         ref = ref.get("reference")
-    if not isinstance(ref, str) or not ref or ref.startswith("#") or ref.startswith("urn:"):
+    if not isinstance(ref, str):
+        return None
+    return _parts(ref)
+
+
+@lru_cache(maxsize=4096)
+def _parts(ref: str) -> tuple[str, str] | None:
+    if not ref or ref.startswith("#") or ref.startswith("urn:"):
         return None
     ref = ref.split("/_history/")[0].rstrip("/")
     parts = ref.split("/")

@@ -13,9 +13,11 @@ assertion a claim refers to.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
+import zlib
 from datetime import datetime, timezone
 
 import httpx
@@ -38,6 +40,12 @@ log = logging.getLogger("precert.crd")
 router = APIRouter()
 
 CALLS = "crd_hook_calls"
+MEMBER_TTL = 60.0
+MEMBER_CACHE_MAX = 10_000
+FLUSH_INTERVAL = 0.2
+FLUSH_BATCH = 100
+MAX_PENDING = 50_000
+MAX_AUDIT_BODY = 5 * 1024 * 1024
 FEEDBACK = "crd_feedback"
 JSON_TYPES = ("application/json", "application/fhir+json", "text/json")
 
@@ -54,6 +62,12 @@ class CRDState:
         self._dtr: dict[str, tuple[float, bool]] = {}
         discovery = discovery_document()
         self.discovery_bytes = orjson.dumps(discovery)
+        # Member records by identifier values, for MEMBER_TTL seconds; cleared by any Coverage write.
+        self._members: dict[tuple, tuple[float, dict | None]] = {}
+        # Audit records waiting to be written (in batches, off the request path).
+        self._pending: list[dict] = []
+        self._wake = asyncio.Event()
+        self._writer: asyncio.Task | None = None
 
     @property
     def storage(self):
@@ -102,12 +116,24 @@ class CRDState:
         status, _ = rules.payer_status(coverage)
         if status == "no":
             return None
+        key = tuple(values)
+        now = time.monotonic()
+        hit = self._members.get(key)
+        if hit and hit[0] > now:
+            return hit[1]
         try:
             found, _ = await self.storage.search("Coverage", {"k.identifier": {"$in": values}}, count=1, with_total=False)
         except Exception:  # the payer's records being unreachable must not stop the answer
             log.exception("member lookup failed")
             return None
-        return found[0].resource if found else None
+        record = found[0].resource if found else None
+        if len(self._members) > MEMBER_CACHE_MAX:
+            self._members.clear()
+        self._members[key] = (now + MEMBER_TTL, record)
+        return record
+
+    def forget_members(self) -> None:
+        self._members.clear()
 
     def coverage_correction(self, coverage: dict, ours: dict | None) -> dict | None:
         """What in the EHR's Coverage differs from the payer's record of the same member, if anything."""
@@ -134,12 +160,50 @@ class CRDState:
         return {"changes": changes, "summary": "; ".join(notes)}
 
     async def record(self, doc: dict) -> None:
-        try:
-            await self.storage.collection(CALLS).insert_one(doc)
-        except Exception:  # the answer is still given; the failure is logged for operators
-            log.exception("could not store the CRD audit record for %s", doc.get("hook_instance"))
+        """Queue an audit record; the writer stores queued records in batches within FLUSH_INTERVAL."""
+        self._pending.append(doc)
+        if len(self._pending) >= FLUSH_BATCH:
+            self._wake.set()
+        if self._writer is None:  # no background writer (e.g. not started): write now
+            await self.flush()
+
+    async def flush(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending[:FLUSH_BATCH * 4], self._pending[FLUSH_BATCH * 4:]
+            try:
+                await self.storage.collection(CALLS).insert_many(batch, ordered=False)
+            except Exception:  # kept for the next attempt; logged for operators
+                log.exception("could not store %d CRD audit records; retrying", len(batch))
+                self._pending = batch + self._pending
+                if len(self._pending) > MAX_PENDING:
+                    log.error("CRD audit queue full: %d records dropped", len(self._pending) - MAX_PENDING)
+                    self._pending = self._pending[-MAX_PENDING:]
+                return
+
+    def pending(self) -> list[dict]:
+        return list(self._pending)
+
+    async def _write_loop(self) -> None:
+        while True:
+            try:
+                await asyncio.wait_for(self._wake.wait(), FLUSH_INTERVAL)
+            except asyncio.TimeoutError:
+                pass
+            self._wake.clear()
+            await self.flush()
+
+    def start_writer(self) -> None:
+        self._writer = asyncio.get_running_loop().create_task(self._write_loop())
 
     async def close(self) -> None:
+        if self._writer is not None:
+            self._writer.cancel()
+            try:
+                await self._writer
+            except (asyncio.CancelledError, Exception):
+                pass
+            self._writer = None
+        await self.flush()
         await self.http.aclose()
 
 
@@ -152,13 +216,14 @@ def _public_base(request: Request) -> str:
     return (configured or str(request.base_url)).rstrip("/")
 
 
-async def _authenticate(request: Request, crd: CRDState, audience: str) -> dict:
-    """{'iss', 'verified', 'error'}; raises AuthError when enforcement is on and the token fails."""
+async def _authenticate(request: Request, crd: CRDState, path: str) -> dict:
+    """{'iss', 'verified', 'error'}; raises AuthError when enforcement is on and the token fails.
+    The token's ``aud`` must be the public URL of the endpoint: base URL + ``path``."""
     header = request.headers.get("authorization")
     if not crd.config.require_jwt and not header:
         return {"iss": None, "verified": False, "error": "no token (not required in the sandbox)"}
     try:
-        v = await crd.verifier.verify(header, audience)
+        v = await crd.verifier.verify(header, _public_base(request) + path)
         return {"iss": v.iss, "verified": True, "jti": v.jti}
     except AuthError as exc:
         if crd.config.require_jwt:
@@ -210,9 +275,8 @@ async def call_service(service_id: str, request: Request) -> Response:
     if hook is None:
         raise FHIRError.single(404, "not-found", f"no CDS service '{service_id[:80]}'; see GET /cds-services")
     started = time.perf_counter()
-    audience = f"{_public_base(request)}/cds-services/{service_id}"
     try:
-        caller = await _authenticate(request, crd, audience)
+        caller = await _authenticate(request, crd, f"/cds-services/{service_id}")
     except AuthError as exc:
         await crd.record(_audit(service_id, hook, None, None, exc.status, started, {"verified": False, "error": exc.message}))
         _security_audit(request, {"verified": False, "error": exc.message}, exc.status, service_id)
@@ -276,8 +340,11 @@ def _audit(service_id, hook, body, raw, status, started, caller, response=None, 
         "fhir_server": body.get("fhirServer") if isinstance(body, dict) and isinstance(body.get("fhirServer"), str) else None,
         "patient": ctx.get("patientId") if isinstance(ctx.get("patientId"), str) else None,
         "user": ctx.get("userId") if isinstance(ctx.get("userId"), str) else None,
-        "request": bytes(raw[:1_000_000]) if raw else None,
-        "response": response_bytes if response_bytes is not None else (orjson.dumps(response) if response is not None else None),
+        # Bodies are kept exactly as exchanged, zlib-compressed (they are most of the record's size).
+        "request": zlib.compress(bytes(raw[:MAX_AUDIT_BODY]), 1) if raw else None,
+        "response": zlib.compress(response_bytes if response_bytes is not None else orjson.dumps(response), 1)
+        if (response_bytes is not None or response is not None) else None,
+        "z": True,
     }
 
 
@@ -288,7 +355,7 @@ async def feedback(service_id: str, request: Request) -> Response:
     if service_id not in SERVICE_HOOK:
         raise FHIRError.single(404, "not-found", f"no CDS service '{service_id[:80]}'")
     try:
-        caller = await _authenticate(request, crd, f"{_public_base(request)}/cds-services/{service_id}/feedback")
+        caller = await _authenticate(request, crd, f"/cds-services/{service_id}/feedback")
     except AuthError as exc:
         return _auth_response(exc)
     body, _ = await _read_json(request, 1024 * 1024)
@@ -336,7 +403,9 @@ async def calls(request: Request) -> Response:
         limit = max(1, min(int(q.get("_count", "20")), 100))
     except ValueError:
         raise FHIRError.single(400, "invalid", "_count must be a number") from None
-    cursor = _crd(request).storage.collection(CALLS).find(query).sort([("at", DESCENDING)]).limit(limit)
+    crd = _crd(request)
+    await crd.flush()  # what was answered a moment ago is searchable now
+    cursor = crd.storage.collection(CALLS).find(query).sort([("at", DESCENDING)]).limit(limit)
     out = []
     async for doc in cursor:
         doc["id"] = doc.pop("_id")
@@ -344,16 +413,20 @@ async def calls(request: Request) -> Response:
         for key in ("request", "response"):
             if doc.get(key) is not None:
                 try:
-                    doc[key] = orjson.loads(doc[key])
-                except orjson.JSONDecodeError:
+                    raw = zlib.decompress(doc[key]) if doc.get("z") else doc[key]
+                    doc[key] = orjson.loads(raw)
+                except (orjson.JSONDecodeError, zlib.error):
                     doc[key] = bytes(doc[key]).decode("utf-8", "replace")
         out.append(doc)
     return Response(orjson.dumps({"calls": out}), media_type="application/json")
 
 
-async def find_assertion(storage, assertion_id: str) -> dict | None:
-    """The stored CRD decision with this coverage-assertion-id (for PAS and reviewers)."""
-    doc = await storage.collection(CALLS).find_one({"assertion_ids": assertion_id})
+async def find_assertion(storage, assertion_id: str, crd: "CRDState | None" = None) -> dict | None:
+    """The stored CRD decision with this coverage-assertion-id (for PAS and reviewers). Pass the
+    CRD state (``state.services['crd']``) to see answers given in the last moments too."""
+    doc = next((d for d in (crd.pending() if crd else []) if assertion_id in (d.get("assertion_ids") or [])), None)
+    if doc is None:
+        doc = await storage.collection(CALLS).find_one({"assertion_ids": assertion_id})
     if not doc:
         return None
     for d in doc.get("decisions") or []:
@@ -371,6 +444,13 @@ def install(app: FastAPI) -> None:
         await calls_coll.create_index([("assertion_ids", ASCENDING)])
         await calls_coll.create_index([("patient", ASCENDING), ("at", DESCENDING)])
         await state.storage.collection(FEEDBACK).create_index([("card", ASCENDING)])
+        state.services["crd"].start_writer()
+
+        async def coverage_written(request, stored, action) -> None:
+            if stored.type == "Coverage":
+                state.services["crd"].forget_members()
+
+        state.after_write_hooks.append(coverage_written)
         if state.settings.mode == "production" and not config.require_jwt:
             log.warning("CRD: EHR JWTs are not required (PRECERT_CRD_REQUIRE_JWT=off) in production mode")
 

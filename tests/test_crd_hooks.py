@@ -315,8 +315,7 @@ def test_the_assertion_can_be_looked_up_by_pas(server, client):
     out = call(client, order_sign(service_request("sr-pas", "27447", system=HCPCS))).json()
     assertion = one(rep_for(out, "ServiceRequest/sr-pas"), "coverage-assertion-id")
     storage = server.app.state.precert.storage
-    loop = server.server.servers[0]._loop if False else None  # noqa: F841 - the app's loop is private; use a thread-safe call
-    fut = asyncio.run_coroutine_threadsafe(find_assertion(storage, assertion), _app_loop(server))
+    fut = asyncio.run_coroutine_threadsafe(find_assertion(storage, assertion, server.app.state.precert.services["crd"]), _app_loop(server))
     found = fut.result(10)
     assert found["order"] == "ServiceRequest/sr-pas" and found["rule"] == "inpatient-surgery"
 

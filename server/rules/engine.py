@@ -86,6 +86,7 @@ class RuleSet:
                     self._exact.setdefault((m.family, m.code), []).append(rule)
                 else:
                     self._ranges.append((m.family, m.low, m.high, rule))
+        self._choices: dict[tuple, tuple[Rule | None, int]] = {}  # (codes, plan) -> chosen rule, memoised
         self._gold: dict[str, list[GoldCard]] = {}
         for g in gold_cards:
             self._gold.setdefault(g.npi, []).append(g)
@@ -163,8 +164,24 @@ class RuleSet:
         return out
 
     def rule_for(self, codes: Iterable[dict], plan: str | None = None) -> tuple[Rule | None, dict | None]:
+        codes = list(codes or ())
+        try:
+            key = (tuple((c.get("system"), c.get("code")) for c in codes), plan)
+            hash(key)
+        except (AttributeError, TypeError):
+            key = None
+        if key is not None:
+            hit = self._choices.get(key)
+            if hit is not None:
+                rule, pos = hit
+                return (rule, codes[pos]) if rule is not None else (None, None)
         found = self.candidates(codes, plan)
-        return (found[0][1], found[0][2]) if found else (None, None)
+        rule, coding = (found[0][1], found[0][2]) if found else (None, None)
+        if key is not None:
+            if len(self._choices) > 50_000:
+                self._choices.clear()
+            self._choices[key] = (rule, next(i for i, c in enumerate(codes) if c is coding) if coding is not None else 0)
+        return rule, coding
 
     # ------------------------------------------------------------------ network and gold card
     def network_status(self, inp: EvaluationInput) -> str:
