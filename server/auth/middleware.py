@@ -217,8 +217,13 @@ class SecurityMiddleware:
 
 
 def _same_origin(request: Request) -> bool:
+    """A cookie-authenticated write must come from this site: no Origin (not a browser's cross-site
+    request), or an Origin naming this host or the configured public base URL."""
     origin = request.headers.get("origin")
     if origin is None:
         return True
-    host = request.headers.get("host", "")
-    return urlsplit(origin).netloc == host
+    netloc = urlsplit(origin).netloc
+    if netloc and netloc == request.headers.get("host", ""):
+        return True
+    configured = request.app.state.precert.settings.base_url if hasattr(request.app.state, "precert") else None
+    return bool(configured and netloc and netloc == urlsplit(configured).netloc)
