@@ -131,6 +131,7 @@ class TokenService:
         self.jwks = JwksCache(config.jwks_cache_max_seconds)
         self._demo = sandbox_thumbprints()
         self._last_sweep = 0.0
+        self._verified: dict[str, AccessClaims] = {}
 
     # ------------------------------------------------------------------ client assertions
     async def authenticate_client(self, assertion: str, token_url: str) -> Client:
@@ -246,7 +247,21 @@ class TokenService:
         )
 
     def verify(self, token: str) -> AccessClaims | None:
-        """The claims of a valid access token issued by this server, else None."""
+        """The claims of a valid access token issued by this server, else None. Verified tokens are
+        remembered until they expire, so a client's repeated calls cost one signature check."""
+        hit = self._verified.get(token)
+        if hit is not None:
+            if hit.exp > time.time():
+                return hit
+            self._verified.pop(token, None)
+        claims = self._verify(token)
+        if claims is not None:
+            if len(self._verified) >= 10_000:
+                self._verified.clear()
+            self._verified[token] = claims
+        return claims
+
+    def _verify(self, token: str) -> AccessClaims | None:
         try:
             header = jwt.get_unverified_header(token)
             if header.get("alg") != ACCESS_ALG or header.get("typ") != ACCESS_TYP:
