@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 import uuid
 import zlib
@@ -46,6 +47,11 @@ FLUSH_INTERVAL = 0.2
 FLUSH_BATCH = 100
 MAX_PENDING = 50_000
 MAX_AUDIT_BODY = 5 * 1024 * 1024
+COMPRESS_AUDIT = os.environ.get("PRECERT_CRD_AUDIT_COMPRESS", "on").strip().lower() in ("1", "true", "on", "yes")
+
+
+def _pack(body: bytes) -> bytes:
+    return zlib.compress(body, 1) if COMPRESS_AUDIT else body
 FEEDBACK = "crd_feedback"
 JSON_TYPES = ("application/json", "application/fhir+json", "text/json")
 
@@ -341,10 +347,10 @@ def _audit(service_id, hook, body, raw, status, started, caller, response=None, 
         "patient": ctx.get("patientId") if isinstance(ctx.get("patientId"), str) else None,
         "user": ctx.get("userId") if isinstance(ctx.get("userId"), str) else None,
         # Bodies are kept exactly as exchanged, zlib-compressed (they are most of the record's size).
-        "request": zlib.compress(bytes(raw[:MAX_AUDIT_BODY]), 1) if raw else None,
-        "response": zlib.compress(response_bytes if response_bytes is not None else orjson.dumps(response), 1)
+        "request": _pack(bytes(raw[:MAX_AUDIT_BODY])) if raw else None,
+        "response": _pack(response_bytes if response_bytes is not None else orjson.dumps(response))
         if (response_bytes is not None or response is not None) else None,
-        "z": True,
+        "z": COMPRESS_AUDIT,
     }
 
 
