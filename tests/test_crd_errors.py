@@ -180,3 +180,23 @@ def test_feedback_is_stored(client):
 ])
 def test_bad_feedback_is_400(client, body, text):
     assert text in outcome(client.post("/cds-services/order-sign-crd/feedback", json=body), 400)
+
+
+def test_crd_2_2_strict_payer_identification_is_400(client, server):
+    """CRD hook-13 (on by default in production): the one Coverage must name this payer by identifier."""
+    config = server.app.state.precert.services["crd"].config
+    saved = config.require_payer_identifier
+    config.require_payer_identifier = True
+    try:
+        ext = {"davinci-crd.requestedVersion": "2.2"}
+        body = order_sign(service_request("e-strict", "70551"), extension=ext)  # sandbox Coverage: payor by reference only
+        assert "payor.identifier" in outcome(post(client, body), 400)
+        cov = sandbox("Coverage", "cov-001")
+        cov["payor"] = [{"identifier": {"system": "http://precert.example.org/sid/payer-id", "value": "PRECERT01"}}]
+        ok = order_sign(service_request("e-strict2", "70551"), prefetch={"coverage": searchset(cov)}, extension=ext)
+        assert post(client, ok).status_code == 200
+        two = order_sign(service_request("e-strict3", "70551"), prefetch={"coverage": searchset(cov, dict(cov, id="cov-x"))}, extension=ext)
+        assert "exactly one" in outcome(post(client, two), 400)
+        assert post(client, order_sign(service_request("e-strict4", "70551"))).status_code == 200  # 2.0 requests are not held to it
+    finally:
+        config.require_payer_identifier = saved

@@ -50,3 +50,36 @@ def test_evaluate_returns_the_determination(client):
 def test_evaluate_refuses_bad_input_clearly(client, body, status, text):
     r = client.post("/admin/rules/evaluate", content=body, headers={"Content-Type": "application/json"})
     assert r.status_code == status and text in r.json()["message"]
+
+
+def test_rules_reload_without_a_restart_and_a_bad_edit_keeps_the_last_good_set(client, server, tmp_path):
+    import os
+    import shutil
+    import time
+    from pathlib import Path
+
+    from server.rules import RulesService
+
+    directory = tmp_path / "rules"
+    shutil.copytree(Path(__file__).resolve().parents[1] / "server" / "rules" / "sandbox", directory)
+    services = server.app.state.precert.services
+    saved = services["rules"]
+    services["rules"] = RulesService(directory, check_interval=0)
+    visit = {"codes": [{"system": "http://www.ama-assn.org/go/cpt", "code": "99213"}]}
+    try:
+        assert client.post("/admin/rules/evaluate", json=visit).json()["pa_needed"] == "no-auth"
+        routine = directory / "routine.yaml"
+        routine.write_text(routine.read_text().replace("range: 99202-99215}\n    covered: covered\n    pa_needed: no-auth",
+                                                       "range: 99202-99215}\n    covered: covered\n    pa_needed: auth-needed"))
+        os.utime(routine, ns=(time.time_ns(), time.time_ns() + 10_000_000))
+        assert client.post("/admin/rules/evaluate", json=visit).json()["pa_needed"] == "auth-needed"
+
+        (directory / "broken.yaml").write_text("rules:\n  - id: broken\n    codes: []\n")
+        assert client.post("/admin/rules/evaluate", json=visit).json()["pa_needed"] == "auth-needed"  # still serving
+        listed = client.get("/admin/rules").json()
+        assert any(e.startswith("broken.yaml:3: rules[0](broken).codes") for e in listed["status"]["last_error"])
+        r = client.post("/admin/rules/reload")
+        assert r.status_code == 422 and "previous set is still active" in r.json()["message"]
+        assert any("broken.yaml" in e for e in r.json()["errors"])
+    finally:
+        services["rules"] = saved
