@@ -208,3 +208,73 @@ async def assign(state, case_id: str, assignee: str | None, by: str) -> dict:
     if result is None:
         raise FHIRError.single(404, "not-found", f"no pended case {case_id[:40]}")
     return result
+
+
+async def overturn(state, case_id: str, sequences: list[int] | None, reviewer: str, base: str, *, note: str = "",
+                   appeal_id: str | None = None, within=None) -> dict:
+    """A denial overturned on appeal: the denied (A3) items become certified (A1), the ClaimResponse
+    is updated (a new version, reviewed by a person, with an authorization number) and the PAS
+    notification is queued, in one transaction.
+
+    The first determination is kept in ``original_decisions`` (CMS-0057-F reports initial approvals
+    and denials separately from approvals after appeal) and ``decided`` keeps its time; the overturn
+    is recorded in ``overturned``/``overturned_by``/``appeal`` and the case history. ``within`` is an
+    optional ``async fn(session)`` run in the same transaction (the appeal's own record)."""
+    cases = case_store.collection(state.storage)
+    case = await cases.find_one({"_id": case_id})
+    if case is None or (state.services.get("case_visible") and not state.services["case_visible"](case)):
+        raise FHIRError.single(404, "not-found", f"case {case_id[:40]} is not known")
+    if case["status"] != "decided":
+        raise FHIRError.single(409, "conflict", f"case {case_id} is {case['status']}; only a decided request can be overturned")
+    denied = [d["sequence"] for d in case["decisions"] if d["action"] == "A3"]
+    chosen = denied if not sequences else list(dict.fromkeys(sequences))
+    if not chosen or any(s not in denied for s in chosen):
+        raise FHIRError.single(409, "conflict", f"only denied items can be overturned; denied items of {case_id}: {denied or 'none'}")
+    pas = PasBundle(orjson.loads(case["request"]))
+    decisions = [ItemDecision(**d) for d in case["decisions"]]
+    for d in decisions:
+        if d.sequence in chosen:
+            d.action = "A1"
+            d.reason = f"Certified on appeal{f' ({note[:300]})' if note else ''}."
+            d.authorized_quantity = d.requested_quantity
+            d.trace = d.trace + [f"denial overturned on appeal{f' {appeal_id}' if appeal_id else ''} by {reviewer}"]
+    auth_number = case.get("auth_number") or case_store.new_auth_number()
+    echo = Echo(pas)
+    cr = build_claim_response(pas, echo, response_id=case["response_id"], version=case["version"], decisions=decisions,
+                              case_number=case["_id"], auth_number=auth_number, reviewed_by_human=True)
+    bundle = response_bundle(cr, echo, base)
+    now = utcnow()
+    update: dict = {
+        "decisions": [d.as_dict() for d in decisions],
+        "original_decisions": case.get("original_decisions") or case["decisions"],
+        "response": orjson.dumps(bundle),
+        "auth_number": auth_number,
+        "auth_numbers": list(dict.fromkeys((case.get("auth_numbers") or []) + [auth_number])),
+        "reviewed_by_human": True,
+        "overturned": now,
+        "overturned_by": reviewer,
+        "appeal": appeal_id,
+    }
+    history = case_store.event("overturned", reviewer, f"denial overturned on appeal{f' {appeal_id}' if appeal_id else ''}: items "
+                               f"{', '.join(str(s) for s in sorted(chosen))}" + (f" ({note[:500]})" if note else ""))
+    stored_cr = copy.deepcopy(cr)
+    stored_cr["request"] = {"reference": f"Claim/{case['claim_id']}"}
+    if case.get("patient_id"):
+        stored_cr["patient"] = {"reference": f"Patient/{case['patient_id']}"}
+
+    async def write(session):
+        result = await cases.update_one({"_id": case_id, "status": "decided", "decisions": case["decisions"]},
+                                        {"$set": update, "$push": {"history": history}}, session=session)
+        if result.matched_count != 1:
+            raise FHIRError.single(409, "conflict", f"case {case_id} changed meanwhile; reload it")
+        await state.storage.update("ClaimResponse", case["response_id"], stored_cr, owner=case.get("owner"), session=session)
+        subs = state.services.get("subscriptions")
+        if subs is not None:
+            queued = await subs.notify_decision({**case, **update}, bundle, session=session)
+            if queued:
+                await cases.update_one({"_id": case_id}, {"$push": {"history": case_store.event("notification-queued", "precert", f"{queued} subscription(s)")}}, session=session)
+        if within is not None:
+            await within(session)
+
+    await state.storage.transaction(write)
+    return await cases.find_one({"_id": case_id}, {"request": 0, "response": 0})

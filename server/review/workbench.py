@@ -1,0 +1,210 @@
+"""What the workbench does to cases beyond PAS's own decisions: the work queue and its counts,
+notes, extensions of the decision clock, and the clock snapshot for operators.
+
+Decisions themselves (approve, deny, modify, request information, assign) go through
+:mod:`server.pas.decisions`, which updates the ClaimResponse and queues the notification.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from server.pas import cases as case_store
+from server.review import clock
+from server.review.view import member_name
+
+LIST_FIELDS = {"request": 0, "response": 0}
+QUEUE_LIMIT = 200
+NOTE_MAX = 4000
+
+
+class ReviewError(Exception):
+    """A refusal with an HTTP status and a message for people."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@dataclass
+class QueueFilter:
+    category: str = ""
+    urgency: str = ""
+    due: str = ""  # "" | "overdue" | "due-soon"
+    assignee: str = ""  # "" | "unassigned" | a username
+
+    def query(self, now: datetime) -> dict:
+        q: dict = {"status": "pended"}
+        if self.category:
+            q["categories"] = self.category
+        if self.urgency:
+            q["urgency"] = self.urgency
+        if self.assignee == "unassigned":
+            q["assignee"] = None
+        elif self.assignee:
+            q["assignee"] = self.assignee
+        if self.due == "overdue":
+            q["due"] = {"$lt": now}
+        elif self.due == "due-soon":
+            q["$or"] = due_soon_clauses(now)
+        return q
+
+
+def due_soon_clauses(now: datetime) -> list[dict]:
+    return [
+        {"urgency": "expedited", "due": {"$gte": now, "$lt": now + clock.DUE_SOON["expedited"]}},
+        {"urgency": {"$ne": "expedited"}, "due": {"$gte": now, "$lt": now + clock.DUE_SOON["standard"]}},
+    ]
+
+
+def row(case: dict, now: datetime, with_member: bool = True) -> dict:
+    due = clock.aware(case.get("due"))
+    return {
+        "id": case["_id"],
+        "status": case.get("status"),
+        "urgency": case.get("urgency") or "standard",
+        "received": clock.aware(case.get("received")),
+        "due": due,
+        "clock": clock.clock_state(due, case.get("urgency"), now) if case.get("status") == "pended" else "stopped",
+        "left": clock.describe_left(due, now) if case.get("status") == "pended" else "",
+        "remaining_seconds": int((due - now).total_seconds()) if due else None,
+        "categories": case.get("categories") or [],
+        "assignee": case.get("assignee"),
+        "member": member_name(case) if with_member else "",
+        "items": [{"sequence": d.get("sequence"), "action": d.get("action"), "summary": d.get("summary")} for d in case.get("decisions") or []],
+        "extended": bool(case.get("extension")),
+        "info_requested": bool(case.get("info_requested")),
+    }
+
+
+async def queue(state, flt: QueueFilter, limit: int = QUEUE_LIMIT) -> tuple[list[dict], int]:
+    now = clock.now()
+    cases = case_store.collection(state.storage)
+    q = flt.query(now)
+    projection = {"response": 0}
+    found = [row(c, now) async for c in cases.find(q, projection).sort([("due", 1), ("received", 1)]).limit(limit)]
+    return found, await cases.count_documents(q)
+
+
+async def counts(state, username: str | None = None) -> dict:
+    now = clock.now()
+    cases = case_store.collection(state.storage)
+    base = {"status": "pended"}
+    out = {
+        "pended": await cases.count_documents(base),
+        "expedited": await cases.count_documents({**base, "urgency": "expedited"}),
+        "overdue": await cases.count_documents({**base, "due": {"$lt": now}}),
+        "due_soon": await cases.count_documents({**base, "$or": due_soon_clauses(now)}),
+        "unassigned": await cases.count_documents({**base, "assignee": None}),
+    }
+    out["standard"] = out["pended"] - out["expedited"]
+    if username:
+        out["mine"] = await cases.count_documents({**base, "assignee": username})
+    return out
+
+
+async def categories(state) -> list[str]:
+    cases = case_store.collection(state.storage)
+    try:
+        found = await cases.distinct("categories", {"status": "pended"})
+    except Exception:  # a database without distinct: fall back to the fixed list
+        found = []
+    from server.review.labels import CATEGORIES
+
+    return sorted(set(CATEGORIES) | {c for c in found if isinstance(c, str)})
+
+
+async def load(state, case_id: str, with_request: bool = True) -> dict:
+    if not isinstance(case_id, str) or not case_id or len(case_id) > 64:
+        raise ReviewError(404, "no such case")
+    projection = {"response": 0} if with_request else LIST_FIELDS
+    case = await case_store.collection(state.storage).find_one({"_id": case_id}, projection)
+    if case is None:
+        raise ReviewError(404, f"case {case_id[:40]} is not known")
+    return case
+
+
+def clean_text(value, limit: int) -> str:
+    """Text from a form or JSON: a string, control characters other than newlines and tabs removed,
+    cut to ``limit``."""
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise ReviewError(400, "text fields must be strings")
+    return "".join(ch for ch in value if ch in "\n\t" or ord(ch) >= 32).strip()[:limit]
+
+
+async def add_note(state, case_id: str, text, who: str) -> dict:
+    text = clean_text(text, NOTE_MAX)
+    if not text:
+        raise ReviewError(400, "a note needs some text")
+    at = clock.now()
+    note = {"at": at, "by": who, "text": text}
+    result = await case_store.collection(state.storage).find_one_and_update(
+        {"_id": case_id},
+        {"$push": {"notes": note, "history": {"at": at, "event": "note", "by": who, "detail": text[:200]}}},
+        projection=LIST_FIELDS, return_document=True,
+    )
+    if result is None:
+        raise ReviewError(404, f"case {str(case_id)[:40]} is not known")
+    return result
+
+
+async def extend(state, case_id: str, days, reason_code, text, who: str) -> dict:
+    """Extend the decision clock of a pended standard request once (see :mod:`server.review.clock`)."""
+    if isinstance(days, str) and days.strip().isdigit():
+        days = int(days.strip())
+    if reason_code not in clock.EXTENSION_REASONS:
+        raise ReviewError(400, f"an extension needs a reason: one of {', '.join(clock.EXTENSION_REASONS)}")
+    text = clean_text(text, 1000)
+    if reason_code == "other" and not text:
+        raise ReviewError(400, "say why the timeframe is extended (the reason 'other' needs a note)")
+    case = await load(state, case_id, with_request=False)
+    now = clock.now()
+    why = clock.check_extension(case, days, now)
+    if why:
+        raise ReviewError(400 if "days must" in why else 409, why)
+    previous = clock.aware(case["due"])
+    new_due = previous + timedelta(days=days)
+    reason = clock.EXTENSION_REASONS[reason_code] + (f" {text}" if text else "")
+    extension = {"at": now, "by": who, "days": days, "reason_code": reason_code, "reason": reason, "previous_due": previous}
+    result = await case_store.collection(state.storage).find_one_and_update(
+        {"_id": case_id, "status": "pended", "extension": None},
+        {"$set": {"extension": extension, "due": new_due},
+         "$push": {"history": {"at": now, "event": "extended", "by": who, "detail": f"decision due date moved by {days} day(s) to {new_due:%Y-%m-%d %H:%M} UTC: {reason}"[:600]}}},
+        projection=LIST_FIELDS, return_document=True,
+    )
+    if result is None:
+        raise ReviewError(409, "the case changed meanwhile (decided or already extended); reload it")
+    return result
+
+
+async def clock_snapshot(state) -> dict:
+    """Every open clock, for an operator's monitoring: pended cases and open appeal stages."""
+    from server.review import appeals
+
+    now = clock.now()
+    cases = case_store.collection(state.storage)
+    open_cases = [row(c, now, with_member=False) async for c in cases.find({"status": "pended"}, LIST_FIELDS).sort("due", 1).limit(5000)]
+    by_state = {"overdue": 0, "due-soon": 0, "on-time": 0}
+    by_urgency: dict = {"expedited": dict(by_state), "standard": dict(by_state)}
+    for r in open_cases:
+        by_state[r["clock"]] += 1
+        by_urgency.setdefault(r["urgency"], dict.fromkeys(by_state, 0))[r["clock"]] += 1
+    open_appeals = await appeals.open_clocks(state, now)
+    return {
+        "now": now,
+        "rules": {"expedited_hours": int(clock.EXPEDITED.total_seconds() // 3600), "standard_days": clock.STANDARD.days,
+                  "due_soon_hours": {k: int(v.total_seconds() // 3600) for k, v in clock.DUE_SOON.items()},
+                  "extension": {"urgencies": sorted(clock.EXTENDABLE), "max_days": clock.EXTENSION_MAX_DAYS, "times": 1}},
+        "pended": len(open_cases),
+        "overdue": by_state["overdue"],
+        "due_soon": by_state["due-soon"],
+        "on_time": by_state["on-time"],
+        "by_urgency": by_urgency,
+        "oldest_due": open_cases[0]["due"] if open_cases else None,
+        "cases": [{k: r[k] for k in ("id", "urgency", "received", "due", "clock", "remaining_seconds", "assignee", "extended")} for r in open_cases],
+        "appeals": open_appeals,
+    }

@@ -1,0 +1,95 @@
+"""Helpers for the review workbench, appeals and metrics tests: staff sign-in, pended requests with
+DTR answers and documents attached, and direct access to the case store for seeding."""
+
+from __future__ import annotations
+
+import base64
+import random
+import uuid
+
+import pymongo
+
+from questionnaires.catalog import get_catalog, response_items
+from tests.pas_support import FHIR, actions, claim_response, pas_request, submit
+
+CATALOG = get_catalog()
+PAS_TEMP = "http://hl7.org/fhir/us/davinci-pas/CodeSystem/PASTempCodes"
+SURGICAL = "Bundle-SurgicalRequestBundleExample.json"
+USERS = {"reviewer": "reviewer-sandbox", "director": "director-sandbox", "admin": "admin-sandbox"}
+
+
+def npi() -> str:
+    return "1" + "".join(random.choice("0123456789") for _ in range(9))
+
+
+def staff_headers(client, user: str = "reviewer") -> dict:
+    r = client.post("/staff/login", json={"username": user, "password": USERS[user]})
+    assert r.status_code == 200, r.text
+    return {"Authorization": f"Bearer {r.json()['token']}"}
+
+
+def questionnaire_response(category: str, answers: dict) -> dict:
+    t = CATALOG.templates[category]
+    return {"resourceType": "QuestionnaireResponse", "id": uuid.uuid4().hex[:12], "questionnaire": t.canonical,
+            "status": "completed", "authored": "2026-11-20T10:00:00Z", "item": response_items(t, answers, CATALOG)}
+
+
+def attach(bundle: dict, qr: dict | None = None, document: tuple[str, str, bytes] | None = None) -> dict:
+    """Attach DTR answers and/or a document (title, content type, bytes) through Claim.supportingInfo."""
+    claim = bundle["entry"][0]["resource"]
+    base = bundle["entry"][1]["fullUrl"].rsplit("/", 2)[0]
+    infos = claim.setdefault("supportingInfo", [])
+    seq = max([s["sequence"] for s in infos] + [0]) + 1
+    if qr is not None:
+        full_url = f"{base}/QuestionnaireResponse/{qr['id']}"
+        bundle["entry"].append({"fullUrl": full_url, "resource": qr})
+        infos.append({"sequence": seq, "category": {"coding": [{"system": PAS_TEMP, "code": "additionalInformation"}]},
+                      "valueReference": {"reference": full_url}})
+        seq += 1
+    if document is not None:
+        title, ctype, data = document
+        infos.append({"sequence": seq, "category": {"coding": [{"system": PAS_TEMP, "code": "additionalInformation"}]},
+                      "valueAttachment": {"contentType": ctype, "data": base64.b64encode(data).decode(), "title": title}})
+    return bundle
+
+
+def surgery_answers(**changes) -> dict:
+    answers = dict(CATALOG.templates["inpatient-surgery"].examples["met"])
+    answers.update(procedure="33510", **changes)
+    answers["requested-service"] = "33510 Coronary artery bypass"
+    return answers
+
+
+def pended_request(client, org_npi: str | None = None, *, priority: str | None = None, answers: dict | None = None,
+                   document: tuple[str, str, bytes] | None = None) -> tuple[dict, str]:
+    """Submit a coronary bypass request (the rules reserve it for a clinician): (response, case id)."""
+    bundle = pas_request("2.2.1", SURGICAL, provider_npi=org_npi or npi(), priority=priority)
+    qr = questionnaire_response("inpatient-surgery", answers if answers is not None else surgery_answers())
+    attach(bundle, qr, document)
+    r = submit(client, bundle)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert actions(body) == {1: "A4"}, actions(body)
+    return body, case_number(body)
+
+
+def case_number(body: dict) -> str:
+    ext = next(e for e in claim_response(body)["item"][0]["extension"] if e["url"].endswith("administrationReferenceNumber"))
+    return ext["valueString"].rsplit("-", 1)[0]
+
+
+def cases_collection(mongodb_uri: str, settings):
+    """The case store, read and written directly (seeding and back-dating)."""
+    return pymongo.MongoClient(mongodb_uri, tz_aware=True)[settings.db_name]["pas_cases"]
+
+
+def denied_case(client, headers: dict, org_npi: str | None = None, **kw) -> tuple[dict, str]:
+    body, number = pended_request(client, org_npi, **kw)
+    r = client.post(f"/review/api/cases/{number}/decision", headers=headers,
+                    json={"action": "deny", "reason": {"code": "medical-necessity", "text": "Angiography not provided."}})
+    assert r.status_code == 200, r.text
+    return body, number
+
+
+__all__ = ["FHIR", "npi", "staff_headers", "pended_request", "denied_case", "case_number", "cases_collection",
+           "questionnaire_response", "attach", "surgery_answers"]
