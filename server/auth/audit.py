@@ -1,8 +1,11 @@
 """The audit trail: every access to protected health information and every authentication attempt.
 
 Entries are written cheaply: the request path only appends a small dict to an in-memory buffer,
-which a background task flushes to the ``audit_events`` collection with one ``insert_many`` a few
-times a second (and at shutdown). Administrators read them as FHIR AuditEvent resources at
+which a background task flushes twice a second (and at shutdown) as ONE document holding the whole
+batch (``{"first", "last", "e": [entries]}``), indexed on the entries' agent, entity and id. Measured
+on the embedded database, 500 entries cost ~14 ms as one batch document against 110-220 ms as 500
+documents, which took a quarter to a third off authenticated read throughput. Searches unwind the
+batches in an aggregation. Administrators read them as FHIR AuditEvent resources at
 ``GET /fhir/AuditEvent`` (and ``/admin/audit``); each entry becomes an AuditEvent only when read.
 Audit records hold request paths and query strings, which may name patients; they are kept in the
 audit store, readable by administrators only, and never written to the application log.
@@ -24,6 +27,7 @@ log = logging.getLogger("precert.audit")
 
 FLUSH_SECONDS = 0.5
 MAX_BUFFER = 10_000
+BATCH_ENTRIES = 1000
 
 REST_TYPE = {"system": "http://terminology.hl7.org/CodeSystem/audit-event-type", "code": "rest", "display": "RESTful Operation"}
 LOGIN_TYPE = {"system": "http://dicom.nema.org/resources/ontology/DCM", "code": "110114", "display": "User Authentication"}
@@ -49,9 +53,8 @@ class AuditLog:
         self._lock = asyncio.Lock()
 
     async def start(self) -> None:
-        await self.collection.create_index([("recorded", DESCENDING)])
-        await self.collection.create_index([("agent.id", 1), ("recorded", DESCENDING)])
-        await self.collection.create_index([("entity.ref", 1)])
+        for keys in ("first", "last", "e.agent.id", "e.entity.ref", "e.id"):
+            await self.collection.create_index(keys)
         self._task = asyncio.create_task(self._run())
 
     async def _run(self) -> None:
@@ -72,10 +75,16 @@ class AuditLog:
             if not self._buffer:
                 return
             batch, self._buffer = self._buffer, []
+            done = 0
             try:
-                await self.collection.insert_many(batch, ordered=False)
+                while done < len(batch):
+                    part = batch[done: done + BATCH_ENTRIES]
+                    await self.collection.insert_one(
+                        {"_id": str(uuid.uuid4()), "first": part[0]["recorded"], "last": part[-1]["recorded"], "e": part})
+                    done += len(part)
             except Exception:
-                self._buffer[:0] = batch[: MAX_BUFFER - len(self._buffer)]
+                # Keep what was not written for the next attempt (bounded, newest entries first lost).
+                self._buffer[:0] = batch[done: done + max(0, MAX_BUFFER - len(self._buffer))]
                 raise
 
     async def stop(self) -> None:
@@ -106,7 +115,7 @@ class AuditLog:
         description: str = "",
     ) -> None:
         entry = {
-            "_id": str(uuid.uuid4()),
+            "id": str(uuid.uuid4()),
             "recorded": datetime.now(timezone.utc),
             "kind": kind,
             "agent": agent,
@@ -127,31 +136,42 @@ class AuditLog:
             self._wake.set()
 
     async def search(self, *, agent: str | None = None, entity: str | None = None, outcome: str | None = None,
-                     since: datetime | None = None, until: datetime | None = None, kind: str | None = None,
+                     since: datetime | None = None, until: datetime | None = None, kind=None,
                      offset: int = 0, count: int = 50) -> tuple[list[dict], int]:
         await self.flush()
         query: dict = {}
         if agent:
-            query["agent.id"] = agent
+            query["e.agent.id"] = agent
         if entity:
-            query["entity.ref"] = entity
+            query["e.entity.ref"] = entity
         if kind:
-            query["kind"] = {"$in": list(kind)} if isinstance(kind, (list, tuple)) else kind
+            query["e.kind"] = {"$in": list(kind)} if isinstance(kind, (list, tuple)) else kind
         if outcome == "0":
-            query["status"] = {"$lt": 400}
+            query["e.status"] = {"$lt": 400}
         elif outcome == "4":
-            query["status"] = {"$gte": 400, "$lt": 500}
-        elif outcome == "8":
-            query["status"] = {"$gte": 500}
+            query["e.status"] = {"$gte": 400, "$lt": 500}
+        elif outcome in ("8", "12"):
+            query["e.status"] = {"$gte": 500}
+        batches = dict(query)
         if since or until:
-            query["recorded"] = {**({"$gte": since} if since else {}), **({"$lte": until} if until else {})}
-        total = await self.collection.count_documents(query)
-        cursor = self.collection.find(query).sort([("recorded", DESCENDING), ("_id", 1)]).skip(offset).limit(count)
-        return [d async for d in cursor], total
+            query["e.recorded"] = {**({"$gte": since} if since else {}), **({"$lte": until} if until else {})}
+            if since:
+                batches["last"] = {"$gte": since}
+            if until:
+                batches["first"] = {"$lte": until}
+        # The batch-level match uses the indexes (any entry matching); the entry-level one is exact.
+        base = [{"$match": batches}, {"$unwind": "$e"}, {"$match": query}]
+        counted = [d async for d in await self.collection.aggregate(base + [{"$count": "n"}])]
+        total = counted[0]["n"] if counted else 0
+        page = [{"$sort": {"e.recorded": -1, "e.id": 1}}, {"$skip": offset}, {"$limit": max(1, count)},
+                {"$replaceRoot": {"newRoot": "$e"}}]
+        docs = [d async for d in await self.collection.aggregate(base + page)] if count else []
+        return docs, total
 
     async def read(self, entry_id: str) -> dict | None:
         await self.flush()
-        return await self.collection.find_one({"_id": entry_id})
+        batch = await self.collection.find_one({"e.id": entry_id})
+        return next((e for e in batch["e"] if e["id"] == entry_id), None) if batch else None
 
 
 def to_audit_event(doc: dict) -> dict:
@@ -183,7 +203,7 @@ def to_audit_event(doc: dict) -> dict:
         })
     event: dict = {
         "resourceType": "AuditEvent",
-        "id": doc["_id"],
+        "id": doc["id"],
         "type": REST_TYPE if kind == "rest" else LOGIN_TYPE,
         "action": ACTIONS.get(doc.get("interaction") or "", "E"),
         "recorded": fhir_instant(doc["recorded"] if doc["recorded"].tzinfo else doc["recorded"].replace(tzinfo=timezone.utc)),

@@ -433,7 +433,7 @@ async def _audit_search(request: Request, items: list[tuple[str, str]], base: st
         rest = [(k, v) for k, v in items if k not in ("_getpagesoffset", "_count")]
         bundle["link"].append({"relation": "next", "url": f"{base}/AuditEvent?" + urlencode(rest + [("_count", str(count)), ("_getpagesoffset", str(offset + count))])})
     if docs:
-        bundle["entry"] = [{"fullUrl": f"{base}/AuditEvent/{d['_id']}", "resource": to_audit_event(d), "search": {"mode": "match"}} for d in docs]
+        bundle["entry"] = [{"fullUrl": f"{base}/AuditEvent/{d['id']}", "resource": to_audit_event(d), "search": {"mode": "match"}} for d in docs]
     return bundle
 
 
