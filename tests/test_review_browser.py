@@ -1,0 +1,130 @@
+"""The review workbench driven in a real headless browser (Debian's chromium through Playwright;
+nothing is downloaded): a reviewer signs in, opens the oldest pended case, denies it with a reason,
+and the submitter's Subscription endpoint receives the denial."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from tests.pas_support import FHIR, Receiver, actions, claim_response, notification_type, pas_subscription
+from tests.test_review_support import cases_collection, denied_case, npi, pended_request, staff_headers
+
+playwright_api = pytest.importorskip("playwright.sync_api")
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    import os
+
+    if not os.path.exists(CHROMIUM):
+        pytest.skip("chromium is not installed (apt-get install chromium)")
+    with playwright_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser, server):
+    context = browser.new_context(base_url=server.url, viewport={"width": 1400, "height": 1000})
+    pg = context.new_page()
+    yield pg
+    context.close()
+
+
+@pytest.fixture
+def receiver():
+    r = Receiver().start()
+    yield r
+    r.stop()
+
+
+def sign_in(page, user: str = "reviewer", password: str = "reviewer-sandbox", start: str = "/review"):
+    page.goto(start)
+    assert "/review/login" in page.url  # the workbench sends an anonymous visitor to sign in
+    page.fill("input[name=username]", user)
+    page.fill("input[name=password]", password)
+    page.click("button[type=submit]")
+
+
+def test_reviewer_denies_the_oldest_pended_case_and_the_submitter_is_notified(page, client, receiver, mongodb_uri, settings):
+    org = npi()
+    r = client.post("/fhir/Subscription", json=pas_subscription(receiver.url, org), headers=FHIR)
+    assert r.status_code == 201, r.text
+    body, number = pended_request(client, org)
+    # Make it the oldest pended request: received 20 days ago, so its 7-day clock ran out.
+    received = datetime.now(timezone.utc) - timedelta(days=20)
+    cases_collection(mongodb_uri, settings).update_one({"_id": number}, {"$set": {"received": received, "due": received + timedelta(days=7)}})
+
+    sign_in(page)
+    page.wait_for_url("**/review")
+    assert page.title().startswith("Work queue")
+    first = page.locator("table.queue tbody tr").first
+    assert first.locator("a.case-link").inner_text() == number
+    assert "overdue" in first.locator(".pill").inner_text()
+    first.locator("a.case-link").click()
+    page.wait_for_url(f"**/review/cases/{number}")
+    assert "JOE SMITH" in page.locator("h1").inner_text()
+    assert "Coronary" in page.locator("text=33510").first.locator("..").inner_text()
+
+    page.click("details:has(#deny-form) > summary")
+    page.select_option("#deny-form select[name=reason_code]", "medical-necessity")
+    page.fill("#deny-form textarea[name=reason_text]", "No angiography documenting multivessel disease.")
+    page.click("#deny-form button[type=submit]")
+    page.wait_for_url(f"**/review/cases/{number}?done=deny")
+    assert "Denied" in page.locator(".notice").inner_text()
+    assert page.locator(".status").first.inner_text() == "Decided"
+    assert "Not certified" in page.locator("table.grid").first.inner_text()
+
+    def denial(bundle):
+        return notification_type(bundle) == "event-notification" and claim_response(body)["id"] in str(bundle)
+
+    note = receiver.wait_for(denial)[0]
+    response = next(e["resource"] for e in note["entry"][1:] if e["resource"]["resourceType"] == "Bundle")
+    assert actions(response) == {1: "A3"}
+    text = " ".join(n["text"] for n in claim_response(response)["processNote"])
+    assert "medically necessary" in text and "No angiography documenting multivessel disease." in text
+    history = client.get(f"/review/api/cases/{number}", headers=staff_headers(client)).json()["history"]
+    assert any(h["event"] == "deny" and h["by"] == "reviewer" for h in history)
+
+
+def test_hostile_strings_are_shown_as_text_in_the_browser(page, client):
+    body, number = pended_request(client)
+    hostile = '<img src=x onerror="window.pwned=1"><script>window.pwned=2</script>'
+    headers = staff_headers(client)
+    assert client.post(f"/review/api/cases/{number}/notes", json={"text": hostile}, headers=headers).status_code == 201
+    sign_in(page, start=f"/review/cases/{number}")
+    page.wait_for_url(f"**/review/cases/{number}")
+    assert page.evaluate("window.pwned === undefined")
+    assert hostile in page.locator(".note-text").first.inner_text()
+
+
+def test_a_medical_director_decides_an_appeal_in_the_browser(page, client):
+    _, number = denied_case(client, staff_headers(client, "reviewer"))
+    sign_in(page, "director", "director-sandbox", start=f"/review/cases/{number}")
+    page.wait_for_url(f"**/review/cases/{number}")
+    page.fill("textarea[name=reason]", "Angiography report now attached; three-vessel disease.")
+    page.click("text=File appeal")
+    page.wait_for_url("**/review/appeals/AP*")
+    assert "First-level appeal" in page.locator("ol.stages").inner_text()
+    page.check("input[name=decision][value=overturned]")
+    page.fill("form[action$='/decide'] textarea[name=note]", "Criteria met on reconsideration.")
+    page.click("text=Record decision")
+    page.wait_for_url("**?done=appeal-decided")
+    assert "Closed: overturned" in page.locator(".status").first.inner_text()
+    case = client.get(f"/review/api/cases/{number}", headers=staff_headers(client)).json()
+    assert case["items"][0]["action"] == "A1"
+
+
+def test_the_public_metrics_report_opens_without_signing_in(page):
+    page.goto("/reports/prior-auth?from=2019-01-01&to=2019-12-31")
+    assert page.title().startswith("Prior authorization metrics")
+    assert page.locator("table.figures").is_visible()
+    assert page.locator("svg").count() == 4
+    assert page.locator("a.me, form[action='/review/logout']").count() == 0
