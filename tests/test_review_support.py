@@ -7,6 +7,7 @@ import base64
 import random
 import uuid
 
+import httpx
 import pymongo
 
 from questionnaires.catalog import get_catalog, response_items
@@ -23,7 +24,9 @@ def npi() -> str:
 
 
 def staff_headers(client, user: str = "reviewer") -> dict:
-    r = client.post("/staff/login", json={"username": user, "password": USERS[user]})
+    """A staff session as a bearer header. Signed in outside ``client``, so the shared client does
+    not pick up the session cookie (other tests rely on it staying anonymous)."""
+    r = httpx.post(str(client.base_url).rstrip("/") + "/staff/login", json={"username": user, "password": USERS[user]}, timeout=30)
     assert r.status_code == 200, r.text
     return {"Authorization": f"Bearer {r.json()['token']}"}
 
