@@ -7,6 +7,7 @@ import contextlib
 import pytest
 
 from tests.test_crd_conformance import (
+    fresh,
     APPOINTMENT, call, card_kind, check_response, collection, coverage_actions, coverage_reps, hook_body, one, order_sign, sandbox,
     searchset, service_request, standard_prefetch, sub,
 )
@@ -211,7 +212,7 @@ def test_unknown_and_ill_typed_options_are_ignored(client):
                       extension={"davinci-crd.configuration": {"alt-drug": True, "dtr-clin": True, "guideline": "no", "max-cards": "ten"}})
     r = call(client, body)
     assert r.status_code == 200 and "guideline" in topics(r.json())
-    audit = client.get("/admin/crd/calls", params={"hookInstance": body["hookInstance"]}).json()["calls"][0]
+    audit = fresh(client).get("/admin/crd/calls", params={"hookInstance": body["hookInstance"]}).json()["calls"][0]
     assert set(audit["ignored_options"]) == {"alt-drug", "dtr-clin", "guideline", "max-cards"}
 
 

@@ -313,3 +313,10 @@ def test_the_ig_order_sign_example_is_answered_in_crd_2_2(client, name):
     assert r.status_code == 200
     check_response(r.json(), body, "2.2")
     assert all(c["source"]["topic"]["system"] == "http://terminology.hl7.org/CodeSystem/cdshooks-card-type" for c in r.json()["cards"])
+
+
+def fresh(client):
+    """A client without the shared client's cookies (other tests sign staff in on it)."""
+    import httpx
+
+    return httpx.Client(base_url=str(client.base_url), timeout=30)

@@ -7,7 +7,7 @@ import copy
 import pytest
 import respx
 
-from tests.test_crd_conformance import APPOINTMENT, call, collection, hook_body, order_sign, sandbox, searchset, service_request
+from tests.test_crd_conformance import APPOINTMENT, call, fresh, collection, hook_body, order_sign, sandbox, searchset, service_request
 
 GOOD = order_sign(service_request("e-1", "70551"))
 
@@ -143,7 +143,7 @@ def test_unknown_context_fields_are_ignored(client):
 def test_errors_are_audited(client):
     body = mutate(lambda b: b["context"].pop("patientId"))
     post(client, body)
-    rec = client.get("/admin/crd/calls", params={"hookInstance": body["hookInstance"]}).json()["calls"][0]
+    rec = fresh(client).get("/admin/crd/calls", params={"hookInstance": body["hookInstance"]}).json()["calls"][0]
     assert rec["status"] == 400 and rec["response"]["resourceType"] == "OperationOutcome"
 
 

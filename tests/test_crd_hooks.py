@@ -12,6 +12,7 @@ import respx
 
 from tests.support import CRD_FIXTURES
 from tests.test_crd_conformance import (
+    fresh,
     APPOINTMENT, ENCOUNTER, INFERNO_COVERAGE, call, check_response, collection, coverage_actions, coverage_reps, hook_body, one,
     order_sign, sandbox, searchset, service_request, standard_prefetch, sub,
 )
@@ -297,13 +298,13 @@ def test_the_call_and_answer_are_kept_for_audit(client):
     body = order_sign(service_request("sr-audit", "70551"))
     out = call(client, body).json()
     assertion = one(rep_for(out, "ServiceRequest/sr-audit"), "coverage-assertion-id")
-    found = client.get("/admin/crd/calls", params={"hookInstance": body["hookInstance"]}).json()["calls"]
+    found = fresh(client).get("/admin/crd/calls", params={"hookInstance": body["hookInstance"]}).json()["calls"]
     assert len(found) == 1
     rec = found[0]
     assert rec["status"] == 200 and rec["patient"] == "pat-001" and rec["user"] == "Practitioner/prac-001"
     assert rec["request"]["hookInstance"] == body["hookInstance"] and rec["response"] == out
     assert rec["decisions"][0]["rule"] == "advanced-imaging" and rec["decisions"][0]["assertion_id"] == assertion
-    by_assertion = client.get("/admin/crd/calls", params={"assertion": assertion}).json()["calls"]
+    by_assertion = fresh(client).get("/admin/crd/calls", params={"assertion": assertion}).json()["calls"]
     assert [c["hook_instance"] for c in by_assertion] == [body["hookInstance"]]
 
 

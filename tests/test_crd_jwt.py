@@ -17,7 +17,7 @@ from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
 from cds_hooks.config import DEMO_EHR_ISS, CRDConfig, TrustedEHR
 from cds_hooks.jwt_auth import demo_token
-from tests.test_crd_conformance import order_sign, service_request
+from tests.test_crd_conformance import fresh, order_sign, service_request
 
 ISS = "https://ehr.test.example.org"
 
@@ -114,7 +114,7 @@ def test_the_caller_is_recorded(client, server, enforced, ehr_keys):
     body = order_sign(service_request("j-2", "99213"))
     token = ehr_keys["ES384"].token(aud(server), jku=enforced["jku"])
     client.post("/cds-services/order-sign-crd", json=body, headers={"Authorization": f"Bearer {token}"})
-    rec = client.get("/admin/crd/calls", params={"hookInstance": body["hookInstance"]}).json()["calls"][0]
+    rec = fresh(client).get("/admin/crd/calls", params={"hookInstance": body["hookInstance"]}).json()["calls"][0]
     assert rec["client"]["iss"] == ISS and rec["client"]["verified"] is True
 
 
