@@ -183,7 +183,7 @@ def draft_response(sel: Selected, coverage: dict, referenced: dict, version: str
         questionnaire = f"#{contained['id']}"
     else:
         # Precert's own answers all sit in the form's first (header) group.
-        groups = [i for i in template.questionnaire["item"] if any(lid in prefill for lid in _link_ids(i))]
+        groups = _prefill_groups(template)
         items = response_items(template, prefill, get_catalog(), groups, origin) if groups else []
         questionnaire = template.canonical
     if items and len(ext) >= 2:
@@ -201,6 +201,18 @@ def draft_response(sel: Selected, coverage: dict, referenced: dict, version: str
 
 def _link_ids(item: dict) -> list[str]:
     return [item["linkId"], *(lid for child in item.get("item", []) for lid in _link_ids(child))]
+
+
+_PREFILL_GROUPS: dict[str, list[dict]] = {}
+
+
+def _prefill_groups(template: Template) -> list[dict]:
+    """The top-level items holding answers Precert fills in (the header group)."""
+    groups = _PREFILL_GROUPS.get(template.category)
+    if groups is None:
+        groups = _PREFILL_GROUPS[template.category] = [
+            i for i in template.questionnaire["item"] if any(lid in template.prefill for lid in _link_ids(i))]
+    return groups
 
 
 # ------------------------------------------------------------------------ selection
