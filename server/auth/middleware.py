@@ -68,7 +68,16 @@ class SecurityMiddleware:
             add.append((b"cache-control", b"no-store"))
         return raw + [(k, v) for k, v in add if k not in present]
 
-    async def _refuse(self, scope, send, status: int, code: str, message: str, www: str | None = None) -> None:
+    async def _refuse(self, scope, receive, send, status: int, code: str, message: str, www: str | None = None) -> None:
+        # Read (a bounded part of) the unread request body first, so the connection stays usable for
+        # the client's next request; a larger body ends the connection instead.
+        drained, more = 0, True
+        while more and drained <= 1024 * 1024:
+            message_in = await receive()
+            if message_in["type"] != "http.request":
+                break
+            drained += len(message_in.get("body", b""))
+            more = message_in.get("more_body", False)
         path = scope["path"]
         if path == "/fhir" or path.startswith("/fhir/"):
             body = orjson.dumps(operation_outcome([issue(code, message)]))
@@ -109,7 +118,7 @@ class SecurityMiddleware:
                                  interaction=req.interaction if req else "", resource_type=req.resource_type if req else None,
                                  resource_id=req.resource_id if req else None, operation=req.operation if req else None,
                                  description=message)
-            await self._refuse(scope, send, status, code, message, www)
+            await self._refuse(scope, receive, send, status, code, message, www)
             return
         scope.setdefault("state", {})["principal"] = principal
         if principal.staff is not None:
