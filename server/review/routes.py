@@ -492,7 +492,7 @@ async def appeals_page(request: Request) -> Response:
         status = "open"
     now = clock.now()
     found = [appeals.public(a, now) for a in await appeals.listing(request.app.state.precert, status)]
-    return render("appeals.html", who=who, now=now, appeals=found, status=status)
+    return render("appeals.html", who=who, now=now, appeals=found, tab=status)
 
 
 async def appeal_page(request: Request, who, appeal_id: str, *, status: int = 200, error: str | None = None) -> Response:
