@@ -257,3 +257,16 @@ def test_adaptive_responses_are_assessed_through_their_derived_from():
     qr["questionnaire"] = "#adaptive"
     result = assess(qr)
     assert result.category == "behavioral-iop" and result.met is True
+
+
+def test_the_fhirpath_calculated_expression_evaluates_over_the_answers():
+    from fhirpathpy import evaluate
+    from fhirpathpy.models import models
+
+    t = CATALOG.templates["dme-home-oxygen"]
+    expr = next(e["valueExpression"]["expression"] for e in t.items["test-recent"]["extension"] if e["url"] == EXT_CALCULATED)
+    recent = qr_for(t, t.examples["met"])
+    assert evaluate(recent, expr, {"resource": recent}, model=models["r4"]) == [True]
+    old = qr_for(t, {**t.examples["met"], "test-date": "2020-01-01"})
+    assert evaluate(old, expr, {"resource": old}, model=models["r4"]) == [False]
+    assert assess(old).met is False
