@@ -51,7 +51,7 @@ SEED = [
     # not counted
     case("X1", "standard", at(5), at(5), [item("A1", pa="no-auth")]),                                # no authorization needed
     case("X2", "standard", at(6), at(6), [], status="error"),                                        # invalid request
-    case("X3", "standard", at(7), None, ["A4"], status="pended"),                                    # not decided yet
+    dict(case("X3", "standard", at(7), None, ["A4"], status="pended"), due=at(14)),                     # not decided yet
     case("X4", "standard", at(31, 22), at(1, 1, month=4), ["A1"]),                                   # decided in April
     case("X5", "expedited", at(27, 12), at(28, 12, month=2), ["A3"]),                                 # decided in February
     case("X6", "standard", at(8), at(8), ["C"], status="cancelled"),                                 # withdrawn

@@ -45,7 +45,8 @@ def decisions_chart(series: list[dict], urgency: str, unit: str) -> dict:
     plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
     n = max(1, len(series))
     slot = plot_w / n
-    top = _nice_max(max([b[urgency]["requests"] for b in series] or [0]))
+    most = max([b[urgency]["requests"] for b in series] or [0])
+    top = float(max(4, 4 * math.ceil(most / 4)))  # whole-number ticks for counts
     bars = []
     for i, b in enumerate(series):
         f = b[urgency]
