@@ -73,6 +73,7 @@ class CRDState:
         # Audit records waiting to be written (in batches, off the request path).
         self._pending: list[dict] = []
         self._wake = asyncio.Event()
+        self._flush_lock = asyncio.Lock()
         self._writer: asyncio.Task | None = None
 
     @property
@@ -174,6 +175,11 @@ class CRDState:
             await self.flush()
 
     async def flush(self) -> None:
+        # One flush at a time, so a reader that flushes also waits for a batch already being written.
+        async with self._flush_lock:
+            await self._flush()
+
+    async def _flush(self) -> None:
         while self._pending:
             batch, self._pending = self._pending[:FLUSH_BATCH * 4], self._pending[FLUSH_BATCH * 4:]
             try:
@@ -430,9 +436,9 @@ async def calls(request: Request) -> Response:
 async def find_assertion(storage, assertion_id: str, crd: "CRDState | None" = None) -> dict | None:
     """The stored CRD decision with this coverage-assertion-id (for PAS and reviewers). Pass the
     CRD state (``state.services['crd']``) to see answers given in the last moments too."""
-    doc = next((d for d in (crd.pending() if crd else []) if assertion_id in (d.get("assertion_ids") or [])), None)
-    if doc is None:
-        doc = await storage.collection(CALLS).find_one({"assertion_ids": assertion_id})
+    if crd is not None:
+        await crd.flush()
+    doc = await storage.collection(CALLS).find_one({"assertion_ids": assertion_id})
     if not doc:
         return None
     for d in doc.get("decisions") or []:
