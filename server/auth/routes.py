@@ -100,7 +100,6 @@ def security_extension(fhir_base: str) -> dict:
             "url": "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris",
             "extension": [{"url": "token", "valueUri": root + TOKEN_PATH}],
         }],
-        "cors": False,
         "service": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/restful-security-service",
                                  "code": "SMART-on-FHIR"}], "text": "SMART Backend Services (client credentials, private_key_jwt)"}],
         "description": "SMART Backend Services: POST a private_key_jwt client assertion (RS384 or ES384) to the "
