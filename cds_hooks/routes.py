@@ -244,7 +244,10 @@ async def _authenticate(request: Request, crd: CRDState, path: str) -> dict:
 
 
 def _security_audit(request: Request, caller: dict, status: int, service_id: str, patient: str | None = None) -> None:
-    """Tell the security audit trail who called (the verified EHR), beside CRD's own record."""
+    """Tell the security audit trail who called, when a JWT named the EHR. (The security middleware
+    already records every access to these routes, as an unidentified CDS Hooks client.)"""
+    if not caller.get("iss") and status < 400:
+        return
     try:
         from server.auth import audit
 
