@@ -19,8 +19,6 @@ import logging
 import uuid
 from datetime import datetime, timezone
 
-from pymongo import DESCENDING
-
 from server.storage import fhir_instant
 
 log = logging.getLogger("precert.audit")

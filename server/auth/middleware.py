@@ -12,7 +12,6 @@ import logging
 from urllib.parse import urlsplit
 
 import orjson
-from starlette.datastructures import Headers
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 

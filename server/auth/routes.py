@@ -8,17 +8,17 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from urllib.parse import parse_qsl
 
+import jwt
 import orjson
 from fastapi import APIRouter, Depends, FastAPI, Request
 from starlette.responses import JSONResponse, Response
 
 from server.auth import policy
 from server.auth.audit import AuditLog, to_audit_event
-from server.auth.clients import Client, ClientRegistry, RegistrationError, build_client, sandbox_clients
+from server.auth.clients import ClientRegistry, RegistrationError, build_client, sandbox_clients
 from server.auth.config import AuthConfig
 from server.auth.isolation import install_hooks
 from server.auth.middleware import SecurityMiddleware
-from server.auth.principal import current_principal
 from server.auth.scopes import register_types
 from server.auth.staff import COOKIE, StaffDirectory, StaffPrincipal, require_staff, staff_token
 from server.auth.tokens import ASSERTION_TYPE, TokenError, TokenService
@@ -152,10 +152,8 @@ async def token(request: Request) -> Response:
         assertion = form.get("client_assertion")
         if not assertion:
             raise TokenError("invalid_client", "client_assertion is required", 401)
-        try:
-            import jwt as _jwt
-
-            claimed = str(_jwt.decode(assertion, options={"verify_signature": False}).get("iss", "unknown"))[:200]
+        try:  # who the assertion claims to be, for the audit trail only
+            claimed = str(jwt.decode(assertion, options={"verify_signature": False}).get("iss", "unknown"))[:200]
         except Exception:
             claimed = "unknown"
         client = await svc.tokens.authenticate_client(assertion, origin(request) + TOKEN_PATH)
