@@ -273,3 +273,10 @@ def test_contact_shape_follows_the_version(client):
     rep22 = the_rep(sign(client, order, version="2.2"))
     assert one(rep20, "contact") == {"system": "phone", "value": "+1-555-0100"}
     assert one(rep22, "contact")["telecom"] == [{"system": "phone", "value": "+1-555-0100"}]
+
+
+def test_dtr_availability_follows_the_dtr_catalogue(server):
+    crd = server.app.state.precert.services["crd"]
+    with crd_config(server, dtr="auto"):
+        assert crd.dtr_available("http://precert.example.org/fhir/Questionnaire/advanced-imaging|1.0.0")
+        assert not crd.dtr_available("http://other.example.org/Questionnaire/unknown|9")
