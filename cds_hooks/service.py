@@ -590,6 +590,8 @@ async def answer(req: HookRequest, gathered: Gathered, rules, crd_state) -> tupl
         for cov in coverages:
             inp = evaluation_input(resource, effective[id(cov)], req, gathered.pool)
             det = rules.evaluate(inp)
+            if not inp.codes and det.payer_match and det.coverage_active:
+                det = unknown_service(det, resource)
             determinations.append((cov, det))
             indeterminate = None
             if not det.payer_match:
@@ -635,6 +637,18 @@ async def answer(req: HookRequest, gathered: Gathered, rules, crd_state) -> tupl
                 else:
                     actions.append(cards_or_action)
     return cardlib.finish(cards, actions, opts), decisions
+
+
+def unknown_service(det: Determination, resource: dict) -> Determination:
+    """Nothing says what will be done (no code on the order, the appointment or the encounter): the
+    answer depends on it, so it is conditional on the detail rather than a guess."""
+    from dataclasses import replace
+
+    what = resource.get("resourceType", "request")
+    return replace(det, covered="conditional", pa_needed="conditional", info_needed=["detail"], doc_needed=[], doc_purpose=[],
+                   questionnaires=[], reason={"code": None, "system": None,
+                                              "display": f"The {what} names no service code, so coverage depends on the service to be performed."},
+                   trace=det.trace + [f"No service code on the {what}: coverage is conditional on the service"])
 
 
 def _may_carry(resource: dict, req: HookRequest) -> bool:

@@ -280,3 +280,14 @@ def test_dtr_availability_follows_the_dtr_catalogue(server):
     with crd_config(server, dtr="auto"):
         assert crd.dtr_available("http://precert.example.org/fhir/Questionnaire/advanced-imaging|1.0.0")
         assert not crd.dtr_available("http://other.example.org/Questionnaire/unknown|9")
+
+
+def test_an_encounter_without_a_service_code_gets_a_conditional_answer(client):
+    enc = {"resourceType": "Encounter", "id": "enc-nocode", "status": "planned", "class": {"code": "AMB"}, "subject": {"reference": "Patient/pat-001"}}
+    body = hook_body("encounter-start", {"userId": "Practitioner/prac-001", "patientId": "pat-001", "encounterId": "enc-nocode"},
+                     {**standard_prefetch(), "encounter": enc})
+    out = call(client, body).json()
+    check_response(out, body)
+    rep = coverage_reps(coverage_actions(out)[0]["resource"])[0]
+    assert (one(rep, "covered"), one(rep, "pa-needed"), sub(rep, "info-needed")) == ("conditional", "conditional", ["OTH"])
+    assert "no service code" in one(rep, "reason")["text"]
