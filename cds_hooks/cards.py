@@ -88,6 +88,23 @@ def _with_code(resource: dict, coding: dict) -> dict:
     return new
 
 
+# Request types whose performer an in-network proposal may change, and the shape of that element.
+_PERFORMER = {"ServiceRequest": ("performer", "list"), "DeviceRequest": ("performer", "one"), "MedicationRequest": ("performer", "one")}
+
+
+def _with_performer(resource: dict, site: dict) -> dict:
+    from cds_hooks.coverage_info import EXT_URL
+
+    new = dict(resource)
+    ref = {"reference": site["reference"], "display": site["display"]}
+    new["performer"] = [ref] if _PERFORMER[resource["resourceType"]][1] == "list" else ref
+    if isinstance(new.get("extension"), list):
+        new["extension"] = [e for e in new["extension"] if not (isinstance(e, dict) and e.get("url") == EXT_URL)]
+        if not new["extension"]:
+            new.pop("extension")
+    return new
+
+
 def for_determination(req, resource: dict, det: Determination, source_label: str, gathered, crd_state, dtr_cache: dict) -> list[tuple[int, dict]]:
     opts = req.options
     ref = f"{resource.get('resourceType')}/{resource.get('id')}"
@@ -119,8 +136,20 @@ def for_determination(req, resource: dict, det: Determination, source_label: str
         out.append(instructions(req, "limits", text, f"For {ref}: {text}. Requests above the limit are approved for "
                                 f"{det.max_units:g} units.", source_label, [ref], 3 if over else 6, "warning" if over else "info"))
     if det.reason and det.reason.get("code") == "auth-out-network" and opts.get("network", True):
-        out.append(instructions(req, "network", f"{name}: the ordering provider is out of network for this plan",
-                                f"For {ref}: {det.reason.get('display')}", source_label, [ref], 3, "warning"))
+        sites = list(getattr(crd_state, "preferred_sites", lambda: [])())
+        if ordering_hook and sites and resource.get("id") and "performer" in _PERFORMER.get(resource.get("resourceType"), ()):
+            site = sites[0]
+            card = _base(req, "network", f"{name}: out of network; {site['display']} is in network", source_label, [ref], "warning")
+            card["detail"] = f"For {ref}: {det.reason.get('display')} Accept the suggestion to have it performed at {site['display']}."
+            card["suggestions"] = [{"label": summary(f"Perform at {site['display']} (in network)"), "uuid": str(uuid.uuid4()),
+                                    "isRecommended": True,
+                                    "actions": [{"type": "update", "description": f"Set the performer of {ref} to {site['display']}",
+                                                 "resource": _with_performer(resource, site)}]}]
+            card["selectionBehavior"] = "at-most-one"
+            out.append((3, card))
+        else:
+            out.append(instructions(req, "network", f"{name}: the ordering provider is out of network for this plan",
+                                    f"For {ref}: {det.reason.get('display')}", source_label, [ref], 3, "warning"))
     if det.instructions and opts.get("guideline", True):
         detail = f"For {ref}:\n\n" + "\n".join(f"- {i}" for i in det.instructions)
         out.append(instructions(req, "guideline", f"{source_label} instructions for {name}", detail, source_label, [ref], 5))

@@ -80,6 +80,10 @@ class CRDState:
     def storage(self):
         return self.app_state.storage
 
+    def preferred_sites(self) -> list[dict]:
+        """In-network places the payer proposes when an order goes out of network."""
+        return list(get_rules(self.app_state).payer.preferred_sites)
+
     def fetcher(self, req) -> Fetcher:
         return Fetcher(self.http, req.fhir_server, req.token, self.config.fhir_timeout)
 

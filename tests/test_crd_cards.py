@@ -165,7 +165,7 @@ def test_network_card_for_out_of_network_hmo_orders(client):
     stranger = {"resourceType": "Practitioner", "id": "far-away", "identifier": [{"system": "http://hl7.org/fhir/sid/us-npi", "value": "1999999999"}]}
     out = sign(client, service_request("c-net", "70551", patient="pat-003", requester="Practitioner/far-away"), patient="pat-003",
                prefetch={"coverage": searchset(sandbox("Coverage", "cov-003")), "practitioners": searchset(stranger)})
-    assert "network" in topics(out)
+    assert "network" in topics(out)  # an in-network site is proposed (see below)
 
 
 # ----------------------------------------------------------------------------- configuration options
@@ -291,3 +291,14 @@ def test_an_encounter_without_a_service_code_gets_a_conditional_answer(client):
     rep = coverage_reps(coverage_actions(out)[0]["resource"])[0]
     assert (one(rep, "covered"), one(rep, "pa-needed"), sub(rep, "info-needed")) == ("conditional", "conditional", ["OTH"])
     assert "no service code" in one(rep, "reason")["text"]
+
+
+def test_out_of_network_orders_get_an_in_network_site_proposed(client):
+    stranger = {"resourceType": "Practitioner", "id": "far-away", "identifier": [{"system": "http://hl7.org/fhir/sid/us-npi", "value": "1999999999"}]}
+    order = service_request("c-site", "70551", patient="pat-003", requester="Practitioner/far-away")
+    out = sign(client, order, patient="pat-003", prefetch={"coverage": searchset(sandbox("Coverage", "cov-003")), "practitioners": searchset(stranger)})
+    card = next(c for c in out["cards"] if c["source"]["topic"]["code"] == "network")
+    assert card_kind(card) == "alternate-request"
+    updated = card["suggestions"][0]["actions"][0]["resource"]
+    assert updated["id"] == "c-site" and updated["performer"] == [{"reference": "Organization/org-hospital", "display": "Precert Demo General Hospital"}]
+    assert updated["code"] == order["code"]

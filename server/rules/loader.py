@@ -190,6 +190,7 @@ class Payer:
     contact: dict
     network_npis: frozenset[str]
     network_orgs: frozenset[str]
+    preferred_sites: tuple[dict, ...] = ()   # in-network places to propose: {reference, display}
 
 
 def _as_list(value: Any) -> list:
@@ -392,8 +393,19 @@ class _Reader:
             contact={k: str(v) for k, v in contact.items() if _string(v)},
             network_npis=frozenset(str(n).strip() for n in _as_list(network.get("npis")) if _string(n)),
             network_orgs=frozenset(_ref_id(str(o)) for o in _as_list(network.get("organizations")) if _string(o)),
+            preferred_sites=tuple(self.sites(file, network.get("preferred_sites"), p.line_of("network"))),
         )
         self.payer_file = file
+
+    def sites(self, file: str, val: Any, line: int) -> list[dict]:
+        out = []
+        for i, site in enumerate(_as_list(val)):
+            if not isinstance(site, dict) or not re.fullmatch(r"(Organization|Location)/[A-Za-z0-9\-.]{1,64}", str(site.get("reference", ""))):
+                self.errors.add(file, _line(val, i) if isinstance(val, Seq) else line, f"payer.network.preferred_sites[{i}]",
+                                "needs 'reference' (Organization/id or Location/id) and 'display'")
+                continue
+            out.append({"reference": site["reference"], "display": str(site.get("display") or site["reference"])})
+        return out
 
     def read_gold(self, file: str, val: Any, line: int) -> None:
         if not isinstance(val, Seq):
