@@ -46,6 +46,8 @@ def case_ids(html: str) -> list[str]:
 def test_anonymous_visitors_are_sent_to_sign_in_and_come_back(browser_like):
     r = browser_like.get("/review/cases/PA1?x=1")
     assert r.status_code == 303 and r.headers["location"] == "/review/login?next=%2Freview%2Fcases%2FPA1%3Fx%3D1"
+    hostile = browser_like.get("/review/login", params={"next": '/review"><script>alert(1)</script>'})
+    assert hostile.status_code == 200 and "<script>alert(1)" not in hostile.text
     page = browser_like.get(r.headers["location"])
     assert page.status_code == 200 and 'name="next" value="/review/cases/PA1?x=1"' in page.text
     r = browser_like.post("/review/login", data={"username": "reviewer", "password": "reviewer-sandbox", "next": "/review/cases/PA1?x=1"})
@@ -312,5 +314,7 @@ def test_the_sandbox_page_lists_a_developers_requests(client, reviewer):
     hostile = client.get("/sandbox/requests", params={"identifier": "<script>x</script>", "organization": "\"><b>"})
     assert hostile.status_code == 200 and "<script>x" not in hostile.text and "\"><b>" not in hostile.text
     assert "No requests match" in hostile.text
+    for params in ({"identifier": "\x00(", "npi": "\x00"}, {"organization": "\x00"}, {"identifier": "a" * 5000}):
+        assert client.get("/sandbox/requests", params=params).status_code == 200
     by_identifier = client.get("/sandbox/requests", params={"identifier": ".*"})
     assert by_identifier.status_code == 200 and "No requests match" in by_identifier.text  # not a pattern

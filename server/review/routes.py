@@ -731,9 +731,10 @@ async def sandbox_requests(request: Request) -> Response:
     if state.settings.mode != "sandbox" or (svc is not None and svc.enforcing):
         return error_page(request, 404, "the request list is part of the open sandbox only")
     q = request.query_params
-    npi = q.get("npi", "").strip()[:40]
-    organization = q.get("organization", "").strip()[:200]
-    identifier = q.get("identifier", "").strip()[:200]
+    printable = lambda v: "".join(ch for ch in v if ord(ch) >= 32).strip()  # noqa: E731  (no NULs in queries)
+    npi = printable(q.get("npi", ""))[:40]
+    organization = printable(q.get("organization", ""))[:200]
+    identifier = printable(q.get("identifier", ""))[:200]
     query: dict = {}
     if npi:
         query["provider_ids"] = npi
