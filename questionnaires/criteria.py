@@ -102,6 +102,17 @@ def _template_for(qr: dict, catalog: Catalog) -> tuple[str, Template | None]:
     return canonical, catalog.template_for(canonical) if canonical else None
 
 
+def questionnaire_of(qr: dict) -> str | None:
+    """The Precert form (standard canonical, ``url|version``) a QuestionnaireResponse answers, for
+    standard responses and adaptive ones (``#contained`` derived from a Precert form) alike; None
+    when it answers something else. PAS uses it to match attached responses to the form a rule
+    asks for."""
+    if not isinstance(qr, dict):
+        return None
+    _canonical, template = _template_for(qr, get_catalog())
+    return template.canonical if template else None
+
+
 def assess_answers(template: Template, answers: dict[str, list[dict]], canonical: str | None = None, today: date | None = None) -> Assessment:
     questionnaire = template.questionnaire
     missing = [f"{d['linkId']}: {d.get('text', '')}" for d in missing_required(questionnaire, answers)]

@@ -270,3 +270,15 @@ def test_the_fhirpath_calculated_expression_evaluates_over_the_answers():
     old = qr_for(t, {**t.examples["met"], "test-date": "2020-01-01"})
     assert evaluate(old, expr, {"resource": old}, model=models["r4"]) == [False]
     assert assess(old).met is False
+
+
+def test_questionnaire_of_names_the_standard_form_for_standard_and_adaptive_responses():
+    from questionnaires.criteria import questionnaire_of
+
+    t = CATALOG.templates["dme-home-oxygen"]
+    assert questionnaire_of(qr_for(t, {})) == t.canonical
+    adaptive = {"resourceType": "QuestionnaireResponse", "questionnaire": "#a",
+                "contained": [{"resourceType": "Questionnaire", "id": "a", "derivedFrom": [t.adaptive_url + "|1.0.0"]}]}
+    assert questionnaire_of(adaptive) == t.canonical
+    assert questionnaire_of({"resourceType": "QuestionnaireResponse", "questionnaire": "http://x/Q"}) is None
+    assert questionnaire_of("junk") is None
