@@ -29,6 +29,13 @@ def harness(srv, http):
     return Harness(http, srv.url)
 
 
+@pytest.fixture(autouse=True)
+def no_stored_cookies(http):
+    """Sign-ins set the session cookie on the shared client; each test starts signed out."""
+    yield
+    http.cookies.clear()
+
+
 def bearer(token: str) -> dict:
     return {"Authorization": f"Bearer {token}"}
 

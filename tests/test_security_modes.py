@@ -120,6 +120,7 @@ def test_the_open_sandbox_still_requires_sign_in_for_security_administration(cli
     assert client.get("/admin/auth/clients").status_code == 401
     assert client.get("/fhir/AuditEvent").status_code == 401
     token = client.post("/staff/login", json={"username": "admin", "password": "admin-sandbox"}).json()["token"]
+    client.cookies.clear()  # the shared client must not stay signed in for other tests
     assert client.get("/admin/auth/clients", headers={"Authorization": f"Bearer {token}"}).status_code == 200
 
 
