@@ -318,3 +318,18 @@ def test_the_sandbox_page_lists_a_developers_requests(client, reviewer):
         assert client.get("/sandbox/requests", params=params).status_code == 200
     by_identifier = client.get("/sandbox/requests", params={"identifier": ".*"})
     assert by_identifier.status_code == 200 and "No requests match" in by_identifier.text  # not a pattern
+
+
+@pytest.mark.parametrize("request_bytes", [
+    b"", b"not json", b"[]", b'{"resourceType": "Bundle"}', b'{"entry": "x"}', b'{"entry": [{"resource": {"resourceType": "Claim"}}]}',
+    b'{"entry": [{"resource": {"resourceType": "Claim", "patient": 5, "insurance": [7, {"coverage": "x"}], "item": [1, {"sequence": "a",'
+    b' "productOrService": [], "quantity": "3"}], "diagnosis": [{"diagnosisCodeableConcept": {"coding": "x"}}], "supportingInfo": ['
+    b'{"valueAttachment": {"data": "!!!", "title": 5}}], "provider": {"reference": 3}}}]}',
+])
+def test_the_case_view_tolerates_any_stored_request(request_bytes):
+    from server.review import view
+
+    case = {"_id": "PA1", "request": request_bytes, "decisions": [{"sequence": 1, "action": "A4", "assessment": {"details": [{"criterion": 1}]}}]}
+    out = view.request_view(case)
+    assert out["member"]["name"] and isinstance(out["items"], list)
+    assert view.member_name(case) in ("", "(no name given)") or isinstance(view.member_name(case), str)

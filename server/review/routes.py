@@ -788,6 +788,10 @@ def install(app: FastAPI) -> None:
     app.include_router(router)
 
     async def start(state) -> None:
+        from server.pas import cases as case_store
+
         await appeals.ensure_indexes(state.storage)
+        # The metrics select cases by the time of their first determination.
+        await case_store.collection(state.storage).create_index([("decided", 1)])
 
     app.state.startup_steps.append(start)
