@@ -186,7 +186,7 @@ def draft_response(sel: Selected, coverage: dict, referenced: dict, version: str
         groups = _prefill_groups(template)
         items = response_items(template, prefill, get_catalog(), groups, origin) if groups else []
         questionnaire = template.canonical
-    if items and len(ext) >= 2:
+    if items and subject and len(ext) >= 2:  # what dtr-questionnaireresponse requires
         qr["meta"] = {"profile": [DTR_SD + "dtr-questionnaireresponse"]}
     qr["extension"] = ext
     qr["questionnaire"] = questionnaire
