@@ -282,3 +282,13 @@ def test_questionnaire_of_names_the_standard_form_for_standard_and_adaptive_resp
     assert questionnaire_of(adaptive) == t.canonical
     assert questionnaire_of({"resourceType": "QuestionnaireResponse", "questionnaire": "http://x/Q"}) is None
     assert questionnaire_of("junk") is None
+
+
+def test_the_fhirpath_dose_per_kilogram_is_calculated():
+    from fhirpathpy import evaluate
+    from fhirpathpy.models import models
+
+    t = CATALOG.templates["specialty-drugs"]
+    expr = next(e["valueExpression"]["expression"] for e in t.items["dose-per-kg"]["extension"] if e["url"] == EXT_CALCULATED)
+    qr = qr_for(t, t.examples["met"])  # 350 mg for 70 kg
+    assert evaluate(qr, expr, {"resource": qr}, model=models["r4"]) == [5]
