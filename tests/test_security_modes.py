@@ -148,3 +148,24 @@ def test_require_auth_and_keys_come_from_the_environment(tmp_path):
     assert config.enforcing(Settings(mode="sandbox"))
     assert not AuthConfig.from_env({}).enforcing(Settings(mode="sandbox"))
     assert AuthConfig.from_env({"PRECERT_REQUIRE_AUTH": "false"}).enforcing(Settings(mode="production"))
+
+
+def test_sandbox_workers_share_one_generated_signing_key(mongodb_uri):
+    """Two app instances on one sandbox database (two workers) honour each other's tokens."""
+    import uuid
+
+    from server.app import create_app
+    from server.auth.testing import ClientKey as Key
+
+    settings = Settings(mongodb_uri=mongodb_uri, db_name=f"precert_workers_{uuid.uuid4().hex[:8]}", mode="sandbox")
+    first = ThreadedServer(create_app(settings)).start()
+    second = ThreadedServer(create_app(settings)).start()
+    try:
+        key = Key.from_pem((ROOT / "docs/sandbox-keys/sandbox-clinic-es384.pem").read_bytes(), "ES384", "sandbox-clinic-es384")
+        token = httpx.post(f"{first.url}/auth/token",
+                           data=token_form(key.assertion("sandbox-clinic", f"{first.url}/auth/token"), "system/Patient.rs")).json()["access_token"]
+        resp = httpx.get(f"{second.url}/fhir/Patient/pat-001", headers={"Authorization": f"Bearer {token}"})
+        assert resp.status_code == 200
+    finally:
+        second.stop()
+        first.stop()

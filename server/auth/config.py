@@ -2,7 +2,7 @@
 
 ``PRECERT_REQUIRE_AUTH``          true: enforce authentication in sandbox mode too (production always does)
 ``PRECERT_AUTH_SIGNING_KEY_FILE`` PEM file with the EC P-256 private key that signs access tokens
-                                  (required in production; a sandbox without one makes a key per start)
+                                  (required in production; a sandbox without one keeps a generated key in its database)
 ``PRECERT_AUTH_SIGNING_KEY``      the same PEM inline (for secret stores that inject environment values)
 ``PRECERT_ACCESS_TOKEN_SECONDS``  access-token lifetime, at most 300 (default 300)
 ``PRECERT_ADMIN_USERNAME`` and ``PRECERT_ADMIN_PASSWORD_FILE``

@@ -4,7 +4,7 @@ trail as AuditEvent, organization isolation hooks, and the middleware that guard
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 from urllib.parse import parse_qsl
 
@@ -490,6 +490,23 @@ def _production_problems(config: AuthConfig, settings) -> list[str]:
     return problems
 
 
+async def _sandbox_signing_key(settings_collection) -> bytes:
+    """A sandbox without a configured key keeps one generated key in its database, so that several
+    workers (and restarts) honour each other's tokens. Production never gets here."""
+    from pymongo.errors import DuplicateKeyError
+
+    from server.auth.tokens import generate_signing_key
+
+    doc = await settings_collection.find_one({"_id": "sandbox-signing-key"})
+    if doc is None:
+        try:
+            await settings_collection.insert_one({"_id": "sandbox-signing-key", "pem": generate_signing_key().decode()})
+        except DuplicateKeyError:
+            pass  # another worker made it first
+        doc = await settings_collection.find_one({"_id": "sandbox-signing-key"})
+    return doc["pem"].encode()
+
+
 def install(app: FastAPI) -> None:
     from server.auth import logfilter
 
@@ -525,6 +542,8 @@ def install(app: FastAPI) -> None:
                 pass
         await sessions.create_index("username")
         clients = ClientRegistry(storage.collection("auth_clients"))
+        if not config.signing_key_pem:
+            config = replace(config, signing_key_pem=await _sandbox_signing_key(storage.collection("auth_settings")))
         svc = AuthService(
             config=config,
             enforcing=config.enforcing(settings),
