@@ -285,8 +285,8 @@ async def gather(req: HookRequest, fetcher_factory) -> Gathered:
         satisfied.add(_norm_key(key))
         found = resources_in(value)
         pool.add_all(found)
-        if value is None and "coverage" in key.lower():
-            coverage_null = True
+        if "coverage" in key.lower() and (value is None or value.get("resourceType") == "Bundle"):
+            coverage_null = True  # the client answered for the Coverage: null or an empty search means none
     present_types = set(pool.by_type)
 
     templates = PREFETCH[req.hook]

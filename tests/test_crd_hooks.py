@@ -338,3 +338,12 @@ def _current_loop():
         return asyncio.get_running_loop()
     except RuntimeError:
         return None
+
+
+def test_an_empty_coverage_search_in_prefetch_means_no_coverage(client, ehr):
+    route = ehr.get(url__startswith=EHR).respond(500)
+    body = order_sign(service_request("sr-empty", "99213"), prefetch={"coverage": searchset()}, fhirServer=EHR, fhirAuthorization=AUTH)
+    r = call(client, body)
+    assert r.status_code == 200
+    assert not any(c.request.url.path.endswith("/Coverage") for c in route.calls)
+    assert "No active" in r.json()["cards"][0]["summary"]
