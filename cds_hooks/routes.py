@@ -455,6 +455,10 @@ async def find_assertion(storage, assertion_id: str, crd: "CRDState | None" = No
 
 
 def install(app: FastAPI) -> None:
+    from capability.statement import claim
+
+    # Precert is a CRD server (the IG's server CapabilityStatement describes what it asks of EHRs' FHIR servers).
+    claim("http://hl7.org/fhir/us/davinci-crd/CapabilityStatement/crd-server")
     async def start(state) -> None:
         config = CRDConfig.from_env(state.settings.mode)
         state.services["crd"] = CRDState(state, config)

@@ -98,3 +98,8 @@ def test_unsupported_template_functions_are_refused():
         render("X?_id={{context.draftOrders.entry.resource.where(id='x').id}}", CONTEXT, {})
     with pytest.raises(TemplateError):
         render("X?_id={{patientId}}", CONTEXT, {})
+
+
+def test_the_capability_statement_claims_crd_server(client):
+    cs = client.get("/fhir/metadata").json()
+    assert "http://hl7.org/fhir/us/davinci-crd/CapabilityStatement/crd-server" in cs["instantiates"]
