@@ -104,7 +104,7 @@ async def _expand(call: OperationCall):
         valueset = get_catalog().valueset(canonical)
         if valueset is None:
             found, _ = await st.storage.search("ValueSet", {"k.url": canonical.split("|")[0]}, count=5, with_total=False)
-            candidates = [f.resource for f in found]
+            candidates = [f.resource for f in found if await st.visible(call.request, f)]
             version = canonical.split("|")[1] if "|" in canonical else None
             candidates = [c for c in candidates if version is None or c.get("version") == version]
             valueset = candidates[0] if candidates else None
