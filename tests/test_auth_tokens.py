@@ -359,3 +359,20 @@ def test_disabling_a_client_stops_its_tokens(http, srv, harness):
     assert http.get("/fhir/Patient/pat-001", headers={"Authorization": f"Bearer {token}"}).status_code == 200
     assert http.patch(f"/admin/auth/clients/{cid}", json={"active": False}, headers=harness.admin_headers).status_code == 200
     assert http.get("/fhir/Patient/pat-001", headers={"Authorization": f"Bearer {token}"}).status_code == 401
+
+
+def test_assertion_typ_other_than_jwt_is_rejected(http, srv, harness):
+    cid, key = harness.register()
+    rejected(http, srv, key.assertion(cid, token_url(srv), headers={"typ": "at+jwt"}))
+
+
+def test_jwks_url_marked_no_store_is_fetched_every_time(http, srv, harness, jwks_host):
+    key = ClientKey.generate("ES384")
+    jwks_host["jwks"] = key.jwks
+    jwks_host["cache"] = "no-store"
+    cid, _ = harness.register(jwks_url=jwks_host["url"])
+    hits = jwks_host["hits"]
+    for _ in range(2):
+        assert post(http, token_form(key.assertion(cid, token_url(srv)), "system/Claim.c")).status_code == 200
+    assert jwks_host["hits"] == hits + 2
+    jwks_host["cache"] = "max-age=300"
