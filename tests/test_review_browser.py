@@ -128,3 +128,29 @@ def test_the_public_metrics_report_opens_without_signing_in(page):
     assert page.locator("table.figures").is_visible()
     assert page.locator("svg").count() == 4
     assert page.locator("a.me, form[action='/review/logout']").count() == 0
+
+
+def test_a_reviewer_filters_the_queue_assigns_to_self_and_extends_the_clock(page, client):
+    _, urgent = pended_request(client, priority="stat")
+    _, standard = pended_request(client)
+    sign_in(page)
+    page.wait_for_url("**/review")
+    page.select_option("select[name=urgency]", "expedited")
+    page.click("form.filters button[type=submit]")
+    page.wait_for_url("**/review?*urgency=expedited*")
+    shown = page.locator("a.case-link").all_inner_texts()
+    assert urgent in shown and standard not in shown
+    page.goto(f"/review/cases/{standard}")
+    page.select_option("form[action$='/assign'] select[name=assignee]", "reviewer")
+    page.click("form[action$='/assign'] button")
+    page.wait_for_url("**?done=assign")
+    assert "Assignee: reviewer" in page.locator(".meta").inner_text()
+    page.fill("form[action$='/extend'] input[name=days]", "10")
+    page.select_option("form[action$='/extend'] select[name=reason_code]", "information-requested")
+    page.fill("form[action$='/extend'] input[name=reason_text]", "Awaiting angiography.")
+    page.click("text=Extend once")
+    page.wait_for_url("**?done=extend")
+    assert "extended 10 d" in page.locator(".meta").inner_text()
+    page.goto("/review?assignee=me")
+    mine = page.locator("table.queue tbody tr", has_text=standard)
+    assert "extended" in mine.inner_text() and "16 d" in mine.locator(".pill").inner_text()
