@@ -29,3 +29,8 @@ DA_VINCI_TYPES = (
 )
 
 PROVIDERS: dict[str, ResourceProvider] = {t: ResourceProvider(t) for t in DA_VINCI_TYPES}
+# The audit trail is written by Precert itself; clients (administrators) read and search it.
+PROVIDERS["AuditEvent"] = ResourceProvider(
+    "AuditEvent", ("read", "search-type"), conditional_create=False,
+    documentation="Precert's own audit trail: every access to PHI, every refusal, sign-in and token request.",
+)
