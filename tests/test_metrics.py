@@ -237,3 +237,27 @@ def test_the_public_report_stays_public_when_authentication_is_enforced(mongodb_
             assert c.get("/review").status_code == 200
     finally:
         srv.stop()
+
+
+def test_decisions_extensions_and_appeals_flow_into_the_figures(client, anonymous):
+    from datetime import timedelta
+
+    from tests.test_review_support import denied_case, pended_request, staff_headers
+
+    today = datetime.now(timezone.utc).date()
+    period = {"from": (today - timedelta(days=1)).isoformat(), "to": (today + timedelta(days=1)).isoformat()}
+    before = anonymous.get("/reports/prior-auth.json", params=period).json()["standard"]
+    reviewer, director = staff_headers(client, "reviewer"), staff_headers(client, "director")
+    # Extended, then approved.
+    _, extended = pended_request(client)
+    assert client.post(f"/review/api/cases/{extended}/extend", headers=reviewer, json={"days": 3, "reason": {"code": "member-requested"}}).status_code == 200
+    assert client.post(f"/review/api/cases/{extended}/decision", headers=reviewer, json={"action": "approve"}).status_code == 200
+    # Denied, then approved on appeal.
+    _, appealed = denied_case(client, reviewer)
+    aid = client.post(f"/review/api/cases/{appealed}/appeals", headers=reviewer, json={"reason": "new evidence"}).json()["id"]
+    assert client.post(f"/review/api/appeals/{aid}/decision", headers=director, json={"decision": "overturned"}).status_code == 200
+    # Still pended: not counted.
+    pended_request(client)
+    after = anonymous.get("/reports/prior-auth.json", params=period).json()["standard"]
+    delta = {k: after[k] - before[k] for k in ("requests", "approved", "denied", "approved_after_appeal", "extended", "approved_after_extension")}
+    assert delta == {"requests": 2, "approved": 1, "denied": 1, "approved_after_appeal": 1, "extended": 1, "approved_after_extension": 1}
