@@ -189,7 +189,7 @@ async def read_json(request: Request):
 
 
 def json_response(data, status: int = 200, headers: dict | None = None) -> Response:
-    return Response(orjson.dumps(data, default=_json_default), status_code=status, media_type="application/json", headers=headers)
+    return Response(orjson.dumps(data, default=_json_default, option=orjson.OPT_NAIVE_UTC | orjson.OPT_UTC_Z), status_code=status, media_type="application/json", headers=headers)
 
 
 def _json_default(value):
