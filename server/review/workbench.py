@@ -100,6 +100,9 @@ async def counts(state, username: str | None = None) -> dict:
         "unassigned": await cases.count_documents({**base, "assignee": None}),
     }
     out["standard"] = out["pended"] - out["expedited"]
+    from server.review import appeals
+
+    out["appeals"] = await appeals.collection(state.storage).count_documents({"status": "open"})
     if username:
         out["mine"] = await cases.count_documents({**base, "assignee": username})
     return out
