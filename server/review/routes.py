@@ -259,7 +259,8 @@ def decision_body(form: dict[str, str], case: dict) -> dict:
 # ---------------------------------------------------------------------------------- sign-in
 @router.get("/review/login")
 async def login_page(request: Request, next: str = "/review") -> Response:
-    return render("login.html", next=safe_next(next), error=None, who=None, now=clock.now())
+    return render("login.html", next=safe_next(next), error=None, who=None, now=clock.now(),
+                  sandbox=request.app.state.precert.settings.mode == "sandbox")
 
 
 @router.post("/review/login")
