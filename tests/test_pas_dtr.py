@@ -104,3 +104,12 @@ def test_reviewer_sees_the_assessment_of_a_pended_case(client):
     case = client.get(f"/review/api/cases/{number}").json()
     assessment = case["decisions"][0]["assessment"]
     assert assessment["met"] is True and assessment["category"] == "inpatient-surgery"
+
+
+def test_adaptive_form_answers_count_for_the_form_they_grew_from(client):
+    t = CATALOG.templates["behavioral-iop"]
+    qr = questionnaire_response("behavioral-iop", examples("behavioral-iop")["met"])
+    qr["contained"] = [{"resourceType": "Questionnaire", "id": "adaptive", "derivedFrom": [t.adaptive_url + "|1.0.0"], "status": "active"}]
+    qr["questionnaire"] = "#adaptive"
+    body = submit(client, with_answers(pas_request("2.2.1", code=(HCPCS, "S9480"), quantity=12), qr)).json()
+    assert actions(body) == {1: "A1"}

@@ -27,15 +27,15 @@ router = APIRouter(prefix="/admin/dtr", tags=["DTR administration"])
 # were tried) and without FastAPI's per-request endpoint machinery: together these were a third of
 # the server's time on a package request. They dispatch exactly as the generic operation route does.
 async def _questionnaire_package_route(request: Request):
-    from server.fhir.rest import _dispatch_operation
+    from server.fhir.rest import dispatch_operation
 
-    return await _dispatch_operation(request, "Questionnaire", None, "questionnaire-package")
+    return await dispatch_operation(request, "Questionnaire", None, "questionnaire-package")
 
 
 async def _next_question_route(request: Request):
-    from server.fhir.rest import _dispatch_operation
+    from server.fhir.rest import dispatch_operation
 
-    return await _dispatch_operation(request, "Questionnaire", None, "next-question")
+    return await dispatch_operation(request, "Questionnaire", None, "next-question")
 
 
 HOT_ROUTES = (

@@ -66,7 +66,7 @@ async def metadata(request: Request) -> Response:
 
 
 # ---------------------------------------------------------------------- operations
-async def _dispatch_operation(request: Request, rtype: str | None, rid: str | None, name: str) -> Response:
+async def dispatch_operation(request: Request, rtype: str | None, rid: str | None, name: str) -> Response:
     check_format(request)
     if rtype is not None and rtype not in PROVIDERS:
         provider_for(rtype, "read")
@@ -85,17 +85,17 @@ async def _dispatch_operation(request: Request, rtype: str | None, rid: str | No
 
 @router.api_route("/${name}", methods=["GET", "POST"])
 async def system_operation(request: Request, name: str) -> Response:
-    return await _dispatch_operation(request, None, None, name)
+    return await dispatch_operation(request, None, None, name)
 
 
 @router.api_route("/{rtype}/${name}", methods=["GET", "POST"])
 async def type_operation(request: Request, rtype: str, name: str) -> Response:
-    return await _dispatch_operation(request, rtype, None, name)
+    return await dispatch_operation(request, rtype, None, name)
 
 
 @router.api_route("/{rtype}/{rid}/${name}", methods=["GET", "POST"])
 async def instance_operation(request: Request, rtype: str, rid: str, name: str) -> Response:
-    return await _dispatch_operation(request, rtype, check_id(rid), name)
+    return await dispatch_operation(request, rtype, check_id(rid), name)
 
 
 # ---------------------------------------------------------------------- search

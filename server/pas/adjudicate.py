@@ -142,11 +142,25 @@ def _canonical_base(url: str) -> str:
     return url.split("|")[0]
 
 
+def _answers(qr: dict) -> str | None:
+    """The form a response answers: its questionnaire canonical, or, for an adaptive response
+    (whose questionnaire is a contained, grown copy), the Precert form it was derived from."""
+    try:
+        from questionnaires.criteria import questionnaire_of
+    except ImportError:
+        questionnaire_of = None
+    found = questionnaire_of(qr) if questionnaire_of else None
+    if found:
+        return found
+    q = qr.get("questionnaire")
+    return q if isinstance(q, str) else None
+
+
 def _matching_response(responses: list[dict], canonical: str) -> dict | None:
     base = _canonical_base(canonical)
     for qr in responses:
-        q = qr.get("questionnaire")
-        if isinstance(q, str) and _canonical_base(q) == base:
+        q = _answers(qr)
+        if q and _canonical_base(q) == base:
             return qr
     return None
 
