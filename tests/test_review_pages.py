@@ -5,7 +5,6 @@ with a clear 4xx."""
 from __future__ import annotations
 
 import re
-import uuid
 
 import httpx
 import pytest
