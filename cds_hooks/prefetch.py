@@ -189,7 +189,8 @@ def resources_in(value: Any) -> list[dict]:
     rtype = value.get("resourceType")
     if rtype == "Bundle":
         out = []
-        for e in value.get("entry") or []:
+        entries = value.get("entry")
+        for e in entries if isinstance(entries, list) else []:
             if isinstance(e, dict) and isinstance(e.get("resource"), dict) and e["resource"].get("resourceType"):
                 if e["resource"]["resourceType"] == "OperationOutcome":
                     continue

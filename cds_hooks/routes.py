@@ -305,13 +305,15 @@ async def call_service(service_id: str, request: Request) -> Response:
     try:
         body, raw = await _read_json(request, crd.config.max_body_bytes)
         req = validate_request(body, hook, service_id, crd.config)
-        gathered = await gather(req, crd.fetcher)
         rules = get_rules(request.app.state.precert)
+        gathered = None
         try:
+            gathered = await gather(req, crd.fetcher)
             result, decisions = await answer(req, gathered, rules, crd)
         except FHIRError:
             raise
         except Exception:
+            # Content Precert failed to read: answered as a technical problem (CRD resp-43), never a 500.
             log.exception("CRD %s failed for hookInstance %s", service_id, req.hook_instance)
             result, decisions = _technical(req, rules), []
     except FHIRError as exc:
@@ -322,8 +324,8 @@ async def call_service(service_id: str, request: Request) -> Response:
     doc = _audit(service_id, hook, body, raw, 200, started, caller, response_bytes=payload)
     doc.update({
         "version": req.version.label,
-        "fetched": gathered.fetched,
-        "fetch_errors": gathered.fetch_errors or None,
+        "fetched": gathered.fetched if gathered else None,
+        "fetch_errors": (gathered.fetch_errors or None) if gathered else None,
         "ignored_options": req.ignored_options or None,
         "decisions": [{"order": d.target, "coverage": d.coverage, "assertion_id": d.assertion_id, "rule": d.determination.rule_id,
                        "covered": d.determination.covered, "pa_needed": d.determination.pa_needed,

@@ -385,3 +385,16 @@ def test_hot_reload_picks_up_edits_and_keeps_the_last_good_set(tmp_path):
     current = service.current()
     assert current.by_id.get("office-visits") is not None  # the previous set is still serving
     assert service.last_error and any("routine.yaml" in e for e in service.last_error)
+
+
+@pytest.mark.parametrize("inp", [
+    EvaluationInput(codes=[{"system": True, "code": 5}, "not a coding", None]),
+    EvaluationInput(codes=[{"system": CPT, "code": "70551"}], coverage={"payor": 3.5, "class": "gold", "status": "active"}),
+    EvaluationInput(codes=[{"system": CPT, "code": "70551"}], coverage={"payor": [{"identifier": "x"}], "period": "2020"}),
+    EvaluationInput(codes=[{"system": HCPCS, "code": "J1745"}], patient={"birthDate": 1990}, quantity="lots", service_date="soon"),
+    EvaluationInput(codes=[{"system": CPT, "code": "70551"}], location={"identifier": 7, "managingOrganization": "x"}, provider_ids=[None, 5]),
+    EvaluationInput(codes=None),
+])
+def test_evaluation_never_raises_on_malformed_input(rules, inp):
+    d = rules.evaluate(inp)
+    assert d.covered in ("covered", "not-covered", "conditional") and d.trace

@@ -35,7 +35,7 @@ _BY_URI = {uri.lower().rstrip("/"): alias for alias, uris in SYSTEMS.items() for
 
 def alias_for(system: str | None) -> str | None:
     """The alias for a system URI (or an alias itself), or None when the system is unknown."""
-    if not system:
+    if not system or not isinstance(system, str):
         return None
     s = system.strip()
     if s in SYSTEMS:
@@ -72,6 +72,8 @@ def coding_key(coding: dict) -> tuple[str, str] | None:
     if not isinstance(code, str) or not code.strip():
         return None
     system = coding.get("system")
+    if system is not None and not isinstance(system, str):
+        return None
     alias = alias_for(system) if system else "hcpcs"
     if alias is None:
         return None

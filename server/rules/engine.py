@@ -53,12 +53,17 @@ def _age(birth: date | None, on: date) -> int | None:
     return on.year - birth.year - ((on.month, on.day) < (birth.month, birth.day))
 
 
+def _list(value: Any) -> list:
+    return value if isinstance(value, list) else []
+
+
 def plan_of(coverage: dict | None) -> str | None:
     """The Coverage.class value whose type is 'plan'."""
-    for cls in (coverage or {}).get("class") or []:
+    for cls in _list((coverage or {}).get("class")):
         if not isinstance(cls, dict):
             continue
-        for coding in ((cls.get("type") or {}).get("coding") or []):
+        ctype = cls.get("type") if isinstance(cls.get("type"), dict) else {}
+        for coding in _list(ctype.get("coding")):
             if isinstance(coding, dict) and coding.get("code") == "plan" and isinstance(cls.get("value"), str):
                 return cls["value"]
     return None
@@ -100,8 +105,8 @@ class RuleSet:
         """('yes' | 'no' | 'unknown', why) for whether ``coverage`` is with this payer."""
         if not coverage:
             return "yes", "no Coverage was given; evaluated as this payer's member"
-        payors = [p for p in (coverage.get("payor") or []) if isinstance(p, dict)]
-        contained = {f"#{c.get('id')}": c for c in (coverage.get("contained") or []) if isinstance(c, dict)}
+        payors = [p for p in _list(coverage.get("payor")) if isinstance(p, dict)]
+        contained = {f"#{c.get('id')}": c for c in _list(coverage.get("contained")) if isinstance(c, dict)}
         if not payors:
             return "unknown", "the Coverage names no payor"
         saw_foreign = None
@@ -115,14 +120,14 @@ class RuleSet:
             ident = p.get("identifier") if isinstance(p.get("identifier"), dict) else None
             idents = [ident] if ident else []
             for org in orgs:
-                idents += [i for i in (org.get("identifier") or []) if isinstance(i, dict)]
+                idents += [i for i in _list(org.get("identifier")) if isinstance(i, dict)]
             for i in idents:
                 value, system = i.get("value"), i.get("system")
                 if (system, value) in self._payer_idents or (value in self._payer_values and not system):
                     return "yes", f"payor identifier {value} is {self.payer.name}'s"
             if ref and not ref.startswith("#") and _ref_id(ref) in self._payer_refs:
                 return "yes", f"payor {ref} is {self.payer.name}"
-            names = [p.get("display")] + [o.get("name") for o in orgs] + [a for o in orgs for a in (o.get("alias") or [])]
+            names = [p.get("display")] + [o.get("name") for o in orgs] + [a for o in orgs for a in _list(o.get("alias"))]
             if any(isinstance(n, str) and n.strip().lower() in self._payer_names for n in names):
                 return "yes", f"payor is named {next(n for n in names if isinstance(n, str) and n.strip().lower() in self._payer_names)}"
             if idents or any(isinstance(n, str) and n.strip() for n in names):
@@ -192,10 +197,10 @@ class RuleSet:
         if loc:
             if loc.get("resourceType") == "Organization" and loc.get("id"):
                 orgs.add(f"Organization/{loc['id']}")
-            managing = (loc.get("managingOrganization") or {}).get("reference")
+            managing = loc.get("managingOrganization").get("reference") if isinstance(loc.get("managingOrganization"), dict) else None
             if isinstance(managing, str):
                 orgs.add(_ref_id(managing))
-            npis |= {i.get("value") for i in (loc.get("identifier") or []) if isinstance(i, dict) and i.get("value")}
+            npis |= {i.get("value") for i in _list(loc.get("identifier")) if isinstance(i, dict) and isinstance(i.get("value"), str)}
         if not npis and not orgs:
             return "unknown"
         if npis & self.payer.network_npis or orgs & self.payer.network_orgs:
@@ -259,8 +264,20 @@ class RuleSet:
         """Decide coverage, prior authorization and documentation for one service.
 
         ``assume_payer`` treats a Coverage whose payor cannot be identified either way as this payer's
-        (what the sandbox's ``unidentified_payor: assume-member`` does for everyone).
+        (what the sandbox's ``unidentified_payor: assume-member`` does for everyone). Never raises:
+        input the rules cannot read gives a conditional answer that a clinician reviews.
         """
+        try:
+            return self._evaluate(inp, assume_payer)
+        except Exception as exc:  # malformed resources from outside must not break CRD or PAS
+            log.warning("rules could not evaluate an input: %s: %s", type(exc).__name__, exc)
+            det = self._blank([f"The rules could not read this request ({type(exc).__name__}); a clinician must review it"],
+                              payer_match=True, covered="conditional",
+                              reason=_reason(None, "The payer rules could not read this request; it needs review."))
+            det.pa_needed, det.info_needed = "conditional", ["OTH"]
+            return det
+
+    def _evaluate(self, inp: EvaluationInput, assume_payer: bool) -> Determination:
         trace: list[str] = []
         on = _parse_date(inp.service_date) or date.today()
         plan = plan_of(inp.coverage)
