@@ -206,3 +206,11 @@ def test_public_routes_answer_without_credentials(http):
     for path in ("/fhir/metadata", "/.well-known/smart-configuration", "/fhir/.well-known/smart-configuration",
                  "/health/live", "/health/ready"):
         assert http.get(path).status_code == 200, path
+
+
+def test_a_person_opening_a_workbench_page_unsigned_is_sent_to_sign_in(http):
+    r = http.get("/review/cases/PA123?tab=history", headers={"Accept": "text/html"}, follow_redirects=False)
+    assert r.status_code == 303
+    assert r.headers["location"] == "/review/login?next=%2Freview%2Fcases%2FPA123%3Ftab%3Dhistory"
+    api = http.get("/review/api/cases", headers={"Accept": "text/html"}, follow_redirects=False)
+    assert api.status_code == 401  # programs get the 401, not a page

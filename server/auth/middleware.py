@@ -9,7 +9,7 @@ security headers to the response. CORS, when configured, sits inside it so prefl
 from __future__ import annotations
 
 import logging
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import orjson
 from starlette.middleware.cors import CORSMiddleware
@@ -78,6 +78,16 @@ class SecurityMiddleware:
             drained += len(message_in.get("body", b""))
             more = message_in.get("more_body", False)
         path = scope["path"]
+        accept = next((v for k, v in scope.get("headers", []) if k == b"accept"), b"")
+        if (status == 401 and scope["method"] == "GET" and b"text/html" in accept
+                and (path == "/review" or path.startswith("/review/")) and not path.startswith("/review/api")):
+            # A person opening a workbench page is sent to sign in, then back.
+            target = path + ("?" + scope["query_string"].decode("latin-1") if scope.get("query_string") else "")
+            location = "/review/login?next=" + quote(target, safe="")
+            headers = [(b"location", location.encode()), (b"content-length", b"0")]
+            await send({"type": "http.response.start", "status": 303, "headers": self._headers(headers, path)})
+            await send({"type": "http.response.body", "body": b""})
+            return
         if path == "/fhir" or path.startswith("/fhir/"):
             body = orjson.dumps(operation_outcome([issue(code, message)]))
             ctype = FHIR_JSON_UTF8.encode()
