@@ -31,6 +31,14 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _walkthrough(args: argparse.Namespace) -> int:
+    from server.walkthrough import run
+
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    run(args.base_url, args.reviewer, args.password)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="precert", description="Payer-side Da Vinci prior-authorization server")
     parser.add_argument("--version", action="version", version=f"precert {__version__}")
@@ -50,6 +58,12 @@ def main(argv: list[str] | None = None) -> int:
     from server.auth.cli import add_subcommands  # precert clients | staff | signing-key
 
     add_subcommands(sub)
+
+    walk = sub.add_parser("walkthrough", help="drive one prior authorization from order to decision against a running sandbox")
+    walk.add_argument("--base-url", default="http://127.0.0.1:8080")
+    walk.add_argument("--reviewer", default="reviewer")
+    walk.add_argument("--password", default="reviewer-sandbox")
+    walk.set_defaults(func=_walkthrough)
 
     args = parser.parse_args(argv)
     logging.basicConfig(level=getattr(logging, str(getattr(args, "log_level", "info")).upper(), logging.INFO),
