@@ -17,9 +17,9 @@ Cards are returned most important first and cut to ``max-cards``.
 from __future__ import annotations
 
 import time
-import uuid
 from typing import Any
 
+from cds_hooks.ids import new_hex, new_uuid
 from server.rules.model import Determination
 
 TOPIC_20 = "http://hl7.org/fhir/us/davinci-crd/CodeSystem/temp"
@@ -42,7 +42,7 @@ def summary(text: str) -> str:
 
 def _base(req, topic: str, text: str, source_label: str, about: list[str], indicator: str = "info") -> dict:
     card: dict = {
-        "uuid": str(uuid.uuid4()),
+        "uuid": new_uuid(),
         "summary": summary(text),
         "indicator": indicator,
         "source": {"label": source_label,
@@ -122,7 +122,7 @@ def for_determination(req, resource: dict, det: Determination, source_label: str
                          "warning" if det.covered == "not-covered" else "info")
             card["detail"] = (f"For {ref}: {alt.get('note') or 'a covered alternative'}. "
                               f"Accept the suggestion to order {alt_name} ({alt['code']}) instead.")
-            card["suggestions"] = [{"label": summary(f"Order {alt_name} instead"), "uuid": str(uuid.uuid4()), "isRecommended": True,
+            card["suggestions"] = [{"label": summary(f"Order {alt_name} instead"), "uuid": new_uuid(), "isRecommended": True,
                                     "actions": [{"type": "update", "description": f"Change {ref} to {alt_name}",
                                                  "resource": _with_code(resource, alt)}]}]
             card["selectionBehavior"] = "at-most-one"
@@ -141,7 +141,7 @@ def for_determination(req, resource: dict, det: Determination, source_label: str
             site = sites[0]
             card = _base(req, "network", f"{name}: out of network; {site['display']} is in network", source_label, [ref], "warning")
             card["detail"] = f"For {ref}: {det.reason.get('display')} Accept the suggestion to have it performed at {site['display']}."
-            card["suggestions"] = [{"label": summary(f"Perform at {site['display']} (in network)"), "uuid": str(uuid.uuid4()),
+            card["suggestions"] = [{"label": summary(f"Perform at {site['display']} (in network)"), "uuid": new_uuid(),
                                     "isRecommended": True,
                                     "actions": [{"type": "update", "description": f"Set the performer of {ref} to {site['display']}",
                                                  "resource": _with_performer(resource, site)}]}]
@@ -175,7 +175,7 @@ def form_completion(req, resource: dict, questionnaire: str, source_label: str, 
     ref = f"{resource['resourceType']}/{resource['id']}"
     task: dict = {
         "resourceType": "Task",
-        "id": f"precert-form-{uuid.uuid4().hex[:12]}",
+        "id": f"precert-form-{new_hex(12)}",
         "basedOn": [{"reference": ref}],
         "status": "ready",
         "intent": "order",
@@ -191,7 +191,7 @@ def form_completion(req, resource: dict, questionnaire: str, source_label: str, 
     card = _base(req, "coverage-info", f"Complete the {source_label} form for {name}", source_label, [ref])
     card["detail"] = (f"Prior authorization for {ref} needs documentation. Fill in the form "
                       f"({questionnaire}) and include it with the prior authorization request.")
-    card["suggestions"] = [{"label": "Add a task to complete the form", "uuid": str(uuid.uuid4()),
+    card["suggestions"] = [{"label": "Add a task to complete the form", "uuid": new_uuid(),
                             "actions": [{"type": "create", "description": f"Task to complete {questionnaire}", "resource": task}]}]
     card["selectionBehavior"] = "at-most-one"
     return card
@@ -206,7 +206,7 @@ def coverage_update(req, coverage: dict, fix: dict, source_label: str) -> Any:
         return action
     card = _base(req, "insurance", f"Update the patient's coverage record: {fix['summary']}", source_label, [ref])
     card["detail"] = f"{source_label}'s record of {ref} differs from the EHR's: {fix['summary']}."
-    card["suggestions"] = [{"label": "Update the coverage record", "uuid": str(uuid.uuid4()), "actions": [action]}]
+    card["suggestions"] = [{"label": "Update the coverage record", "uuid": new_uuid(), "actions": [action]}]
     card["selectionBehavior"] = "at-most-one"
     return (2, card)
 

@@ -17,7 +17,6 @@ import asyncio
 import logging
 import os
 import time
-import uuid
 import zlib
 from datetime import datetime, timezone
 
@@ -32,6 +31,7 @@ from cds_hooks.discovery import SERVICE_HOOK, discovery_document
 from cds_hooks.jwt_auth import AuthError, JWKSCache, Verifier
 from cds_hooks.prefetch import Fetcher
 from cds_hooks.service import answer, gather, validate_request
+from cds_hooks.ids import new_hex
 from server.fhir.errors import FHIRError, issue
 from server.fhir.jsonio import BodyTooLarge, MalformedJSON, parse_json, read_body
 from server.rules import get_rules
@@ -350,7 +350,7 @@ def _technical(req, rules) -> dict:
 def _audit(service_id, hook, body, raw, status, started, caller, response=None, response_bytes=None) -> dict:
     ctx = body.get("context") if isinstance(body, dict) and isinstance(body.get("context"), dict) else {}
     return {
-        "_id": uuid.uuid4().hex,
+        "_id": new_hex(),
         "hook_instance": body.get("hookInstance") if isinstance(body, dict) and isinstance(body.get("hookInstance"), str) else None,
         "service": service_id,
         "hook": hook,
@@ -400,7 +400,7 @@ async def feedback(service_id: str, request: Request) -> Response:
         if override is not None and not isinstance(override, dict):
             raise FHIRError.single(400, "invalid", f"{where}.overrideReason must be an object", f"{where}.overrideReason")
         items.append({
-            "_id": uuid.uuid4().hex, "service": service_id, "card": f["card"][:200], "outcome": f["outcome"],
+            "_id": new_hex(), "service": service_id, "card": f["card"][:200], "outcome": f["outcome"],
             "accepted_suggestions": [a["id"][:200] for a in accepted or []],
             "override_reason": orjson.dumps(override).decode() if override else None,
             "outcome_timestamp": f["outcomeTimestamp"][:40], "received_at": datetime.now(timezone.utc), "client": caller,

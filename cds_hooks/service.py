@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
@@ -28,6 +27,7 @@ from cds_hooks.coverage_info import CRDVersion, coverage_information, with_cover
 from cds_hooks.discovery import HOOK_OPTIONS, PRIMARY, option_defaults
 from cds_hooks.prefetch import DataPool, Fetcher, reference_parts, resources_in
 from cds_hooks.templates import PREFETCH
+from cds_hooks.ids import new_hex
 from server.fhir.errors import FHIRError, issue
 from server.rules.model import Determination, EvaluationInput
 
@@ -569,8 +569,8 @@ async def answer(req: HookRequest, gathered: Gathered, rules, crd_state) -> tupl
 
     # One assertion id (and one satisfied-pa-id) per Coverage in this response: CRD 2.0.1 requires
     # repetitions for one Coverage to share it, and distinct Coverages to differ.
-    assertion_ids = {id(c): f"precert-{uuid.uuid4().hex[:20]}" for c in coverages}
-    satisfied_ids = {id(c): f"GC-{uuid.uuid4().hex[:12].upper()}" for c in coverages}
+    assertion_ids = {id(c): f"precert-{new_hex(20)}" for c in coverages}
+    satisfied_ids = {id(c): f"GC-{new_hex(12).upper()}" for c in coverages}
     dtr_cache: dict[str, bool] = {}
 
     # The payer's own record of each member decides status, period and plan.
