@@ -11,15 +11,17 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 
 from fastapi import APIRouter, FastAPI, Request
 from starlette.responses import JSONResponse, Response
 
 from server.fhir.jsonio import BodyTooLarge, MalformedJSON, parse_json, read_body
-from server.rules import RulesError, RulesService, get_rules
+from server.rules import SANDBOX_DIR, RulesError, RulesService, get_rules
 from server.rules.model import EvaluationInput
 
 router = APIRouter()
+log = logging.getLogger("precert.rules")
 
 MAX_EVALUATE_BODY = 1024 * 1024
 
@@ -108,6 +110,8 @@ def install(app: FastAPI) -> None:
         if service is None:
             service = state.services["rules"] = RulesService()
         service.load()  # invalid rules stop the start-up with every error logged
+        if state.settings.mode == "production" and service.directory.resolve() == SANDBOX_DIR.resolve():
+            log.warning("rules: production mode is using the sandbox rule set; set PRECERT_RULES_DIR to the payer's rules")
 
     app.state.startup_steps.append(load_rules)
     app.include_router(router)
