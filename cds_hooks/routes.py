@@ -232,17 +232,28 @@ def _public_base(request: Request) -> str:
     return (configured or str(request.base_url)).rstrip("/")
 
 
+def _server_enforcing(request: Request) -> bool:
+    """Authentication required server-wide (production, or PRECERT_REQUIRE_AUTH=true) covers the
+    CDS Hooks services too."""
+    try:
+        from server.auth import enforcing
+    except ImportError:
+        return False
+    return enforcing(request)
+
+
 async def _authenticate(request: Request, crd: CRDState, path: str) -> dict:
     """{'iss', 'verified', 'error'}; raises AuthError when enforcement is on and the token fails.
     The token's ``aud`` must be the public URL of the endpoint: base URL + ``path``."""
     header = request.headers.get("authorization")
-    if not crd.config.require_jwt and not header:
+    required = crd.config.require_jwt or _server_enforcing(request)
+    if not required and not header:
         return {"iss": None, "verified": False, "error": "no token (not required in the sandbox)"}
     try:
         v = await crd.verifier.verify(header, _public_base(request) + path)
         return {"iss": v.iss, "verified": True, "jti": v.jti}
     except AuthError as exc:
-        if crd.config.require_jwt:
+        if required:
             raise
         return {"iss": None, "verified": False, "error": exc.message}
 

@@ -214,3 +214,13 @@ def test_a_person_opening_a_workbench_page_unsigned_is_sent_to_sign_in(http):
     assert r.headers["location"] == "/review/login?next=%2Freview%2Fcases%2FPA123%3Ftab%3Dhistory"
     api = http.get("/review/api/cases", headers={"Accept": "text/html"}, follow_redirects=False)
     assert api.status_code == 401  # programs get the 401, not a page
+
+
+def test_cds_hooks_calls_need_an_ehr_jwt_when_the_server_enforces_authentication(http):
+    from tests.support import CRD_FIXTURES
+    import json
+
+    body = json.loads((CRD_FIXTURES / "CRDServiceRequest.json").read_text())
+    assert http.get("/cds-services").status_code == 200  # discovery stays open
+    r = http.post("/cds-services/order-sign-crd", json=body)
+    assert r.status_code == 401
