@@ -24,7 +24,7 @@ from typing import Any
 from cds_hooks import cards as cardlib
 from cds_hooks.config import CRDConfig, parse_version
 from cds_hooks.coverage_info import CRDVersion, coverage_information, with_coverage_information
-from cds_hooks.discovery import HOOK_OPTIONS, PRIMARY, option_defaults
+from cds_hooks.discovery import PRIMARY, option_defaults
 from cds_hooks.prefetch import DataPool, Fetcher, reference_parts, resources_in
 from cds_hooks.templates import PREFETCH
 from cds_hooks.ids import new_hex

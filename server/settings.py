@@ -6,7 +6,7 @@ Secrets come only from the environment or files named by it, never from code or 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 

@@ -16,13 +16,13 @@ import re
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, AsyncIterator, Iterable
+from typing import Any, Iterable
 
 import mongomotor
 import orjson
 from mongoengine import connection as me_connection
-from pymongo import ASCENDING, DESCENDING, ReturnDocument
-from pymongo.errors import DuplicateKeyError, OperationFailure
+from pymongo import ASCENDING, DESCENDING
+from pymongo.errors import DuplicateKeyError
 
 from server.fhir.search_params import extract_keys
 

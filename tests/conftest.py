@@ -50,3 +50,27 @@ def client(server):
 @pytest.fixture
 def unique() -> str:
     return uuid.uuid4().hex[:12]
+
+
+# An app with authentication enforced, one per test module that asks for it (security tests).
+@pytest.fixture(scope="module")
+def srv(mongodb_uri):
+    from server.auth.testing import secured_app
+    from tests.support import ThreadedServer
+
+    server = ThreadedServer(secured_app(mongodb_uri)).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def http(srv):
+    with httpx.Client(base_url=srv.url, timeout=30) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def harness(srv, http):
+    from server.auth.testing import Harness
+
+    return Harness(http, srv.url)

@@ -3,35 +3,15 @@ and another organization's resources are indistinguishable from ones that do not
 
 from __future__ import annotations
 
-import httpx
 import orjson
 import pytest
 
-from server.auth.testing import Harness, secured_app, staff_login
+from server.auth.testing import staff_login
 from tests.pas_support import claim_response, pas_request, pas_subscription
-from tests.support import ThreadedServer
 
 CLINIC_NPI = "1234567893"
 HOSPITAL_NPI = "1245319599"
 FHIR = {"Content-Type": "application/fhir+json", "Accept": "application/fhir+json"}
-
-
-@pytest.fixture(scope="module")
-def srv(mongodb_uri):
-    server = ThreadedServer(secured_app(mongodb_uri)).start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def http(srv):
-    with httpx.Client(base_url=srv.url, timeout=30) as c:
-        yield c
-
-
-@pytest.fixture(scope="module")
-def harness(srv, http):
-    return Harness(http, srv.url)
 
 
 @pytest.fixture(scope="module")

@@ -14,30 +14,10 @@ import httpx
 import pytest
 
 from server.auth import policy
-from server.auth.testing import Harness, secured_app
 from server.fhir.operations import registry
 from server.fhir.resources import PROVIDERS
-from tests.support import ThreadedServer
 
 LETTERS = "cruds"
-
-
-@pytest.fixture(scope="module")
-def srv(mongodb_uri):
-    server = ThreadedServer(secured_app(mongodb_uri)).start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def http(srv):
-    with httpx.Client(base_url=srv.url, timeout=30) as c:
-        yield c
-
-
-@pytest.fixture(scope="module")
-def harness(srv, http):
-    return Harness(http, srv.url)
 
 
 @pytest.fixture(scope="module")

@@ -7,26 +7,7 @@ import json
 import httpx
 import pytest
 
-from server.auth.testing import ADMIN_PASSWORD, ADMIN_USER, ClientKey, Harness, secured_app, staff_login
-from tests.support import ThreadedServer
-
-
-@pytest.fixture(scope="module")
-def srv(mongodb_uri):
-    server = ThreadedServer(secured_app(mongodb_uri)).start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def http(srv):
-    with httpx.Client(base_url=srv.url, timeout=30) as c:
-        yield c
-
-
-@pytest.fixture(scope="module")
-def harness(srv, http):
-    return Harness(http, srv.url)
+from server.auth.testing import ADMIN_PASSWORD, ADMIN_USER, ClientKey, staff_login
 
 
 @pytest.fixture(autouse=True)

@@ -13,27 +13,9 @@ from starlette.applications import Starlette
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from server.auth.testing import ClientKey, Harness, secured_app, token_form
+from server.auth.testing import ClientKey, secured_app, token_form
 from server.auth.tokens import ASSERTION_TYPE
 from tests.support import ThreadedServer
-
-
-@pytest.fixture(scope="module")
-def srv(mongodb_uri):
-    server = ThreadedServer(secured_app(mongodb_uri)).start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def http(srv):
-    with httpx.Client(base_url=srv.url, timeout=30) as c:
-        yield c
-
-
-@pytest.fixture(scope="module")
-def harness(srv, http):
-    return Harness(http, srv.url)
 
 
 @pytest.fixture(scope="module")

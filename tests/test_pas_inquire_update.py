@@ -5,10 +5,8 @@ from __future__ import annotations
 import copy
 import uuid
 
-import orjson
-import pytest
 
-from tests.pas_support import CPT, FHIR, HCPCS, actions, claim_response, entry, pas_request, submit
+from tests.pas_support import CPT, actions, claim_response, entry, pas_request, submit
 from tests.support import example
 
 EXT = "http://hl7.org/fhir/us/davinci-pas/StructureDefinition/"

@@ -95,7 +95,7 @@ def test_subscription_with_bad_endpoint_is_refused(client):
 
 def test_pend_then_approve_then_the_submitter_is_notified_with_the_full_response(client, receiver):
     org = npi()
-    sub = subscribe(client, receiver, org)
+    subscribe(client, receiver, org)
     body, number = pended(client, org)
     queue = client.get("/review/api/cases", params={"status": "pended"}).json()
     assert number in [c["id"] for c in queue["cases"]]

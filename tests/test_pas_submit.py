@@ -8,7 +8,7 @@ import httpx
 import orjson
 import pytest
 
-from tests.pas_support import CPT, FHIR, HCPCS, REFERRAL, actions, claim_response, entry, pas_request, submit
+from tests.pas_support import CPT, FHIR, actions, claim_response, entry, pas_request, submit
 from tests.support import example, package_examples
 
 REQUEST_EXAMPLES = [

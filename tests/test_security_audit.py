@@ -5,30 +5,9 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-import httpx
-import pytest
 
-from server.auth.testing import ClientKey, Harness, secured_app, staff_login, token_form
+from server.auth.testing import ClientKey, staff_login, token_form
 from server.fhir.validation import validate_resource
-from tests.support import ThreadedServer
-
-
-@pytest.fixture(scope="module")
-def srv(mongodb_uri):
-    server = ThreadedServer(secured_app(mongodb_uri)).start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def http(srv):
-    with httpx.Client(base_url=srv.url, timeout=30) as c:
-        yield c
-
-
-@pytest.fixture(scope="module")
-def harness(srv, http):
-    return Harness(http, srv.url)
 
 
 def events(http, harness, **params) -> list[dict]:

@@ -257,7 +257,7 @@ async def vread(request: Request, rtype: str, rid: str, vid: str) -> Response:
     if not vid.isdigit():
         raise bad_request(f"version '{vid[:20]}' is not a whole number")
     st = state(request)
-    current = await _visible_or_404(request, await st.storage.read(rtype, rid), rtype, rid)
+    await _visible_or_404(request, await st.storage.read(rtype, rid), rtype, rid)
     stored = await st.storage.vread(rtype, rid, int(vid))
     if stored is None:
         raise not_found(f"{rtype}/{rid} has no version {vid}")

@@ -6,7 +6,7 @@ stored, so a search is one indexed MongoDB query rather than a scan of stored JS
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 import re
 from typing import Any, Iterable

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from server.pas.request import PasBundle, ext_value, item_cancelled
+from server.pas.request import PasBundle, ext_value
 from server.pas.constants import EXT_REQUESTED_SERVICE, LEVEL_OF_SERVICE_CS, EXT_LEVEL_OF_SERVICE
 
 NPI = "http://hl7.org/fhir/sid/us-npi"

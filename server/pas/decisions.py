@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import copy
 import uuid
-from dataclasses import asdict
 from typing import Any
 
 import orjson
 
-from server.fhir.errors import FHIRError, issue
+from server.fhir.errors import FHIRError
 from server.pas import cases as case_store
 from server.pas.adjudicate import ItemDecision
 from server.pas.constants import PAS_TEMP, PROFILE_TASK

@@ -9,7 +9,7 @@ its FHIRPath expression; nothing is stored for a request that fails.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Iterator
 
 from server.fhir.errors import FHIRError, issue

@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 
 import orjson
 from fastapi import APIRouter, Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 from server.fhir.errors import FHIRError
 from server.fhir.jsonio import read_fhir_json

@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import logging
 import uuid
-from dataclasses import asdict
 from typing import Any
 
 import orjson

@@ -6,7 +6,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 from starlette.responses import Response
 
-from server.fhir.errors import FHIRError, not_found
+from server.fhir.errors import not_found
 from server.fhir.operations import OperationCall, operation
 from server.fhir.responses import base_url, fhir_response
 from server.storage import fhir_instant, utcnow

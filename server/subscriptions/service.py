@@ -13,7 +13,7 @@ import asyncio
 import logging
 import os
 import uuid
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 import httpx
 import orjson
