@@ -36,16 +36,8 @@ VERSION = "1.0.0"
 CATALOG_DATE = "2026-11-24"
 ANSWER_SYSTEM = f"{BASE}/CodeSystem/dtr-answers"
 
-CATEGORIES = (
-    "inpatient-surgery",
-    "advanced-imaging",
-    "specialty-drugs",
-    "dme-home-oxygen",
-    "dme-wheelchair",
-    "dme-prosthetic",
-    "behavioral-iop",
-    "behavioral-residential",
-)
+# The service categories are the payer rules' (one folder per category here).
+from server.rules.model import CATEGORIES  # noqa: E402
 
 DTR_SD = "http://hl7.org/fhir/us/davinci-dtr/StructureDefinition/"
 SDC_SD = "http://hl7.org/fhir/uv/sdc/StructureDefinition/"
