@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import logging
 import uuid
 from typing import Any
@@ -199,9 +198,10 @@ class PasService:
             "assignee": None,
             "history": history,
         }
-        claim_copy = copy.deepcopy(pas.claim)
+        # Copies for storage (the storage layer adds id and meta); a JSON round trip is the fast deep copy.
+        claim_copy = orjson.loads(orjson.dumps(pas.claim))
         claim_copy.pop("id", None)
-        cr_stored = copy.deepcopy(cr)
+        cr_stored = orjson.loads(orjson.dumps(cr))
         cr_stored["request"] = {"reference": f"Claim/{claim_id}", **({"identifier": cr["request"]["identifier"]} if cr["request"].get("identifier") else {})}
         if member.patient:
             cr_stored["patient"] = {"reference": f"Patient/{member.patient['id']}"}
