@@ -316,28 +316,9 @@ def test_the_assertion_can_be_looked_up_by_pas(server, client):
     out = call(client, order_sign(service_request("sr-pas", "27447", system=HCPCS))).json()
     assertion = one(rep_for(out, "ServiceRequest/sr-pas"), "coverage-assertion-id")
     storage = server.app.state.precert.storage
-    fut = asyncio.run_coroutine_threadsafe(find_assertion(storage, assertion, server.app.state.precert.services["crd"]), _app_loop(server))
+    fut = asyncio.run_coroutine_threadsafe(find_assertion(storage, assertion, server.app.state.precert.services["crd"]), server.loop)
     found = fut.result(10)
     assert found["order"] == "ServiceRequest/sr-pas" and found["rule"] == "inpatient-surgery"
-
-
-def _app_loop(server):
-    import asyncio
-    import gc
-
-    for obj in gc.get_objects():
-        if isinstance(obj, asyncio.AbstractEventLoop) and obj.is_running() and obj is not _current_loop():
-            return obj
-    raise RuntimeError("no running server loop")
-
-
-def _current_loop():
-    import asyncio
-
-    try:
-        return asyncio.get_running_loop()
-    except RuntimeError:
-        return None
 
 
 def test_an_empty_coverage_search_in_prefetch_means_no_coverage(client, ehr):
