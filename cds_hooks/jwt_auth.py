@@ -83,20 +83,32 @@ class JWKSCache:
 
 
 class ReplayCache:
-    """jti values seen, kept until their token expires."""
+    """jti values seen, kept until their token expires. With a MongoDB collection, the record is
+    shared by every worker (a unique ``_id`` per issuer and jti), so a token replayed to another
+    worker is refused too; the in-memory set answers repeats to this worker without a round trip."""
 
-    def __init__(self) -> None:
+    def __init__(self, collection=None) -> None:
         self._seen: dict[tuple[str, str], float] = {}
         self._next_sweep = 0.0
+        self.collection = collection
 
-    def check_and_add(self, iss: str, jti: str, exp: float) -> bool:
+    async def check_and_add(self, iss: str, jti: str, exp: float) -> bool:
         now = time.time()
         if now > self._next_sweep:
             self._seen = {k: v for k, v in self._seen.items() if v > now}
             self._next_sweep = now + 30
+            if self.collection is not None:
+                await self.collection.delete_many({"exp": {"$lt": now - 60}})
         key = (iss, jti)
         if key in self._seen and self._seen[key] > now:
             return False
+        if self.collection is not None:
+            from pymongo.errors import DuplicateKeyError
+
+            try:
+                await self.collection.insert_one({"_id": f"{iss}\n{jti}", "exp": exp})
+            except DuplicateKeyError:
+                return False
         self._seen[key] = exp
         return True
 
@@ -191,7 +203,7 @@ class Verifier:
         jti = claims.get("jti")
         if not isinstance(jti, str) or not jti:
             raise AuthError(401, "the JWT 'jti' must be a non-empty string")
-        if not self.replay.check_and_add(iss, jti, float(exp) + self.config.clock_skew):
+        if not await self.replay.check_and_add(iss, jti, float(exp) + self.config.clock_skew):
             raise AuthError(401, "the JWT has been used before (jti replay)")
         return Verified(iss=iss, jti=jti, kid=kid, claims=claims)
 

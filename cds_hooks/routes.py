@@ -65,6 +65,8 @@ class CRDState:
         self.http = httpx.AsyncClient(timeout=httpx.Timeout(config.fhir_timeout, connect=min(2.0, config.fhir_timeout)),
                                       follow_redirects=False, limits=httpx.Limits(max_connections=50, max_keepalive_connections=10))
         self.verifier = Verifier(config, JWKSCache(self.http, timeout=config.fhir_timeout))
+        # EHR token ids are remembered in the database, so a replay to another worker is refused too.
+        self.verifier.replay.collection = app_state.storage.collection("crd_jwt_jti")
         self._dtr: dict[str, tuple[float, bool]] = {}
         discovery = discovery_document()
         self.discovery_bytes = orjson.dumps(discovery)
