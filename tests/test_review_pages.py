@@ -197,6 +197,25 @@ def test_queue_filters_with_odd_values_do_not_break(client, reviewer):
         assert r.status_code == 200 and "<b>\"" not in r.text
 
 
+def test_the_queue_pages_through_every_case_once(client, reviewer):
+    for _ in range(3):
+        pended_request(client)
+    seen: list[str] = []
+    url = "/review?per=2"
+    pages = 0
+    while url and pages < 500:
+        html = client.get(url, headers=reviewer).text
+        ids = case_ids(html)
+        assert 0 < len(ids) <= 2
+        seen += ids
+        found = re.search(r'rel="next" href="([^"]+)"', html)
+        url = found.group(1).replace("&amp;", "&") if found else None
+        pages += 1
+    total = client.get("/review/api/cases", params={"status": "pended", "limit": 500}, headers=reviewer).json()["total"]
+    assert len(seen) == len(set(seen)) == total and pages >= 2
+    assert 'rel="prev"' in client.get("/review?per=2&page=2", headers=reviewer).text
+
+
 # ---------------------------------------------------------------------------------- decide forms
 def test_approve_through_the_form(client, reviewer):
     _, number = pended_request(client)

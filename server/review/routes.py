@@ -331,10 +331,31 @@ async def queue_page(request: Request) -> Response:
         due=q.get("due", "") if q.get("due") in ("overdue", "due-soon") else "",
         assignee=(who.username if q.get("assignee") == "me" else q.get("assignee", "")[:100]),
     )
-    rows, total = await workbench.queue(state, flt)
+    per = _whole(q.get("per"), workbench.QUEUE_LIMIT, 1, workbench.QUEUE_LIMIT)
+    page = _whole(q.get("page"), 1, 1, 100_000)
+    rows, total = await workbench.queue(state, flt, per, (page - 1) * per)
+    keep = [(k, v) for k, v in q.multi_items() if k not in ("page",)]
+
+    def page_link(n: int) -> str:
+        return "/review?" + urlencode(keep + [("page", str(n))])
+
+    paging = {
+        "first": (page - 1) * per + 1 if rows else 0,
+        "last": (page - 1) * per + len(rows),
+        "previous": page_link(page - 1) if page > 1 else None,
+        "next": page_link(page + 1) if page * per < total else None,
+    }
     return render("queue.html", who=who, now=clock.now(), rows=rows, total=total, counts=await workbench.counts(state, who.username),
                   flt=flt, assignee_param=q.get("assignee", "")[:100], categories=await workbench.categories(state),
-                  staff=await assignable(state), limit=workbench.QUEUE_LIMIT)
+                  staff=await assignable(state), limit=per, paging=paging)
+
+
+def _whole(text: str | None, default: int, low: int, high: int) -> int:
+    """A whole number from a query parameter, kept within [low, high]; the default when absent or not a number."""
+    try:
+        return min(high, max(low, int(text))) if text is not None else default
+    except ValueError:
+        return default
 
 
 async def assignable(state) -> list[dict]:

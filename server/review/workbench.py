@@ -79,12 +79,14 @@ def row(case: dict, now: datetime, with_member: bool = True) -> dict:
     }
 
 
-async def queue(state, flt: QueueFilter, limit: int = QUEUE_LIMIT) -> tuple[list[dict], int]:
+async def queue(state, flt: QueueFilter, limit: int = QUEUE_LIMIT, skip: int = 0) -> tuple[list[dict], int]:
+    """One page of the queue (soonest due first) and how many cases match in all."""
     now = clock.now()
     cases = case_store.collection(state.storage)
     q = flt.query(now)
     projection = {"response": 0}
-    found = [row(c, now) async for c in cases.find(q, projection).sort([("due", 1), ("received", 1)]).limit(limit)]
+    order = [("due", 1), ("received", 1), ("_id", 1)]
+    found = [row(c, now) async for c in cases.find(q, projection).sort(order).skip(max(0, skip)).limit(limit)]
     return found, await cases.count_documents(q)
 
 
