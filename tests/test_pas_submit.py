@@ -223,14 +223,19 @@ def test_concurrent_duplicates_create_one_case(server, client):
     assert found["total"] == 1
 
 
-def test_same_identifier_for_a_different_request_is_a_conflict(client):
+def test_a_different_bundle_reusing_an_identifier_is_decided_on_its_own(client):
+    """Test tools resend their fixed examples with one identifier and other codes; each is its own
+    request, never answered with another's decision."""
     bundle = pas_request("2.2.1")
-    submit(client, bundle)
+    first_response = submit(client, bundle)
+    first = first_response.json()
     changed = orjson.loads(orjson.dumps(bundle))
-    changed["entry"][0]["resource"]["item"][0]["productOrService"] = {"coding": [{"system": CPT, "code": "99213"}]}
-    r = submit(client, changed)
-    assert r.status_code == 409
-    assert r.json()["issue"][0]["expression"] == ["Bundle.identifier"]
+    changed["entry"][0]["resource"]["item"][0]["productOrService"] = {"coding": [{"system": CPT, "code": "15830"}]}
+    second = submit(client, changed)
+    assert second.status_code == 200
+    assert actions(first) == {1: "A1"} and actions(second.json()) == {1: "A3"}
+    assert claim_response(second.json())["id"] != claim_response(first)["id"]
+    assert submit(client, bundle).content == first_response.content  # the first is still a retry of itself
 
 
 def test_parameters_wrapped_request_is_accepted(client):

@@ -47,9 +47,13 @@ def request_hash(bundle: dict) -> str:
     return hashlib.sha256(orjson.dumps(bundle, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
-def idempotency_key(owner: str | None, bundle: dict) -> str:
+def idempotency_key(owner: str | None, bundle: dict, digest: str) -> str:
+    """A retry is the same Bundle (identifier and content) from the same organization. A different
+    Bundle that reuses an identifier, as test tools do with their fixed example payloads, is a new
+    request: refusing it would fail those tools, and answering it with another request's decision
+    would be wrong."""
     ident = bundle.get("identifier") or {}
-    return f"{owner or '-'}|{ident.get('system') or ''}|{ident.get('value') or ''}"
+    return f"{owner or '-'}|{ident.get('system') or ''}|{ident.get('value') or ''}|{digest}"
 
 
 def due_time(received: datetime, expedited: bool) -> datetime:
