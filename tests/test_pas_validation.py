@@ -138,3 +138,25 @@ def test_refused_request_stores_nothing(client):
     outcome(submit(client, bundle))
     found = client.get("/fhir/Claim", params={"identifier": f"{ident['system']}|{ident['value']}"}).json()
     assert found["total"] == 0
+
+
+def test_oversized_inquiry_is_413(client):
+    big = b'{"resourceType":"Bundle","type":"collection","entry":[],"x":"' + b"a" * (11 * 1024 * 1024) + b'"}'
+    r = client.post("/fhir/Claim/$inquire", content=big, headers=FHIR)
+    assert r.status_code == 413 and r.json()["resourceType"] == "OperationOutcome"
+
+
+def test_review_api_refuses_bad_bodies(client):
+    from tests.pas_support import pas_request as req
+
+    body = submit(client, req("2.2.1", "Bundle-SurgicalRequestBundleExample.json")).json()
+    number = next(e for e in body["entry"][0]["resource"]["item"][0]["extension"] if e["url"].endswith("administrationReferenceNumber"))["valueString"].rsplit("-", 1)[0]
+    url = f"/review/api/cases/{number}"
+    assert client.post(f"{url}/decision", content=b"x" * (11 * 1024 * 1024), headers=FHIR).status_code == 413
+    assert client.post(f"{url}/decision", json=["approve"]).status_code == 400
+    assert client.post(f"{url}/decision", json={"action": "modify", "items": [{"sequence": 1, "quantity": "lots"}]}).status_code == 400
+    assert client.post(f"{url}/assign", json={"assignee": 42}).status_code == 400
+    hostile = "<script>alert(1)</script>'; db.dropDatabase(); //"
+    r = client.post(f"{url}/assign", json={"assignee": hostile})
+    assert r.status_code == 200 and r.json()["assignee"] == hostile[:100]
+    assert client.get("/review/api/cases/" + "%24where").status_code == 404
