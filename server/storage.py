@@ -19,6 +19,7 @@ from datetime import datetime, timezone
 from typing import Any, Iterable
 
 import mongomotor
+from mongomotor.utils import get_sync_alias
 import orjson
 from mongoengine import connection as me_connection
 from pymongo import ASCENDING, DESCENDING
@@ -106,21 +107,14 @@ class Storage:
         client, self.client = self.client, None
         if client is not None:
             await client.close()
-        for alias in (self.alias, f"{self.alias}-sync", f"{self.alias}_sync"):
-            sync = me_connection._connections.pop(alias, None)
-            if sync is not None and sync is not client:
+        # mongomotor keeps a second, synchronous connection under a derived alias.
+        for alias in (self.alias, get_sync_alias(self.alias)):
+            conn = me_connection._connections.pop(alias, None)
+            if conn is not None and conn is not client:
                 try:
-                    sync.close()
-                except Exception:  # pragma: no cover - best effort
+                    conn.close()
+                except Exception:  # pragma: no cover - best effort at shutdown
                     pass
-            me_connection._dbs.pop(alias, None)
-            me_connection._connection_settings.pop(alias, None)
-        for alias in [a for a in list(me_connection._connections) if a.startswith(self.alias)]:
-            conn = me_connection._connections.pop(alias)
-            try:
-                conn.close()
-            except Exception:  # pragma: no cover
-                pass
             me_connection._dbs.pop(alias, None)
             me_connection._connection_settings.pop(alias, None)
 
