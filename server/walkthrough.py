@@ -21,10 +21,11 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import httpx
 
+from server.pas.constants import TOPIC
+from server.subscriptions.model import EXT_CONTENT, EXT_FILTER
+
 FHIR = {"Content-Type": "application/fhir+json", "Accept": "application/fhir+json"}
 CPT = "http://www.ama-assn.org/go/cpt"
-TOPIC = "http://hl7.org/fhir/us/davinci-pas/SubscriptionTopic/PASSubscriptionTopic"
-BACKPORT = "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/"
 CLINIC_NPI = "1234567893"
 
 
@@ -137,9 +138,9 @@ def run(base_url: str, reviewer: str = "reviewer", password: str = "reviewer-san
             out(f"3. PAS: subscribe to decisions for NPI {CLINIC_NPI}, then submit without the form")
             sub = {
                 "resourceType": "Subscription", "status": "requested", "reason": "walkthrough", "criteria": TOPIC,
-                "_criteria": {"extension": [{"url": BACKPORT + "backport-filter-criteria", "valueString": f"org-identifier={CLINIC_NPI}"}]},
+                "_criteria": {"extension": [{"url": EXT_FILTER, "valueString": f"org-identifier={CLINIC_NPI}"}]},
                 "channel": {"type": "rest-hook", "endpoint": endpoint, "payload": "application/fhir+json",
-                            "_payload": {"extension": [{"url": BACKPORT + "backport-payload-content", "valueCode": "full-resource"}]}},
+                            "_payload": {"extension": [{"url": EXT_CONTENT, "valueCode": "full-resource"}]}},
             }
             created = client.post("/fhir/Subscription", json=sub, headers=FHIR)
             created.raise_for_status()

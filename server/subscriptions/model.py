@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from urllib.parse import urlparse
 
 from server.fhir.errors import FHIRError, issue
+from server.pas.constants import TOPIC as PAS_TOPIC
 from server.storage import fhir_instant, utcnow
 
 BACKPORT = "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/"
@@ -18,7 +19,6 @@ EXT_MAX_COUNT = BACKPORT + "backport-max-count"
 STATUS_PROFILE = BACKPORT + "backport-subscription-status-r4"
 NOTIFICATION_PROFILE = BACKPORT + "backport-subscription-notification-r4"
 
-PAS_TOPIC = "http://hl7.org/fhir/us/davinci-pas/SubscriptionTopic/PASSubscriptionTopic"
 TOPICS = {PAS_TOPIC}
 FILTER_NAMES = ("org-identifier", "orgIdentifier", "identifier")
 CONTENTS = ("empty", "id-only", "full-resource")
