@@ -94,13 +94,23 @@ def test_inquiry_from_another_provider_returns_nothing(client):
 def test_2_0_1_inquiry_returns_a_bundle(client):
     request = pas_request("2.0.1", member="PCM000012")
     decided = submit(client, request).json()
-    r = submit(client, inquiry_for(request, "2.0.1"), "/fhir/Claim/$inquire")
+    inquiry = inquiry_for(request, "2.0.1")
+    inquiry["meta"] = {"profile": ["http://hl7.org/fhir/us/davinci-pas/StructureDefinition/profile-pas-inquiry-request-bundle|2.0.1"]}
+    r = submit(client, inquiry, "/fhir/Claim/$inquire")
     assert r.status_code == 200
     body = r.json()
-    if body["resourceType"] == "Parameters":  # answered in 2.2.1 when the request did not say 2.0.1
-        body = returned(body)[0]
     assert body["resourceType"] == "Bundle"
     assert body["entry"][0]["resource"]["id"] == claim_response(decided)["id"]
+
+
+def test_2_0_1_inquiry_with_no_match_is_404(client):
+    inquiry = inquiry_for(pas_request("2.0.1", member="PCM000012"), "2.0.1")
+    inquiry["meta"] = {"profile": ["http://hl7.org/fhir/us/davinci-pas/StructureDefinition/profile-pas-inquiry-request-bundle|2.0.1"]}
+    for e in inquiry["entry"]:
+        if e["resource"]["resourceType"] in ("Patient", "Coverage"):
+            e["resource"]["identifier"] = [{"system": "urn:test", "value": "nobody"}]
+    r = submit(client, inquiry, "/fhir/Claim/$inquire")
+    assert r.status_code == 404 and r.json()["resourceType"] == "OperationOutcome"
 
 
 def test_inquiry_without_patient_identifier_is_400(client):
