@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import socket
 import tarfile
 import threading
@@ -15,9 +14,8 @@ from pathlib import Path
 import uvicorn
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("PRECERT_SHARED_DIR", ROOT.parent / "shared"))
-PACKAGES = SHARED / "fhir-packages"
-CRD_FIXTURES = SHARED / "fixtures" / "crd"
+PACKAGES = ROOT / "fhir-packages"
+CRD_FIXTURES = ROOT / "tests" / "fixtures" / "crd"
 
 
 @lru_cache(maxsize=None)
