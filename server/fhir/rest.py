@@ -12,6 +12,7 @@ from starlette.responses import Response
 from server.fhir.errors import FHIRError, bad_request, gone, not_found
 from server.fhir.jsonio import read_fhir_json
 from server.fhir.operations import OperationCall, registry
+from server.fhir.repository import Repository
 from server.fhir.resources import PROVIDERS
 from server.fhir.responses import base_url, check_format, fhir_response, resource_headers, stored_response
 from server.fhir.search import parse_search
@@ -99,20 +100,22 @@ async def instance_operation(request: Request, rtype: str, rid: str, name: str) 
 
 
 # ---------------------------------------------------------------------- search
-async def run_search(request: Request, rtype: str, items: list[tuple[str, str]], extra_criteria: dict | None = None) -> dict:
-    """A searchset Bundle (as a dict with pre-serialized resource fragments)."""
-    st = state(request)
-    settings = st.settings
+async def run_search(request: Request, rtype: str, items: list[tuple[str, str]]) -> dict:
+    """A searchset Bundle (as a dict with pre-serialized resource fragments).
+
+    Matches and included resources all come through the request's :class:`Repository`, so each is
+    narrowed to the caller's organization and to the resource types its scopes may read.
+    """
+    repo = Repository.of(request)
+    settings = state(request).settings
     req = parse_search(rtype, items, default_count=settings.default_page_size, max_count=settings.max_page_size)
-    criteria = criteria_filter(req.criteria)
-    if extra_criteria:
-        criteria = {"$and": [criteria, extra_criteria]} if criteria else extra_criteria
+    criteria = criteria_filter(req.criteria) or None
     base = base_url(request)
     if req.summary_count:
-        _, total = await st.storage.search(rtype, criteria, count=0 or 1, with_total=True)
+        _, total = await repo.search(rtype, criteria, count=0 or 1, with_total=True)
         found: list = []
     else:
-        found, total = await st.storage.search(
+        found, total = await repo.search(
             rtype, criteria, sort=sort_spec(req.sort) or None, offset=req.offset, count=req.count, with_total=req.total
         )
     entries = [
@@ -131,15 +134,14 @@ async def run_search(request: Request, rtype: str, items: list[tuple[str, str]],
                             if key.count("/") == 1 and (target is None or key.startswith(target + "/")):
                                 refs.append(key)
         seen = {f"{r.type}/{r.id}" for r in found}
-        for inc in await st.storage.read_many(k for k in refs if k not in seen):
-            if extra_criteria is None or await st.visible(request, inc):
-                entries.append({"fullUrl": f"{base}/{inc.type}/{inc.id}", "resource": orjson.Fragment(inc.json), "search": {"mode": "include"}})
+        for inc in await repo.read_many(k for k in refs if k not in seen):
+            entries.append({"fullUrl": f"{base}/{inc.type}/{inc.id}", "resource": orjson.Fragment(inc.json), "search": {"mode": "include"}})
     if req.revincludes and found:
         keys = [f"{r.type}/{r.id}" for r in found]
         for src, pname in req.revincludes:
             if src not in PROVIDERS:
                 continue
-            rev, _ = await st.storage.search(src, {f"k.{pname}": {"$in": keys}}, count=settings.max_page_size, with_total=False)
+            rev, _ = await repo.search(src, {f"k.{pname}": {"$in": keys}}, count=settings.max_page_size, with_total=False)
             for inc in rev:
                 entries.append({"fullUrl": f"{base}/{inc.type}/{inc.id}", "resource": orjson.Fragment(inc.json), "search": {"mode": "include"}})
 
@@ -173,10 +175,7 @@ async def run_search(request: Request, rtype: str, items: list[tuple[str, str]],
 async def search_type(request: Request, rtype: str) -> Response:
     check_format(request)
     provider_for(rtype, "search-type")
-    st = state(request)
-    extra = await st.search_filter(request, rtype)
-    bundle = await run_search(request, rtype, list(request.query_params.multi_items()), extra)
-    return fhir_response(bundle)
+    return fhir_response(await run_search(request, rtype, list(request.query_params.multi_items())))
 
 
 @router.post("/{rtype}/_search")
@@ -192,8 +191,7 @@ async def search_post(request: Request, rtype: str) -> Response:
     except UnicodeDecodeError:
         raise bad_request("the search form is not UTF-8") from None
     items = list(request.query_params.multi_items()) + form
-    extra = await state(request).search_filter(request, rtype)
-    return fhir_response(await run_search(request, rtype, items, extra))
+    return fhir_response(await run_search(request, rtype, items))
 
 
 # ---------------------------------------------------------------------- create
@@ -211,26 +209,20 @@ async def create(request: Request, rtype: str) -> Response:
         if not items:
             raise bad_request("If-None-Exist must hold search parameters, e.g. identifier=system|value")
         req = parse_search(rtype, items, default_count=2, max_count=2)
-        extra = await st.search_filter(request, rtype)
-        criteria = criteria_filter(req.criteria)
-        if extra:
-            criteria = {"$and": [criteria, extra]} if criteria else extra
-        found, _ = await st.storage.search(rtype, criteria, count=2, with_total=False)
+        found, _ = await Repository.of(request).search(rtype, criteria_filter(req.criteria) or None, scoped=False, count=2, with_total=False)
         if len(found) > 1:
             raise FHIRError.single(412, "duplicate", f"If-None-Exist matched {len(found)} {rtype} resources; the criteria must be more selective")
         if found:
             return stored_response(found[0], 200, base, location=True)
-    await st.before_write(request, rtype, resource)
-    stored = await st.storage.create(rtype, resource, owner=st.owner_for(request))
-    await st.after_write(request, stored, "create")
+    stored = await Repository.of(request).create(rtype, resource)
     if prefer_minimal(request):
         return fhir_response(None, 201, resource_headers(stored, base, True))
     return stored_response(stored, 201, base, location=True)
 
 
 # ---------------------------------------------------------------------- read / vread / history
-async def _visible_or_404(request: Request, stored, rtype: str, rid: str):
-    if stored is None or not await state(request).visible(request, stored):
+def _known(stored, rtype: str, rid: str):
+    if stored is None:
         raise not_found(f"{rtype}/{rid} is not known")
     return stored
 
@@ -240,7 +232,7 @@ async def read(request: Request, rtype: str, rid: str) -> Response:
     check_format(request)
     provider_for(rtype, "read")
     check_id(rid)
-    stored = await _visible_or_404(request, await state(request).storage.read(rtype, rid), rtype, rid)
+    stored = _known(await Repository.of(request).read(rtype, rid), rtype, rid)
     if stored.deleted:
         raise gone(f"{rtype}/{rid} was deleted")
     inm = request.headers.get("if-none-match")
@@ -256,9 +248,9 @@ async def vread(request: Request, rtype: str, rid: str, vid: str) -> Response:
     check_id(rid)
     if not vid.isdigit():
         raise bad_request(f"version '{vid[:20]}' is not a whole number")
-    st = state(request)
-    await _visible_or_404(request, await st.storage.read(rtype, rid), rtype, rid)
-    stored = await st.storage.vread(rtype, rid, int(vid))
+    repo = Repository.of(request)
+    _known(await repo.read(rtype, rid), rtype, rid)
+    stored = await repo.vread(rtype, rid, int(vid))
     if stored is None:
         raise not_found(f"{rtype}/{rid} has no version {vid}")
     if stored.deleted:
@@ -271,9 +263,7 @@ async def history(request: Request, rtype: str, rid: str) -> Response:
     check_format(request)
     provider_for(rtype, "history-instance")
     check_id(rid)
-    st = state(request)
-    await _visible_or_404(request, await st.storage.read(rtype, rid), rtype, rid)
-    versions = await st.storage.history(rtype, rid)
+    versions = _known(await Repository.of(request).history(rtype, rid), rtype, rid)
     base = base_url(request)
     entries = []
     for v in versions:
@@ -303,17 +293,16 @@ async def update(request: Request, rtype: str, rid: str) -> Response:
         raise bad_request(f"the body's id '{str(body_id)[:64]}' does not match '{rid}' in the URL", f"{rtype}.id")
     if_match = request.headers.get("if-match")
     expected = parse_version(if_match, "If-Match") if if_match else None
-    existing = await st.storage.read(rtype, rid)
-    if existing is not None and not await st.visible(request, existing):
+    repo = Repository.of(request)
+    existing, allowed = await repo.existing(rtype, rid)
+    if not allowed:
         raise not_found(f"{rtype}/{rid} is not known")
-    await st.before_write(request, rtype, resource)
     try:
-        stored, created = await st.storage.update(rtype, rid, resource, expected, owner=st.owner_for(request))
+        stored, created = await repo.update(rtype, rid, resource, expected)
     except VersionConflict as exc:
         if expected is not None:
             raise FHIRError.single(412, "conflict", f"If-Match names version {expected} but {rtype}/{rid} is at version {exc.current or existing.version if existing else 'none'}") from None
         raise FHIRError.single(409, "conflict", f"{rtype}/{rid} was changed by another request at the same time; retry") from None
-    await st.after_write(request, stored, "create" if created else "update")
     base = base_url(request)
     if prefer_minimal(request):
         return fhir_response(None, 201 if created else 200, {"ETag": stored.etag, "Location": f"{base}/{rtype}/{rid}/_history/{stored.version}"})
@@ -325,12 +314,11 @@ async def delete(request: Request, rtype: str, rid: str) -> Response:
     check_format(request)
     provider_for(rtype, "delete")
     check_id(rid)
-    st = state(request)
-    existing = await st.storage.read(rtype, rid)
-    if existing is not None and not await st.visible(request, existing):
+    repo = Repository.of(request)
+    _, allowed = await repo.existing(rtype, rid)
+    if not allowed:
         raise not_found(f"{rtype}/{rid} is not known")
-    deleted = await st.storage.delete(rtype, rid)
+    deleted = await repo.delete(rtype, rid)
     if deleted is not None:
-        await st.after_write(request, deleted, "delete")
         return Response(status_code=204, headers={"ETag": deleted.etag})
     return Response(status_code=204)
