@@ -62,9 +62,9 @@ class Process:
                 self.proc.kill()
 
 
-def start_precert(data_dir: Path, extra_env: dict | None = None) -> tuple[Process, int]:
+def start_precert(data_dir: Path, extra_env: dict | None = None, workers: int = 1) -> tuple[Process, int]:
     port = free_port()
-    proc = Process([sys.executable, "-m", "server.cli", "serve", "--port", str(port), "--data-dir", str(data_dir), "--log-level", "warning"],
+    proc = Process([sys.executable, "-m", "server.cli", "serve", "--port", str(port), "--data-dir", str(data_dir), "--log-level", "warning", "--workers", str(workers)],
                    f"http://127.0.0.1:{port}/health/ready", {"PRECERT_MONGODB_URI": "", **(extra_env or {})})
     return proc, port
 

@@ -26,6 +26,7 @@ from fastapi import APIRouter, FastAPI, Request
 from pymongo import ASCENDING, DESCENDING
 from starlette.responses import JSONResponse, Response
 
+from server.shared_cache import SharedCache
 from cds_hooks.config import CRDConfig
 from cds_hooks.discovery import SERVICE_HOOK, discovery_document
 from cds_hooks.jwt_auth import AuthError, JWKSCache, Verifier
@@ -70,8 +71,9 @@ class CRDState:
         self._dtr: dict[str, tuple[float, bool]] = {}
         discovery = discovery_document()
         self.discovery_bytes = orjson.dumps(discovery)
-        # Member records by identifier values, for MEMBER_TTL seconds; cleared by any Coverage write.
-        self._members: dict[tuple, tuple[float, dict | None]] = {}
+        # Member records by identifier values, for MEMBER_TTL seconds; any Coverage write, through
+        # any worker, clears them everywhere.
+        self.members = SharedCache(app_state.storage.collection("cache_versions"), "crd-members", ttl=MEMBER_TTL, maxsize=MEMBER_CACHE_MAX)
         # Audit records waiting to be written (in batches, off the request path).
         self._pending: list[dict] = []
         self._wake = asyncio.Event()
@@ -129,24 +131,16 @@ class CRDState:
         status, _ = rules.payer_status(coverage)
         if status == "no":
             return None
-        key = tuple(values)
-        now = time.monotonic()
-        hit = self._members.get(key)
-        if hit and hit[0] > now:
-            return hit[1]
-        try:
+
+        async def load() -> dict | None:
             found, _ = await self.storage.search("Coverage", {"k.identifier": {"$in": values}}, count=1, with_total=False)
+            return found[0].resource if found else None
+
+        try:
+            return await self.members.get(tuple(values), load)
         except Exception:  # the payer's records being unreachable must not stop the answer
             log.exception("member lookup failed")
             return None
-        record = found[0].resource if found else None
-        if len(self._members) > MEMBER_CACHE_MAX:
-            self._members.clear()
-        self._members[key] = (now + MEMBER_TTL, record)
-        return record
-
-    def forget_members(self) -> None:
-        self._members.clear()
 
     def coverage_correction(self, coverage: dict, ours: dict | None) -> dict | None:
         """What in the EHR's Coverage differs from the payer's record of the same member, if anything."""
@@ -486,7 +480,7 @@ def install(app: FastAPI) -> None:
 
         async def coverage_written(request, stored, action) -> None:
             if stored.type == "Coverage":
-                state.services["crd"].forget_members()
+                await state.services["crd"].members.invalidate()
 
         state.after_write_hooks.append(coverage_written)
         if state.settings.mode == "production" and not config.require_jwt:

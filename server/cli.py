@@ -10,6 +10,22 @@ from pathlib import Path
 
 from server import __version__
 from server.settings import Settings
+from server.workers import MAX_DEFAULT_WORKERS, default_workers, serve_workers
+
+
+def _workers(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number of workers") from None
+    if not 1 <= n <= 64:
+        raise argparse.ArgumentTypeError("workers must be between 1 and 64")
+    return n
+
+
+def _env_workers() -> int | None:
+    text = os.environ.get("PRECERT_WORKERS", "").strip()
+    return _workers(text) if text else None
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -24,10 +40,12 @@ def _serve(args: argparse.Namespace) -> int:
     )
     if args.no_sandbox:
         settings = settings.with_overrides(load_sandbox=False)
-    app = create_app(settings)
     where = settings.mongodb_uri and "MongoDB at PRECERT_MONGODB_URI" or f"embedded database in {settings.data_dir.resolve()}"
-    print(f"Precert {__version__}: http://{args.host}:{args.port}/fhir/metadata ({where})", flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=args.access_log)
+    workers = args.workers if args.workers is not None else default_workers()
+    print(f"Precert {__version__}: http://{args.host}:{args.port}/fhir/metadata ({where}, {workers} worker{'s' * (workers > 1)})", flush=True)
+    if workers > 1:
+        return serve_workers(settings, workers, host=args.host, port=args.port, log_level=args.log_level, access_log=args.access_log)
+    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level=args.log_level, access_log=args.access_log)
     return 0
 
 
@@ -51,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--mongodb-uri", help="use this MongoDB instead of the embedded database (env PRECERT_MONGODB_URI)")
     serve.add_argument("--base-url", help="public base URL, e.g. https://payer.example.org (env PRECERT_BASE_URL)")
     serve.add_argument("--no-sandbox", action="store_true", help="do not load the demo payer, members and providers")
+    serve.add_argument("--workers", type=_workers, default=_env_workers(),
+                       help=f"server processes on the port (env PRECERT_WORKERS; default one per core, at most {MAX_DEFAULT_WORKERS})")
     serve.add_argument("--log-level", default="info")
     serve.add_argument("--access-log", action="store_true", help="log each request line (paths only; no bodies)")
     serve.set_defaults(func=_serve)

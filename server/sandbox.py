@@ -12,7 +12,7 @@ import logging
 
 import orjson
 
-from server.storage import Storage
+from server.storage import Storage, VersionConflict
 
 log = logging.getLogger("precert.sandbox")
 
@@ -187,7 +187,10 @@ async def load_sandbox(storage: Storage) -> int:
         existing = await storage.read(resource["resourceType"], resource["id"])
         if existing is not None and not existing.deleted and _content(existing.resource) == _content(resource):
             continue
-        await storage.update(resource["resourceType"], resource["id"], dict(resource))
+        try:
+            await storage.update(resource["resourceType"], resource["id"], dict(resource))
+        except VersionConflict:
+            continue  # another worker starting at the same moment wrote it
         written += 1
     if written:
         log.info("sandbox: wrote %d resources", written)
