@@ -17,8 +17,12 @@ def inquiry_for(request_bundle: dict, version: str = "2.2.1") -> dict:
     inq = example(f"hl7.fhir.us.davinci-pas-{version}", "Bundle-PASClaimInquiryBundleExample.json")
     inq["identifier"] = {"system": "urn:test:inquiry", "value": uuid.uuid4().hex}
     for e in inq["entry"]:
-        if e["resource"]["resourceType"] in ("Patient", "Coverage"):
+        if e["resource"]["resourceType"] == "Patient":
             e["resource"]["identifier"] = entry(request_bundle, "Patient")["identifier"]
+        if e["resource"]["resourceType"] == "Coverage":
+            # The member identifier keeps its type (MB), as each version's Coverage profile has it.
+            kept = next((i["type"] for i in e["resource"].get("identifier", []) if i.get("type")), None)
+            e["resource"]["identifier"] = [{**({"type": kept} if kept else {}), **i} for i in entry(request_bundle, "Patient")["identifier"]]
             e["resource"].pop("subscriberId", None)
     claim = inq["entry"][0]["resource"]
     provider_ref = claim["provider"]["reference"]
@@ -78,6 +82,7 @@ def test_inquiry_for_unknown_member_returns_nothing(client):
     request = pas_request("2.2.1", member="PCM000001")
     inq = inquiry_for(request)
     entry(inq, "Patient")["identifier"] = [{"system": "urn:test", "value": "nobody"}]
+    entry(inq, "Coverage")["identifier"] = [{"type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": "MB"}]}, "system": "urn:test", "value": "nobody"}]
     assert returned(submit(client, inq, "/fhir/Claim/$inquire").json()) == []
 
 

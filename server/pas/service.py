@@ -20,6 +20,7 @@ from server.pas.request import (
     PasBundle, check_request, claim_cancelled, ext_value, item_cancelled, item_change, prior_claim_reference,
 )
 from server.pas.response import Echo, build_claim_response, response_bundle
+from server.pas.versions import negotiate
 from server.storage import fhir_instant, utcnow
 
 log = logging.getLogger("precert.pas")
@@ -122,8 +123,10 @@ class PasService:
         return MemberCheck(coverage=coverage, patient=patient)
 
     # ------------------------------------------------------------------ submit
-    async def submit(self, body: Any, owner: str | None, base: str) -> tuple[bytes, int]:
-        pas, version = check_request(body, "submit")
+    async def submit(self, body: Any, owner: str | None, base: str, *, pinned: str | None = None,
+                     client_default: str | None = None) -> tuple[bytes, int]:
+        pas, evidence = check_request(body, "submit")
+        version = negotiate(pinned_version=pinned, evidence=evidence, client_default=client_default)
         request_bundle = pas.bundle
         digest = case_store.request_hash(request_bundle)
         key = case_store.idempotency_key(owner, request_bundle, digest)
@@ -292,8 +295,9 @@ class PasService:
         return out
 
     # ------------------------------------------------------------------ inquire
-    async def inquire(self, body: Any, owner: str | None, base: str) -> tuple[dict, int]:
-        pas, version = check_request(body, "inquire")
+    async def inquire(self, body: Any, owner: str | None, base: str, *, pinned: str | None = None,
+                      client_default: str | None = None) -> tuple[dict, int]:
+        pas, evidence = check_request(body, "inquire")
         claim = pas.claim
         problems = []
         members = member_ids(pas)
@@ -317,7 +321,11 @@ class PasService:
         codes = [c.get("code") for i in claim.get("item") or [] for c in codings(i.get("productOrService")) if c.get("system") != "http://terminology.hl7.org/CodeSystem/data-absent-reason"]
         if codes:
             query["codes"] = {"$in": codes}
-        matches = [doc async for doc in self.cases.find(query, {"response": 1, "_id": 1}).sort("received", -1).limit(50)]
+        matches = [doc async for doc in self.cases.find(query, {"response": 1, "_id": 1, "version": 1}).sort("received", -1).limit(50)]
+        answered_in = {doc.get("version") for doc in matches}
+        version = negotiate(pinned_version=pinned, evidence=evidence,
+                            case_version=answered_in.pop() if len(answered_in) == 1 else None,
+                            client_default=client_default)
         bundles = []
         for doc in matches:
             stored = orjson.loads(doc["response"])
