@@ -33,6 +33,11 @@ async def ensure_indexes(storage: Storage) -> None:
     await cases.create_index([("response_id", ASCENDING)])
     await cases.create_index([("claim_id", ASCENDING)])
     await cases.create_index([("claim_keys", ASCENDING)])
+    # The member look-up of every $submit (PasService.member_queries). Each index holds every field
+    # its query names, so that planners which use an index only then (SecantusDB) use it too.
+    resources = storage.collection("resources")
+    for key in ("k.identifier", "k.subscriber-id"):
+        await resources.create_index([("t", ASCENDING), ("del", ASCENDING), (key, ASCENDING)])
 
 
 def new_case_id() -> str:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import random
+import time
 import uuid
 from typing import Any
 
@@ -67,33 +70,61 @@ class PasService:
         # Eligibility look-ups (member id -> Coverage and Patient) are cached briefly, as payers'
         # eligibility systems are; a write to any Coverage or Patient through /fhir clears it.
         self._members: dict[tuple, tuple[float, Any]] = {}
+        self._member_lookups: dict[tuple, asyncio.Future] = {}
+        self._member_generation = 0
 
     async def forget_members(self, request, stored, action) -> None:
         if stored.type in ("Coverage", "Patient"):
+            self._member_generation += 1
             self._members.clear()
 
     async def _member_records(self, ids: list[str]) -> tuple[dict | None, dict | None]:
-        import time
-
+        """The member's Coverage and Patient, cached briefly. Concurrent look-ups of one member
+        share one database query (single flight), and entries expire at staggered times, so an
+        expiry never sends every waiting request to the database at once."""
         key = tuple(sorted(ids))
         hit = self._members.get(key)
-        if hit and hit[0] > time.monotonic():
+        now = time.monotonic()
+        if hit and hit[0] > now:
             return hit[1]
+        pending = self._member_lookups.get(key)
+        if pending is None:
+            pending = asyncio.ensure_future(self._load_member(ids))
+            self._member_lookups[key] = pending
+            generation = self._member_generation
+
+            def done(task: asyncio.Future) -> None:
+                self._member_lookups.pop(key, None)
+                # A write to a Coverage or Patient while the query ran makes its answer stale.
+                if not task.cancelled() and task.exception() is None and generation == self._member_generation:
+                    if len(self._members) > 10_000:
+                        self._members.clear()
+                    ttl = MEMBER_CACHE_SECONDS * (0.75 + random.random() * 0.5)
+                    self._members[key] = (time.monotonic() + ttl, task.result())
+
+            pending.add_done_callback(done)
+        return await asyncio.shield(pending)
+
+    @staticmethod
+    def member_queries(ids: list[str]) -> list[dict]:
+        """The Coverage look-ups by member identifier, most specific first. Two indexed equality
+        queries rather than one ``$or``: each is served by its own index
+        (``t, del, k.identifier`` and ``t, del, k.subscriber-id``; see ``cases.ensure_indexes``)."""
         keys = ids + [i.split("|", 1)[1] for i in ids if "|" in i]
-        found, _ = await self.storage.search(
-            "Coverage",
-            {"$or": [{"k.identifier": {"$in": ids}}, {"k.subscriber-id": {"$in": [k.lower() for k in keys]}}]},
-            count=5, with_total=False,
-        )
-        coverage = found[0].resource if found else None
+        return [{"k.identifier": {"$in": ids}}, {"k.subscriber-id": {"$in": sorted({k.lower() for k in keys})}}]
+
+    async def _load_member(self, ids: list[str]) -> tuple[dict | None, dict | None]:
+        coverage = None
+        for criteria in self.member_queries(ids):
+            found, _ = await self.storage.search("Coverage", criteria, count=1, with_total=False)
+            if found:
+                coverage = found[0].resource
+                break
         patient = None
         ref = ((coverage or {}).get("beneficiary") or {}).get("reference")
         if isinstance(ref, str) and "/" in ref:
             stored = await self.storage.read(*ref.split("/")[-2:])
             patient = stored.resource if stored and not stored.deleted else None
-        if len(self._members) > 10_000:
-            self._members.clear()
-        self._members[key] = (time.monotonic() + MEMBER_CACHE_SECONDS, (coverage, patient))
         return coverage, patient
 
     # ------------------------------------------------------------------ member checks
