@@ -12,7 +12,6 @@ from typing import Any
 import orjson
 from pymongo.errors import DuplicateKeyError
 
-from server.fhir.errors import FHIRError
 from server.pas import cases as case_store
 from server.pas.adjudicate import (
     ItemDecision, MemberCheck, codings, decide_item, describe, evaluation_input, expedited, member_ids,
@@ -330,16 +329,17 @@ class PasService:
                       client_default: str | None = None) -> tuple[dict, int]:
         pas, evidence = check_request(body, "inquire")
         claim = pas.claim
-        problems = []
         members = member_ids(pas)
         providers = provider_ids(pas)
-        if not members:
-            problems.append(("Claim.patient", "the inquiry must identify the patient by member identifier (Patient.identifier or Coverage)"))
-        if not providers:
-            problems.append(("Claim.provider", "the inquiry must identify the requesting provider (an identifier such as the NPI on Claim.provider)"))
-        if problems:
-            from server.fhir.errors import issue
-            raise FHIRError(400, [issue("required", msg, expr) for expr, msg in problems])
+        if not members or not providers:
+            # Business errors, answered as PAS says: an inquiry response whose ClaimResponse has `error`.
+            version = negotiate(pinned_version=pinned, evidence=evidence, client_default=client_default)
+            errors = []
+            if not members:
+                errors.append(("72", "Invalid/Missing Subscriber/Insured ID: the inquiry must identify the patient by member identifier (Patient.identifier or Coverage).", "Claim.patient"))
+            if not providers:
+                errors.append(("43", "Invalid/Missing Provider Identification: the inquiry must identify the requesting provider (an identifier such as the NPI on Claim.provider).", "Claim.provider"))
+            return self._inquiry_error(pas, version, base, errors), 200
         query: dict = {"member_ids": {"$in": members}, "provider_ids": {"$in": providers}, "superseded_by": None, "owner": owner}
         numbers = [v for v in (ext_value(claim, EXT_AUTH_NUMBER), ext_value(claim, EXT_ADMIN_REF)) if isinstance(v, str)]
         for item in claim.get("item") or []:
@@ -372,8 +372,23 @@ class PasService:
             inquiry_bundle["timestamp"] = fhir_instant(utcnow())
             inquiry_bundle["entry"] = [dict(entries[0], resource=cr)] + entries[1:]
             bundles.append(inquiry_bundle)
+        if not bundles:
+            # No request of the caller's organization matches: the same answer whether or not
+            # another organization has one, so nothing leaks across organizations.
+            return self._inquiry_error(pas, version, base, [(
+                "15", "No prior-authorization request of your organization matches this inquiry; check the member, "
+                "provider, authorization or case number and services given.", "Claim")]), 200
         if version == V201:
-            if not bundles:
-                raise FHIRError.single(404, "not-found", "no prior-authorization request matches this inquiry")
             return bundles[0], 200
         return {"resourceType": "Parameters", "parameter": [{"name": "return", "resource": b} for b in bundles]}, 200
+
+    @staticmethod
+    def _inquiry_error(pas: PasBundle, version: str, base: str, errors: list[tuple[str, str, str]]) -> dict:
+        echo = Echo(pas)
+        cr = build_claim_response(pas, echo, response_id=str(uuid.uuid4()), version=version, decisions=None,
+                                  case_number="", auth_number=None, errors=errors, inquiry=True,
+                                  disposition="The inquiry could not be answered.")
+        bundle = response_bundle(cr, echo, base, inquiry=True)
+        if version == V201:
+            return bundle
+        return {"resourceType": "Parameters", "parameter": [{"name": "return", "resource": bundle}]}
