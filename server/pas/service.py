@@ -194,7 +194,8 @@ class PasService:
             for d in decisions:
                 history.append(case_store.event("item-" + {"A1": "certified", "A3": "not-certified", "A4": "pended", "A6": "modified", "C": "cancelled"}[d.action], "precert-rules", f"item {d.sequence}: {d.reason or d.summary}", sequence=d.sequence, rule=d.rule_id))
         cr = build_claim_response(pas, echo, response_id=response_id, version=version, decisions=decisions,
-                                  case_number=case_id, auth_number=auth_number, errors=errors)
+                                  case_number=case_id, auth_number=auth_number, errors=errors,
+                                  previous_auth_number=(prior_case or {}).get("auth_number"))
         bundle = response_bundle(cr, echo, base)
         body_bytes = orjson.dumps(bundle)
         is_expedited = expedited(pas.claim)
