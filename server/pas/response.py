@@ -421,6 +421,14 @@ def response_bundle(
     entries = [{"fullUrl": f"{base}/ClaimResponse/{claim_response['id']}", "resource": claim_response}]
     for full_url, resource in list(extra) + echo.generated:
         entries.append({"fullUrl": full_url, "resource": resource})
+        # Everything an added resource (the echoed Claim, a Task) references is in the Bundle too.
+        source = next((e for e in echo.pas.entries if e.full_url == full_url), None) or echo.pas.claim_entry
+        refs: list[dict] = []
+        _walk_references(resource, refs)
+        for r in refs:
+            target = echo.pas.resolve(r, source)
+            if target is not None:
+                echo.add(target)
     for e in echo.entries:
         entries.append({"fullUrl": e.full_url, "resource": e.resource})
     bid = bundle_id or str(uuid.uuid4())

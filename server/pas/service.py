@@ -21,7 +21,8 @@ from server.pas.constants import EXT_ADMIN_REF, EXT_AUTH_NUMBER, EXT_TRANSMISSIO
 from server.pas.request import (
     PasBundle, check_request, claim_cancelled, ext_value, item_cancelled, item_change, prior_claim_reference,
 )
-from server.pas.response import Echo, build_claim_response, response_bundle
+from server.pas.response import Echo, build_claim_response, needs_documentation, response_bundle
+from server.pas.tasks import information_request_task
 from server.pas.versions import negotiate
 from server.storage import fhir_instant, utcnow
 
@@ -196,9 +197,22 @@ class PasService:
         cr = build_claim_response(pas, echo, response_id=response_id, version=version, decisions=decisions,
                                   case_number=case_id, auth_number=auth_number, errors=errors,
                                   previous_auth_number=(prior_case or {}).get("auth_number"))
-        bundle = response_bundle(cr, echo, base)
-        body_bytes = orjson.dumps(bundle)
         is_expedited = expedited(pas.claim)
+        extra: list[tuple[str, dict]] = []
+        task = None
+        documentation = [d for d in decisions if needs_documentation(d)]
+        if documentation:
+            # What is still needed, as the PAS information-request Task (with the Claim it is for).
+            task_url, task = information_request_task(
+                pas, echo, version=version, case_id=case_id, base=base,
+                due=case_store.due_time(received, is_expedited), lines=[d.sequence for d in documentation],
+                questionnaire=documentation[0].questionnaire,
+                reason="; ".join(d.reason for d in documentation if d.reason)[:500] or "Documentation is needed.")
+            extra.append((task_url, task))
+            if pas.claim_entry and pas.claim_entry.full_url:
+                extra.append((pas.claim_entry.full_url, pas.claim))
+        bundle = response_bundle(cr, echo, base, extra=extra)
+        body_bytes = orjson.dumps(bundle)
         doc = {
             "_id": case_id,
             "key": key,
@@ -249,7 +263,16 @@ class PasService:
                      "$push": {"history": case_store.event("superseded", "provider", f"updated by {case_id}")}},
                     session=session,
                 )
-            await self.storage.create_many([("Claim", claim_copy, claim_id), ("ClaimResponse", cr_stored, response_id)], owner=owner, session=session)
+            stored = [("Claim", claim_copy, claim_id), ("ClaimResponse", cr_stored, response_id)]
+            if task is not None:
+                task_copy = orjson.loads(orjson.dumps(task))
+                task_copy["reasonReference"] = {"reference": f"Claim/{claim_id}"}
+                task_copy["owner"] = {"identifier": task["owner"]["identifier"]}
+                task_copy["requester"] = {"identifier": task["requester"]["identifier"]}
+                if member.patient:
+                    task_copy["for"] = {"reference": f"Patient/{member.patient['id']}"}
+                stored.append(("Task", task_copy, task["id"]))
+            await self.storage.create_many(stored, owner=owner, session=session)
 
         try:
             await self.storage.transaction(write)
