@@ -19,6 +19,7 @@ def install(app: FastAPI) -> None:
 
     async def start(state) -> None:
         await cases.ensure_indexes(state.storage)
+        await cases.purge_expired(state.storage)
         service = state.services["pas"] = PasService(state)
         state.after_write_hooks.append(service.forget_members)
 

@@ -223,6 +223,7 @@ class PasService:
             "urgency": "expedited" if is_expedited else "standard",
             "received": received,
             "due": case_store.due_time(received, is_expedited),
+            "retain_until": case_store.retain_until(pas.claim, received),
             "decided": received if status in ("decided", "error", "cancelled") else None,
             "auth_number": auth_number,
             "request": orjson.dumps(request_bundle),
