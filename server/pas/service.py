@@ -417,3 +417,82 @@ class PasService:
         if version == V201:
             return bundle
         return {"resourceType": "Parameters", "parameter": [{"name": "return", "resource": bundle}]}
+
+    # ------------------------------------------------------------------ CDex $submit-attachment
+    async def submit_attachment(self, params: dict, owner: str | None, base: str) -> str:
+        from server.fhir.errors import FHIRError
+
+        case_id = params["trackingId"]["value"]
+        case = await self.cases.find_one({"_id": case_id, "owner": owner})
+        member = params["memberId"]
+        member_keys = {member["value"], f"{member.get('system')}|{member['value']}"}
+        if case is None or not member_keys & set(case.get("member_ids") or []):
+            raise FHIRError.single(404, "not-found", f"no prior-authorization request of your organization has tracking id {case_id[:40]} for this member")
+        if case["status"] != "pended":
+            raise FHIRError.single(409, "conflict", f"request {case_id} is {case['status']}; it takes no more attachments")
+        decisions = [ItemDecision(**d) for d in case["decisions"]]
+        waiting = {d.sequence for d in decisions if d.action == "A4"}
+        for i, att in enumerate(params["attachments"]):
+            unknown = [n for n in att["lines"] if n not in waiting]
+            if unknown:
+                raise FHIRError.single(422, "business-rule", f"attachment {i + 1} names line {unknown[0]}, which is not waiting for documentation", "Parameters.parameter.where(name='attachment')")
+        request_bundle = orjson.loads(case["request"])
+        base_url_of = (request_bundle.get("entry") or [{}])[0].get("fullUrl", "urn:x/Claim/x").rsplit("/", 2)[0]
+        seen = {orjson.dumps(a, option=orjson.OPT_SORT_KEYS) for a in case.get("attachments_received") or []}
+        fresh = [a for a in params["attachments"] if orjson.dumps(a["content"], option=orjson.OPT_SORT_KEYS) not in seen]
+        if not fresh:
+            raise FHIRError.single(409, "duplicate", "these attachments were already received for this request")
+        for att in fresh:
+            content = att["content"]
+            rid = content.get("id") or uuid.uuid4().hex
+            request_bundle.setdefault("entry", []).append({"fullUrl": f"{base_url_of}/{content['resourceType']}/{rid}-{uuid.uuid4().hex[:6]}", "resource": content})
+        pas = PasBundle(request_bundle)
+        member_check = await self.check_member(pas)
+        responses = questionnaire_responses(pas)
+        from server.rules import get_rules
+
+        rules = get_rules(self.state)
+        items = {int(i.get("sequence") or 0): i for i in pas.claim.get("item") or [] if isinstance(i, dict)}
+        history = [case_store.event("attachments-received", "provider", f"{len(fresh)} attachment(s)")]
+        for k, d in enumerate(decisions):
+            if d.action == "A4" and needs_documentation(d) and d.sequence in items:
+                again = decide_item(items[d.sequence], rules.evaluate(evaluation_input(pas, items[d.sequence], member_check.coverage, member_check.patient)), responses)
+                decisions[k] = again
+                history.append(case_store.event("item-redecided", "precert-rules", f"item {again.sequence}: {again.action} {again.reason or ''}".strip(), sequence=again.sequence))
+        still_pended = any(d.action == "A4" for d in decisions)
+        auth_number = case.get("auth_number") or (case_store.new_auth_number() if any(d.action in ("A1", "A6") for d in decisions) else None)
+        echo = Echo(pas)
+        cr = build_claim_response(pas, echo, response_id=case["response_id"], version=case["version"], decisions=decisions,
+                                  case_number=case_id, auth_number=auth_number)
+        bundle = response_bundle(cr, echo, base)
+        update = {
+            "request": orjson.dumps(request_bundle),
+            "decisions": [d.as_dict() for d in decisions],
+            "response": orjson.dumps(bundle),
+            "auth_number": auth_number,
+            "auth_numbers": [a for a in [auth_number] if a],
+            "status": "pended" if still_pended else "decided",
+        }
+        if not still_pended:
+            update["decided"] = utcnow()
+            update["decided_by"] = "precert-rules"
+        stored_cr = orjson.loads(orjson.dumps(cr))
+        stored_cr["request"] = {"reference": f"Claim/{case['claim_id']}"}
+        if case.get("patient_id"):
+            stored_cr["patient"] = {"reference": f"Patient/{case['patient_id']}"}
+
+        async def write(session):
+            result = await self.cases.update_one(
+                {"_id": case_id, "status": "pended", "decisions": case["decisions"]},
+                {"$set": update, "$push": {"history": {"$each": history}, "attachments_received": {"$each": [a["content"] for a in fresh]}}},
+                session=session)
+            if result.matched_count != 1:
+                raise FHIRError.single(409, "conflict", f"request {case_id} changed meanwhile; send the attachments again")
+            await self.storage.update("ClaimResponse", case["response_id"], stored_cr, owner=owner, session=session)
+            subs = self.state.services.get("subscriptions")
+            if subs is not None and not still_pended:
+                await subs.notify_decision({**case, **update}, bundle, session=session)
+
+        await self.storage.transaction(write)
+        return ("Attachments received; the request is still pended." if still_pended
+                else "Attachments received; the request has been decided again.")

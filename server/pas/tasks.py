@@ -60,7 +60,7 @@ def information_request_task(
     owner["identifier"] = provider_ident or {"system": "urn:ietf:rfc:3986", "value": provider_entry.full_url if provider_entry else "unknown"}
     requester = {**(insurer or {}), "identifier": {"system": PAYER_SYSTEM, "value": PAYER_ID}}
     lines = lines or [1]
-    inputs: list[dict] = [{"type": _type("payer-url"), "valueUrl": f"{base}/Claim/$submit"}]
+    inputs: list[dict] = [{"type": _type("payer-url"), "valueUrl": f"{base}/$submit-attachment"}]
     for sequence in lines:
         for needed in attachments:
             code = needed.strip()
