@@ -60,6 +60,7 @@ def test_answers_sent_for_the_task_certify_the_request_and_notify(client, receiv
     assert codes == ["A1"] and cr["preAuthRef"]
     note = receiver.wait_for(events_for(receiver, claim_response(body)["id"]))[0]
     assert "A1" in orjson.dumps(note).decode()
+    assert client.get(f"/fhir/Task/{task['id']}").json()["status"] == "completed"
 
 
 def test_an_attachment_for_an_unknown_tracking_id_is_404_and_changes_nothing(client):

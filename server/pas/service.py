@@ -22,7 +22,7 @@ from server.pas.request import (
     PasBundle, check_request, claim_cancelled, ext_value, item_cancelled, item_change, prior_claim_reference,
 )
 from server.pas.response import Echo, build_claim_response, needs_documentation, response_bundle
-from server.pas.tasks import information_request_task
+from server.pas.tasks import CASE_SYSTEM, information_request_task
 from server.pas.versions import negotiate
 from server.storage import fhir_instant, utcnow
 
@@ -489,6 +489,14 @@ class PasService:
             if result.matched_count != 1:
                 raise FHIRError.single(409, "conflict", f"request {case_id} changed meanwhile; send the attachments again")
             await self.storage.update("ClaimResponse", case["response_id"], stored_cr, owner=owner, session=session)
+            # The information-request Tasks of this case are answered.
+            tasks, _ = await self.storage.search("Task", {"k.identifier": {"$in": [f"{CASE_SYSTEM}|{case_id}"]}}, count=20, with_total=False)
+            for stored_task in tasks:
+                answered = dict(stored_task.resource)
+                if answered.get("status") in ("requested", "received", "accepted", "in-progress"):
+                    answered["status"] = "completed"
+                    answered["lastModified"] = fhir_instant(utcnow())
+                    await self.storage.update("Task", stored_task.id, answered, owner=owner, session=session)
             subs = self.state.services.get("subscriptions")
             if subs is not None and not still_pended:
                 await subs.notify_decision({**case, **update}, bundle, session=session)
