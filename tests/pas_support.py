@@ -47,7 +47,8 @@ def pas_request(
             if e["resource"]["resourceType"] == "Patient":
                 e["resource"]["identifier"] = [{"system": MEMBER, "value": member}]
         coverage = entry(b, "Coverage")
-        coverage["identifier"] = [{"system": MEMBER, "value": member}]
+        kept_type = next((i["type"] for i in coverage.get("identifier") or [] if i.get("type")), None)
+        coverage["identifier"] = [{**({"type": kept_type} if kept_type else {}), "system": MEMBER, "value": member}]
         coverage["subscriberId"] = member
     if provider_npi:
         provider = next(e for e in b["entry"] if claim["provider"]["reference"].endswith(e["resource"]["resourceType"] + "/" + e["resource"]["id"]))

@@ -17,8 +17,12 @@ def inquiry_for(request_bundle: dict, version: str = "2.2.1") -> dict:
     inq = example(f"hl7.fhir.us.davinci-pas-{version}", "Bundle-PASClaimInquiryBundleExample.json")
     inq["identifier"] = {"system": "urn:test:inquiry", "value": uuid.uuid4().hex}
     for e in inq["entry"]:
-        if e["resource"]["resourceType"] in ("Patient", "Coverage"):
+        if e["resource"]["resourceType"] == "Patient":
             e["resource"]["identifier"] = entry(request_bundle, "Patient")["identifier"]
+        if e["resource"]["resourceType"] == "Coverage":
+            # The member identifier keeps its type (MB), as each version's Coverage profile has it.
+            kept = next((i["type"] for i in e["resource"].get("identifier", []) if i.get("type")), None)
+            e["resource"]["identifier"] = [{**({"type": kept} if kept else {}), **i} for i in entry(request_bundle, "Patient")["identifier"]]
             e["resource"].pop("subscriberId", None)
     claim = inq["entry"][0]["resource"]
     provider_ref = claim["provider"]["reference"]
@@ -34,8 +38,27 @@ def inquiry_for(request_bundle: dict, version: str = "2.2.1") -> dict:
 
 
 def returned(body: dict) -> list[dict]:
+    """The inquiry response Bundles of real matches (a no-match answer is an error, not a match)."""
     assert body["resourceType"] == "Parameters"
-    return [p["resource"] for p in body.get("parameter", []) if p["name"] == "return"]
+    bundles = [p["resource"] for p in body.get("parameter", []) if p["name"] == "return"]
+    return [b for b in bundles if b["entry"][0]["resource"].get("outcome") != "error"]
+
+
+def inquiry_error_codes(bundle: dict) -> list[str]:
+    """The X12 reject reason codes of an inquiry response Bundle that answers with an error."""
+    assert bundle["resourceType"] == "Bundle"
+    assert bundle["meta"]["profile"][0].endswith("profile-pas-inquiry-response-bundle")
+    cr = bundle["entry"][0]["resource"]
+    assert cr["resourceType"] == "ClaimResponse" and cr["outcome"] == "error"
+    assert cr["meta"]["profile"][0].endswith("profile-claiminquiryresponse")
+    return [c["code"] for e in cr["error"] for c in e["code"]["coding"]]
+
+
+def only_return(body: dict) -> dict:
+    assert body["resourceType"] == "Parameters"
+    bundles = [p["resource"] for p in body.get("parameter", []) if p["name"] == "return"]
+    assert len(bundles) == 1
+    return bundles[0]
 
 
 def test_inquiry_by_member_and_provider_returns_the_current_answer(client):
@@ -74,21 +97,37 @@ def test_inquiry_narrowed_by_service_code(client):
     assert [b["entry"][0]["resource"]["id"] for b in bundles] == [claim_response(decided)["id"]]
 
 
-def test_inquiry_for_unknown_member_returns_nothing(client):
+def test_inquiry_for_unknown_member_is_answered_with_an_error(client):
     request = pas_request("2.2.1", member="PCM000001")
     inq = inquiry_for(request)
     entry(inq, "Patient")["identifier"] = [{"system": "urn:test", "value": "nobody"}]
-    assert returned(submit(client, inq, "/fhir/Claim/$inquire").json()) == []
+    entry(inq, "Coverage")["identifier"] = [{"type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": "MB"}]}, "system": "urn:test", "value": "nobody"}]
+    r = submit(client, inq, "/fhir/Claim/$inquire")
+    assert r.status_code == 200
+    assert inquiry_error_codes(only_return(r.json())) == ["15"]
 
 
-def test_inquiry_from_another_provider_returns_nothing(client):
+def test_inquiry_from_another_provider_finds_nothing(client):
     request = pas_request("2.2.1", member="PCM000002")
     submit(client, request)
     inq = inquiry_for(request)
     claim = inq["entry"][0]["resource"]
     provider = next(e["resource"] for e in inq["entry"] if claim["provider"]["reference"].endswith(e["resource"]["id"]))
     provider["identifier"] = [{"system": "http://hl7.org/fhir/sid/us-npi", "value": "1999999992"}]
-    assert returned(submit(client, inq, "/fhir/Claim/$inquire").json()) == []
+    body = submit(client, inq, "/fhir/Claim/$inquire").json()
+    assert returned(body) == []
+    assert inquiry_error_codes(only_return(body)) == ["15"]
+
+
+def test_inquiry_without_provider_identifier_is_answered_with_error_43(client):
+    request = pas_request("2.2.1", member="PCM000002")
+    inq = inquiry_for(request)
+    claim = inq["entry"][0]["resource"]
+    provider = next(e["resource"] for e in inq["entry"] if claim["provider"]["reference"].endswith(e["resource"]["id"]))
+    provider.pop("identifier")
+    r = submit(client, inq, "/fhir/Claim/$inquire")
+    assert r.status_code == 200
+    assert inquiry_error_codes(only_return(r.json())) == ["43"]
 
 
 def test_2_0_1_inquiry_returns_a_bundle(client):
@@ -103,17 +142,18 @@ def test_2_0_1_inquiry_returns_a_bundle(client):
     assert body["entry"][0]["resource"]["id"] == claim_response(decided)["id"]
 
 
-def test_2_0_1_inquiry_with_no_match_is_404(client):
+def test_2_0_1_inquiry_with_no_match_is_a_bundle_with_an_error(client):
     inquiry = inquiry_for(pas_request("2.0.1", member="PCM000012"), "2.0.1")
     inquiry["meta"] = {"profile": ["http://hl7.org/fhir/us/davinci-pas/StructureDefinition/profile-pas-inquiry-request-bundle|2.0.1"]}
     for e in inquiry["entry"]:
         if e["resource"]["resourceType"] in ("Patient", "Coverage"):
             e["resource"]["identifier"] = [{"system": "urn:test", "value": "nobody"}]
     r = submit(client, inquiry, "/fhir/Claim/$inquire")
-    assert r.status_code == 404 and r.json()["resourceType"] == "OperationOutcome"
+    assert r.status_code == 200
+    assert inquiry_error_codes(r.json()) == ["15"]
 
 
-def test_inquiry_without_patient_identifier_is_400(client):
+def test_inquiry_without_patient_identifier_is_answered_with_error_72(client):
     request = pas_request("2.2.1", member="PCM000001")
     inq = inquiry_for(request)
     entry(inq, "Patient").pop("identifier")
@@ -121,8 +161,12 @@ def test_inquiry_without_patient_identifier_is_400(client):
         if e["resource"]["resourceType"] == "Coverage":
             e["resource"].pop("identifier", None)
             e["resource"].pop("subscriberId", None)
-    r = submit(client, inq, "/fhir/Claim/$inquire")
-    assert r.status_code == 400 and "Claim.patient" in r.json()["issue"][0]["expression"]
+    r = submit(client, inq, "/fhir/pas-2.2.1/Claim/$inquire")  # no Coverage identifier: 2.0.1 evidence
+    assert r.status_code == 200
+    bundle = only_return(r.json())
+    assert inquiry_error_codes(bundle) == ["72"]
+    paths = [x["valueString"] for e in bundle["entry"][0]["resource"]["error"] for x in e["extension"] if x["url"].endswith("errorPath")]
+    assert paths == ["Claim.patient"]
 
 
 # ---------------------------------------------------------------------- updates and cancels

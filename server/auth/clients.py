@@ -32,6 +32,8 @@ DEFAULT_SCOPES = (
     "system/PractitionerRole.rs system/Location.rs"
 ).split()
 
+PAS_VERSIONS = ("2.0.1", "2.2.1")
+
 SANDBOX_CLIENTS_FILE = Path(__file__).with_name("sandbox_clients.json")
 
 
@@ -89,6 +91,7 @@ class Client:
     sandbox: bool = False  # a demo client whose keys are published; refused in production
     created: datetime | None = None
     permissions: Permissions = field(default_factory=Permissions)
+    pas_version: str | None = None  # the PAS version answered when its requests do not say (2.0.1 or 2.2.1)
 
     def __post_init__(self):
         self.permissions = Permissions.from_scopes(self.scopes)
@@ -108,6 +111,7 @@ class Client:
             "active": self.active,
             "sandbox": self.sandbox,
             "created": self.created or datetime.now(timezone.utc),
+            "pas_version": self.pas_version,
         }
 
     @classmethod
@@ -122,6 +126,7 @@ class Client:
             active=doc.get("active", True),
             sandbox=doc.get("sandbox", False),
             created=doc.get("created"),
+            pas_version=doc.get("pas_version"),
         )
 
     def public(self) -> dict:
@@ -136,6 +141,7 @@ class Client:
             "active": self.active,
             "sandbox": self.sandbox,
             "created": self.created.isoformat() if self.created else None,
+            "pas_version": self.pas_version,
         }
 
 
@@ -179,7 +185,10 @@ def build_client(data: dict, production: bool) -> Client:
         if not isinstance(jwks_url, str):
             raise RegistrationError("jwks_url: must be a string")
         jwks_url = check_jwks_url(jwks_url, production)
-    return Client(client_id, name.strip(), org, scopes, jwks, jwks_url, bool(data.get("active", True)))
+    pas_version = data.get("pas_version")
+    if pas_version is not None and pas_version not in PAS_VERSIONS:
+        raise RegistrationError(f"pas_version: one of {', '.join(PAS_VERSIONS)}, or absent for the server default")
+    return Client(client_id, name.strip(), org, scopes, jwks, jwks_url, bool(data.get("active", True)), pas_version=pas_version)
 
 
 class ClientRegistry:

@@ -8,8 +8,9 @@ the case instead of creating a second one (a unique index makes concurrent dupli
 from __future__ import annotations
 
 import hashlib
+import os
 import secrets
-from datetime import datetime, timedelta
+from datetime import date, datetime, time, timedelta, timezone
 
 import orjson
 from pymongo import ASCENDING, DESCENDING
@@ -18,6 +19,9 @@ from server.storage import Storage, utcnow
 
 EXPEDITED_HOURS = 72
 STANDARD_DAYS = 7
+# PAS: a request and its answer stay available to $inquire for at least six months after the end
+# date of the services. PRECERT_PAS_RETENTION_DAYS can lengthen that, never shorten it.
+MIN_RETENTION_DAYS = 183
 
 
 def collection(storage: Storage):
@@ -33,6 +37,12 @@ async def ensure_indexes(storage: Storage) -> None:
     await cases.create_index([("response_id", ASCENDING)])
     await cases.create_index([("claim_id", ASCENDING)])
     await cases.create_index([("claim_keys", ASCENDING)])
+    await cases.create_index([("retain_until", ASCENDING)])
+    # The member look-up of every $submit (PasService.member_queries). Each index holds every field
+    # its query names, so that planners which use an index only then (SecantusDB) use it too.
+    resources = storage.collection("resources")
+    for key in ("k.identifier", "k.subscriber-id"):
+        await resources.create_index([("t", ASCENDING), ("del", ASCENDING), (key, ASCENDING)])
 
 
 def new_case_id() -> str:
@@ -63,3 +73,42 @@ def due_time(received: datetime, expedited: bool) -> datetime:
 
 def event(kind: str, by: str, detail: str = "", **extra) -> dict:
     return {"at": utcnow(), "event": kind, "by": by, "detail": detail, **extra}
+
+
+def retention_days() -> int:
+    try:
+        days = int(os.environ.get("PRECERT_PAS_RETENTION_DAYS", "") or MIN_RETENTION_DAYS)
+    except ValueError:
+        days = MIN_RETENTION_DAYS
+    return max(days, MIN_RETENTION_DAYS)
+
+
+def services_end(claim: dict, received: datetime) -> datetime:
+    """The last date of the services asked for (items' service dates or periods, else the Claim's
+    billable period), or the day the request was received when it names none."""
+    dates: list[date] = []
+    texts = [claim.get("billablePeriod", {}).get("end") if isinstance(claim.get("billablePeriod"), dict) else None]
+    for item in claim.get("item") or []:
+        if isinstance(item, dict):
+            texts.append(item.get("servicedDate"))
+            period = item.get("servicedPeriod")
+            if isinstance(period, dict):
+                texts.append(period.get("end") or period.get("start"))
+    for text in texts:
+        if isinstance(text, str) and len(text) >= 10:
+            try:
+                dates.append(date.fromisoformat(text[:10]))
+            except ValueError:
+                continue
+    end = max(dates, default=received.date())
+    return datetime.combine(max(end, received.date()), time.max, tzinfo=timezone.utc)
+
+
+def retain_until(claim: dict, received: datetime) -> datetime:
+    return services_end(claim, received) + timedelta(days=retention_days())
+
+
+async def purge_expired(storage: Storage, now: datetime | None = None) -> int:
+    """Delete the cases whose retention has ended (never a pended one). Returns how many."""
+    result = await collection(storage).delete_many({"retain_until": {"$lt": now or utcnow()}, "status": {"$ne": "pended"}})
+    return result.deleted_count

@@ -8,7 +8,6 @@ its FHIRPath expression; nothing is stored for a request that fails.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Any, Iterator
 
@@ -16,8 +15,9 @@ from server.fhir.errors import FHIRError, issue
 from server.fhir.validation import validate_resource
 from server.pas.constants import (
     CERT_TYPE_CS, EXT_CERT_TYPE, EXT_INFO_CANCELLED, EXT_INFO_CHANGED, EXT_REQUESTED_SERVICE,
-    EXT_CLAIM_ENCOUNTER, EXT_TRANSMISSION, V201, V221,
+    EXT_CLAIM_ENCOUNTER,
 )
+from server.pas.versions import request_evidence
 
 
 @dataclass
@@ -48,33 +48,6 @@ def unwrap(body: Any) -> dict:
         got = str(body.get("resourceType"))[:64]
         raise FHIRError.single(400, "invalid", f"expected a PAS request Bundle, got {got}", "resourceType")
     return body
-
-
-def _profiles(resource: dict) -> list[str]:
-    meta = resource.get("meta") or {}
-    return [p for p in meta.get("profile") or [] if isinstance(p, str)]
-
-
-def detect_version(bundle: dict, claim: dict | None) -> str:
-    """The PAS version to answer in: declared in meta.profile, else implied by version-only
-    elements, else the server default (PRECERT_PAS_VERSION, 2.2.1)."""
-    forced = os.environ.get("PRECERT_PAS_VERSION", "").strip()
-    if forced in (V201, V221):
-        return forced
-    for res in (bundle, claim or {}):
-        for p in _profiles(res):
-            if p.endswith("|2.0.1"):
-                return V201
-            if p.endswith("|2.2.1") or p.endswith("|2.2.0"):
-                return V221
-    if claim:
-        exts = {e.get("url") for e in claim.get("extension") or [] if isinstance(e, dict)}
-        if EXT_TRANSMISSION in exts:
-            return V221
-        for rel in claim.get("related") or []:
-            if any(c.get("code") == "prior" for c in ((rel.get("relationship") or {}).get("coding") or [])):
-                return V221
-    return V221
 
 
 class PasBundle:
@@ -174,9 +147,9 @@ def _sequence_issues(claim: dict, element: str, out: list[dict]) -> None:
             seen[seq] = i
 
 
-def check_request(body: Any, kind: str = "submit") -> tuple[PasBundle, str]:
-    """Parse and check a PAS request. Returns (bundle, version) or raises one FHIRError naming
-    every problem found."""
+def check_request(body: Any, kind: str = "submit") -> tuple[PasBundle, str | None]:
+    """Parse and check a PAS request. Returns (bundle, the version the request itself implies, or
+    None) or raises one FHIRError naming every problem found."""
     bundle = unwrap(body)
     # Structure and datatypes first: the checks below assume a well-formed Bundle.
     validate_resource(bundle, "Bundle")
@@ -243,7 +216,7 @@ def check_request(body: Any, kind: str = "submit") -> tuple[PasBundle, str]:
         problems.append(issue("invalid", f"Claim.patient refers to a {patient.type}, not a Patient", "Claim.patient"))
     if problems:
         raise FHIRError(400, problems)
-    return pas, detect_version(bundle, claim)
+    return pas, request_evidence(bundle)[0]
 
 
 # ---------------------------------------------------------------------- item helpers

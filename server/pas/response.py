@@ -14,11 +14,12 @@ from typing import Any
 
 from server.pas.adjudicate import ItemDecision
 from server.pas.constants import (
-    EXT_ADMIN_REF, EXT_AUTHORIZED_DETAIL, EXT_AUTHORIZED_PROVIDER, EXT_ERROR_ELEMENT,
+    DATA_ABSENT_REASON, EXT_ADMISSION_DATES, EXT_AUTH_NUMBER, EXT_COMMUNICATED_DIAGNOSIS, EXT_DISCHARGE_DATE,
+    EXT_SERVICE_LINE, PROFILE_COMMUNICATION_REQUEST, EXT_ADMIN_REF, EXT_AUTHORIZED_DETAIL, EXT_AUTHORIZED_PROVIDER, EXT_ERROR_ELEMENT,
     EXT_ERROR_FOLLOWUP, EXT_ERROR_PATH, EXT_ITEM_TRACE, EXT_PREAUTH_ISSUE, EXT_PREAUTH_PERIOD,
     EXT_REQUESTED_SERVICE_DATE, EXT_REVIEW_ACTION, EXT_REVIEW_ACTION_CODE, EXT_REVIEWER, EXT_TRANSMISSION,
     FOLLOWUP_CS, PROFILE_CLAIMINQUIRYRESPONSE, PROFILE_CLAIMRESPONSE, PROFILE_INQUIRY_RESPONSE_BUNDLE,
-    PROFILE_RESPONSE_BUNDLE, REJECT_REASON_CS, REVIEW_ACTION_CS, REVIEW_ACTIONS, V201,
+    PROFILE_RESPONSE_BUNDLE, REJECT_REASON_CS, REVIEW_ACTION_CS, REVIEW_ACTIONS, SD, V201,
 )
 from server.pas.request import Entry, PasBundle
 from server.storage import fhir_instant, utcnow
@@ -26,6 +27,12 @@ from server.storage import fhir_instant, utcnow
 ADJUDICATION_SUBMITTED = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/adjudication", "code": "submitted"}]}
 DEFAULT_AUTH_DAYS = 90
 ACTION_DISPLAY = dict(REVIEW_ACTIONS, C="Cancelled")
+# Claim.item extensions a modification's addItem carries over (2.2.1 defines them on addItem).
+ADD_ITEM_ECHOED = {SD + name for name in (
+    "extension-itemTraceNumber", "extension-epsdtIndicator", "extension-nursingHomeResidentialStatus",
+    "extension-nursingHomeLevelOfCare", "extension-productOrServiceCodeEnd", "extension-revenueUnitRateLimit",
+    "extension-serviceItemRequestType", "extension-certificationType",
+)}
 
 
 def review_action(code: str, number: str | None = None, reason: dict | None = None) -> dict:
@@ -59,6 +66,8 @@ class Echo:
         self.pas = pas
         self.entries: list[Entry] = []
         self._seen: set[int] = set()
+        # Resources the answer creates (CommunicationRequests), as (fullUrl, resource).
+        self.generated: list[tuple[str, dict]] = []
 
     def ref(self, reference: Any, source: Entry | None = None) -> dict | None:
         """A Reference to the echoed copy of a request resource (absolute fullUrl), or None."""
@@ -127,6 +136,7 @@ def build_claim_response(
     disposition: str | None = None,
     inquiry: bool = False,
     created: str | None = None,
+    previous_auth_number: str | None = None,
 ) -> dict:
     claim = pas.claim
     claim_entry = pas.claim_entry
@@ -142,6 +152,10 @@ def build_claim_response(
             extensions.append(trans)
         if decisions:
             extensions.append({"url": EXT_REVIEWER, "extension": [{"url": "wasHumanReviewedFlag", "valueBoolean": reviewed_by_human}]})
+            if any(d.action in ("A1", "A6") for d in decisions):
+                provider = _authorized_provider(pas, echo, claim)
+                if provider:
+                    extensions.append({"url": EXT_AUTHORIZED_PROVIDER, "extension": [{"url": "provider", "valueReference": provider}]})
     if extensions:
         cr["extension"] = extensions
     if claim.get("identifier"):
@@ -161,7 +175,11 @@ def build_claim_response(
         request["reference"] = claim_entry.full_url
     if claim.get("identifier"):
         request["identifier"] = claim["identifier"][0]
-    cr["request"] = request
+    if request:
+        cr["request"] = request
+    elif version != V201:
+        # 2.2.1 requires request; with nothing to point at, it says why.
+        cr["request"] = {"extension": [{"url": DATA_ABSENT_REASON, "valueCode": "unknown"}]}
     notes: list[dict] = []
     if errors:
         cr["outcome"] = "error"
@@ -190,8 +208,11 @@ def build_claim_response(
         days = max(d.auth_period_days or DEFAULT_AUTH_DAYS for d in approved)
         cr["preAuthPeriod"] = _period(date.today(), days)
     items_by_seq = {int(i.get("sequence") or 0): i for i in claim.get("item") or [] if isinstance(i, dict)}
+    diagnoses = _diagnoses(claim)
+    admission, discharge = _admission_discharge(claim) if version != V201 else (None, None)
     items_out: list[dict] = []
     add_items: list[dict] = []
+    communication_requests: list[tuple[str, dict]] = []
     for d in decisions:
         item = items_by_seq.get(d.sequence, {})
         ext: list[dict] = []
@@ -202,6 +223,14 @@ def build_claim_response(
             ext.append({"url": EXT_REQUESTED_SERVICE_DATE, "valueDateTime": item["servicedDate"]})
         elif item.get("servicedPeriod"):
             ext.append({"url": EXT_REQUESTED_SERVICE_DATE, "valuePeriod": item["servicedPeriod"]})
+        for dx in [diagnoses[n] for n in item.get("diagnosisSequence") or [] if n in diagnoses]:
+            ext.append({"url": EXT_COMMUNICATED_DIAGNOSIS, "valueCodeableConcept": dx})
+        if previous_auth_number:
+            ext.append({"url": EXT_AUTH_NUMBER, "valueString": previous_auth_number})
+        if admission:
+            ext.append(admission)
+        if discharge:
+            ext.append(discharge)
         number = None
         if d.action in ("A1", "A6"):
             number = f"{auth_number}-{d.sequence}" if auth_number else None
@@ -211,9 +240,12 @@ def build_claim_response(
                 provider = _authorized_provider(pas, echo, claim)
                 if provider:
                     ext.append({"url": EXT_AUTHORIZED_PROVIDER, "extension": [{"url": "provider", "valueReference": provider}]})
-        if d.action == "A4":
+        if d.action in ("A4", "A3") and case_number:
+            # The payer's reference for a pended or not-certified outcome.
             number = f"{case_number}-{d.sequence}"
             ext.append({"url": EXT_ADMIN_REF, "valueString": number})
+        if d.action == "A4" and needs_documentation(d):
+            communication_requests.append(_communication_request(pas, echo, cr, d, item, version))
         if d.action == "A6" and d.authorized_quantity is not None:
             detail = [{"url": "productOrServiceCode", "valueCodeableConcept": item.get("productOrService")}] if item.get("productOrService") else []
             detail.append({"url": "quantity", "valueQuantity": _quantity(item, d.authorized_quantity)})
@@ -234,15 +266,108 @@ def build_claim_response(
             elif item.get("servicedPeriod"):
                 add["servicedPeriod"] = item["servicedPeriod"]
             add["quantity"] = _quantity(item, d.authorized_quantity)
+            for name in ("modifier", "unitPrice", "locationCodeableConcept", "locationAddress", "locationReference"):
+                if item.get(name):
+                    add[name] = item[name]
+            if requestor:
+                add["provider"] = [requestor]
+            if version != V201:
+                add_ext = [e for e in item.get("extension") or [] if isinstance(e, dict) and e.get("url") in ADD_ITEM_ECHOED]
+                add_ext.append({"url": EXT_PREAUTH_ISSUE, "valueDate": date.today().isoformat()})
+                add_ext.append({"url": EXT_PREAUTH_PERIOD, "valuePeriod": _period(_service_start(item), d.auth_period_days or DEFAULT_AUTH_DAYS)})
+                add = {"extension": add_ext, **add}
             add["adjudication"] = [{"extension": [review_action("A1", number)], "category": ADJUDICATION_SUBMITTED}]
             add_items.append(add)
     if items_out:
         cr["item"] = items_out
     if add_items:
         cr["addItem"] = add_items
+    if version != V201 and decisions:
+        # 2.2.1 header adjudication: the overall review outcome.
+        cr["adjudication"] = [{"extension": [review_action(_overall_action(decisions), auth_number if approved else None)],
+                               "category": ADJUDICATION_SUBMITTED}]
     if notes:
         cr["processNote"] = notes
+    if communication_requests:
+        cr["communicationRequest"] = [{"reference": url} for url, _ in communication_requests]
+        echo.generated.extend(communication_requests)
     return cr
+
+
+def needs_documentation(d: ItemDecision) -> bool:
+    """Pended because documentation is missing or incomplete (not for a clinician's judgement)."""
+    return d.action == "A4" and bool(d.questionnaire) and not (d.assessment or {}).get("complete")
+
+
+def _overall_action(decisions: list[ItemDecision]) -> str:
+    actions = {d.action for d in decisions} - {"C"}
+    if not actions:
+        return "A1"
+    if "A4" in actions:
+        return "A4"
+    if actions == {"A1"}:
+        return "A1"
+    if actions == {"A3"}:
+        return "A3"
+    return "A6"
+
+
+def _diagnoses(claim: dict) -> dict[int, dict]:
+    out = {}
+    for dx in claim.get("diagnosis") or []:
+        if isinstance(dx, dict) and isinstance(dx.get("diagnosisCodeableConcept"), dict):
+            try:
+                out[int(dx.get("sequence"))] = dx["diagnosisCodeableConcept"]
+            except (TypeError, ValueError):
+                continue
+    return out
+
+
+def _admission_discharge(claim: dict) -> tuple[dict | None, dict | None]:
+    """The requested admission and discharge dates (Claim.supportingInfo), echoed on each item."""
+    admission = discharge = None
+    for info in claim.get("supportingInfo") or []:
+        if not isinstance(info, dict):
+            continue
+        codes = {c.get("code") for c in ((info.get("category") or {}).get("coding") or []) if isinstance(c, dict)}
+        if "admissionDates" in codes:
+            if info.get("timingDate"):
+                admission = {"url": EXT_ADMISSION_DATES, "valueDate": info["timingDate"]}
+            elif info.get("timingPeriod"):
+                admission = {"url": EXT_ADMISSION_DATES, "valuePeriod": info["timingPeriod"]}
+        if "dischargeDates" in codes and info.get("timingDate"):
+            discharge = {"url": EXT_DISCHARGE_DATE, "valueDate": info["timingDate"]}
+    return admission, discharge
+
+
+def _communication_request(pas: PasBundle, echo: Echo, cr: dict, d: ItemDecision, item: dict, version: str) -> tuple[str, dict]:
+    """A CommunicationRequest naming the documentation still needed for one pended item."""
+    rid = str(uuid.uuid4())
+    form = (d.questionnaire or "").split("|")[0]
+    payload: dict = {"contentString": f"Complete and attach the questionnaire {form} for item {d.sequence} ({d.summary})."}
+    if version == V201:
+        payload["extension"] = [{"url": EXT_SERVICE_LINE, "valuePositiveInt": d.sequence}]
+    resource: dict = {
+        "resourceType": "CommunicationRequest",
+        "id": rid,
+        "meta": {"profile": [PROFILE_COMMUNICATION_REQUEST]},
+    }
+    if version != V201:
+        resource["extension"] = [{"url": EXT_SERVICE_LINE, "valuePositiveInt": d.sequence}]
+    resource.update({
+        "status": "active",
+        "category": [{"coding": [{"system": "http://hl7.org/fhir/us/davinci-pas/CodeSystem/PASTempCodes", "code": "priorAuthorization"}]}],
+        "subject": cr.get("patient"),
+        "about": [{"reference": pas.claim_entry.full_url}] if pas.claim_entry and pas.claim_entry.full_url else [],
+        "payload": [payload],
+        "authoredOn": fhir_instant(utcnow()),
+        "requester": cr.get("insurer"),
+    })
+    if cr.get("requestor"):
+        resource["recipient"] = [cr["requestor"]]
+    if not resource["about"]:
+        del resource["about"]
+    return f"urn:uuid:{rid}", {k: v for k, v in resource.items() if v is not None}
 
 
 def _quantity(item: dict, value: float) -> dict:
@@ -294,8 +419,16 @@ def response_bundle(
 ) -> dict:
     """ClaimResponse first, then any extra resources (Task, Claim), then the echoed request entries."""
     entries = [{"fullUrl": f"{base}/ClaimResponse/{claim_response['id']}", "resource": claim_response}]
-    for full_url, resource in extra:
+    for full_url, resource in list(extra) + echo.generated:
         entries.append({"fullUrl": full_url, "resource": resource})
+        # Everything an added resource (the echoed Claim, a Task) references is in the Bundle too.
+        source = next((e for e in echo.pas.entries if e.full_url == full_url), None) or echo.pas.claim_entry
+        refs: list[dict] = []
+        _walk_references(resource, refs)
+        for r in refs:
+            target = echo.pas.resolve(r, source)
+            if target is not None:
+                echo.add(target)
     for e in echo.entries:
         entries.append({"fullUrl": e.full_url, "resource": e.resource})
     bid = bundle_id or str(uuid.uuid4())

@@ -8,15 +8,20 @@ from capability.statement import claim as claim_capability
 
 
 def install(app: FastAPI) -> None:
-    from server.pas import operations  # noqa: F401  (registers $submit and $inquire)
+    from server.pas import operations  # registers $submit and $inquire
+    from server.pas import attachments  # registers $submit-attachment
     from server.pas import cases
     from server.pas.service import PasService
     from server.pas.review_api import router
 
     app.include_router(router)
+    app.include_router(operations.pinned_router)
+    operations.declare_pinned_routes()
+    attachments.declare_access()
 
     async def start(state) -> None:
         await cases.ensure_indexes(state.storage)
+        await cases.purge_expired(state.storage)
         service = state.services["pas"] = PasService(state)
         state.after_write_hooks.append(service.forget_members)
 

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import random
+import time
 import uuid
 from typing import Any
 
 import orjson
 from pymongo.errors import DuplicateKeyError
 
-from server.fhir.errors import FHIRError
 from server.pas import cases as case_store
 from server.pas.adjudicate import (
     ItemDecision, MemberCheck, codings, decide_item, describe, evaluation_input, expedited, member_ids,
@@ -19,7 +21,9 @@ from server.pas.constants import EXT_ADMIN_REF, EXT_AUTH_NUMBER, EXT_TRANSMISSIO
 from server.pas.request import (
     PasBundle, check_request, claim_cancelled, ext_value, item_cancelled, item_change, prior_claim_reference,
 )
-from server.pas.response import Echo, build_claim_response, response_bundle
+from server.pas.response import Echo, build_claim_response, needs_documentation, response_bundle
+from server.pas.tasks import CASE_SYSTEM, information_request_task
+from server.pas.versions import negotiate
 from server.storage import fhir_instant, utcnow
 
 log = logging.getLogger("precert.pas")
@@ -66,33 +70,61 @@ class PasService:
         # Eligibility look-ups (member id -> Coverage and Patient) are cached briefly, as payers'
         # eligibility systems are; a write to any Coverage or Patient through /fhir clears it.
         self._members: dict[tuple, tuple[float, Any]] = {}
+        self._member_lookups: dict[tuple, asyncio.Future] = {}
+        self._member_generation = 0
 
     async def forget_members(self, request, stored, action) -> None:
         if stored.type in ("Coverage", "Patient"):
+            self._member_generation += 1
             self._members.clear()
 
     async def _member_records(self, ids: list[str]) -> tuple[dict | None, dict | None]:
-        import time
-
+        """The member's Coverage and Patient, cached briefly. Concurrent look-ups of one member
+        share one database query (single flight), and entries expire at staggered times, so an
+        expiry never sends every waiting request to the database at once."""
         key = tuple(sorted(ids))
         hit = self._members.get(key)
-        if hit and hit[0] > time.monotonic():
+        now = time.monotonic()
+        if hit and hit[0] > now:
             return hit[1]
+        pending = self._member_lookups.get(key)
+        if pending is None:
+            pending = asyncio.ensure_future(self._load_member(ids))
+            self._member_lookups[key] = pending
+            generation = self._member_generation
+
+            def done(task: asyncio.Future) -> None:
+                self._member_lookups.pop(key, None)
+                # A write to a Coverage or Patient while the query ran makes its answer stale.
+                if not task.cancelled() and task.exception() is None and generation == self._member_generation:
+                    if len(self._members) > 10_000:
+                        self._members.clear()
+                    ttl = MEMBER_CACHE_SECONDS * (0.75 + random.random() * 0.5)
+                    self._members[key] = (time.monotonic() + ttl, task.result())
+
+            pending.add_done_callback(done)
+        return await asyncio.shield(pending)
+
+    @staticmethod
+    def member_queries(ids: list[str]) -> list[dict]:
+        """The Coverage look-ups by member identifier, most specific first. Two indexed equality
+        queries rather than one ``$or``: each is served by its own index
+        (``t, del, k.identifier`` and ``t, del, k.subscriber-id``; see ``cases.ensure_indexes``)."""
         keys = ids + [i.split("|", 1)[1] for i in ids if "|" in i]
-        found, _ = await self.storage.search(
-            "Coverage",
-            {"$or": [{"k.identifier": {"$in": ids}}, {"k.subscriber-id": {"$in": [k.lower() for k in keys]}}]},
-            count=5, with_total=False,
-        )
-        coverage = found[0].resource if found else None
+        return [{"k.identifier": {"$in": ids}}, {"k.subscriber-id": {"$in": sorted({k.lower() for k in keys})}}]
+
+    async def _load_member(self, ids: list[str]) -> tuple[dict | None, dict | None]:
+        coverage = None
+        for criteria in self.member_queries(ids):
+            found, _ = await self.storage.search("Coverage", criteria, count=1, with_total=False)
+            if found:
+                coverage = found[0].resource
+                break
         patient = None
         ref = ((coverage or {}).get("beneficiary") or {}).get("reference")
         if isinstance(ref, str) and "/" in ref:
             stored = await self.storage.read(*ref.split("/")[-2:])
             patient = stored.resource if stored and not stored.deleted else None
-        if len(self._members) > 10_000:
-            self._members.clear()
-        self._members[key] = (time.monotonic() + MEMBER_CACHE_SECONDS, (coverage, patient))
         return coverage, patient
 
     # ------------------------------------------------------------------ member checks
@@ -122,8 +154,10 @@ class PasService:
         return MemberCheck(coverage=coverage, patient=patient)
 
     # ------------------------------------------------------------------ submit
-    async def submit(self, body: Any, owner: str | None, base: str) -> tuple[bytes, int]:
-        pas, version = check_request(body, "submit")
+    async def submit(self, body: Any, owner: str | None, base: str, *, pinned: str | None = None,
+                     client_default: str | None = None) -> tuple[bytes, int]:
+        pas, evidence = check_request(body, "submit")
+        version = negotiate(pinned_version=pinned, evidence=evidence, client_default=client_default)
         request_bundle = pas.bundle
         digest = case_store.request_hash(request_bundle)
         key = case_store.idempotency_key(owner, request_bundle, digest)
@@ -161,10 +195,24 @@ class PasService:
             for d in decisions:
                 history.append(case_store.event("item-" + {"A1": "certified", "A3": "not-certified", "A4": "pended", "A6": "modified", "C": "cancelled"}[d.action], "precert-rules", f"item {d.sequence}: {d.reason or d.summary}", sequence=d.sequence, rule=d.rule_id))
         cr = build_claim_response(pas, echo, response_id=response_id, version=version, decisions=decisions,
-                                  case_number=case_id, auth_number=auth_number, errors=errors)
-        bundle = response_bundle(cr, echo, base)
-        body_bytes = orjson.dumps(bundle)
+                                  case_number=case_id, auth_number=auth_number, errors=errors,
+                                  previous_auth_number=(prior_case or {}).get("auth_number"))
         is_expedited = expedited(pas.claim)
+        extra: list[tuple[str, dict]] = []
+        task = None
+        documentation = [d for d in decisions if needs_documentation(d)]
+        if documentation:
+            # What is still needed, as the PAS information-request Task (with the Claim it is for).
+            task_url, task = information_request_task(
+                pas, echo, version=version, case_id=case_id, base=base,
+                due=case_store.due_time(received, is_expedited), lines=[d.sequence for d in documentation],
+                questionnaire=documentation[0].questionnaire,
+                reason="; ".join(d.reason for d in documentation if d.reason)[:500] or "Documentation is needed.")
+            extra.append((task_url, task))
+            if pas.claim_entry and pas.claim_entry.full_url:
+                extra.append((pas.claim_entry.full_url, pas.claim))
+        bundle = response_bundle(cr, echo, base, extra=extra)
+        body_bytes = orjson.dumps(bundle)
         doc = {
             "_id": case_id,
             "key": key,
@@ -175,6 +223,7 @@ class PasService:
             "urgency": "expedited" if is_expedited else "standard",
             "received": received,
             "due": case_store.due_time(received, is_expedited),
+            "retain_until": case_store.retain_until(pas.claim, received),
             "decided": received if status in ("decided", "error", "cancelled") else None,
             "auth_number": auth_number,
             "request": orjson.dumps(request_bundle),
@@ -215,7 +264,16 @@ class PasService:
                      "$push": {"history": case_store.event("superseded", "provider", f"updated by {case_id}")}},
                     session=session,
                 )
-            await self.storage.create_many([("Claim", claim_copy, claim_id), ("ClaimResponse", cr_stored, response_id)], owner=owner, session=session)
+            stored = [("Claim", claim_copy, claim_id), ("ClaimResponse", cr_stored, response_id)]
+            if task is not None:
+                task_copy = orjson.loads(orjson.dumps(task))
+                task_copy["reasonReference"] = {"reference": f"Claim/{claim_id}"}
+                task_copy["owner"] = {"identifier": task["owner"]["identifier"]}
+                task_copy["requester"] = {"identifier": task["requester"]["identifier"]}
+                if member.patient:
+                    task_copy["for"] = {"reference": f"Patient/{member.patient['id']}"}
+                stored.append(("Task", task_copy, task["id"]))
+            await self.storage.create_many(stored, owner=owner, session=session)
 
         try:
             await self.storage.transaction(write)
@@ -292,19 +350,21 @@ class PasService:
         return out
 
     # ------------------------------------------------------------------ inquire
-    async def inquire(self, body: Any, owner: str | None, base: str) -> tuple[dict, int]:
-        pas, version = check_request(body, "inquire")
+    async def inquire(self, body: Any, owner: str | None, base: str, *, pinned: str | None = None,
+                      client_default: str | None = None) -> tuple[dict, int]:
+        pas, evidence = check_request(body, "inquire")
         claim = pas.claim
-        problems = []
         members = member_ids(pas)
         providers = provider_ids(pas)
-        if not members:
-            problems.append(("Claim.patient", "the inquiry must identify the patient by member identifier (Patient.identifier or Coverage)"))
-        if not providers:
-            problems.append(("Claim.provider", "the inquiry must identify the requesting provider (an identifier such as the NPI on Claim.provider)"))
-        if problems:
-            from server.fhir.errors import issue
-            raise FHIRError(400, [issue("required", msg, expr) for expr, msg in problems])
+        if not members or not providers:
+            # Business errors, answered as PAS says: an inquiry response whose ClaimResponse has `error`.
+            version = negotiate(pinned_version=pinned, evidence=evidence, client_default=client_default)
+            errors = []
+            if not members:
+                errors.append(("72", "Invalid/Missing Subscriber/Insured ID: the inquiry must identify the patient by member identifier (Patient.identifier or Coverage).", "Claim.patient"))
+            if not providers:
+                errors.append(("43", "Invalid/Missing Provider Identification: the inquiry must identify the requesting provider (an identifier such as the NPI on Claim.provider).", "Claim.provider"))
+            return self._inquiry_error(pas, version, base, errors), 200
         query: dict = {"member_ids": {"$in": members}, "provider_ids": {"$in": providers}, "superseded_by": None, "owner": owner}
         numbers = [v for v in (ext_value(claim, EXT_AUTH_NUMBER), ext_value(claim, EXT_ADMIN_REF)) if isinstance(v, str)]
         for item in claim.get("item") or []:
@@ -317,7 +377,11 @@ class PasService:
         codes = [c.get("code") for i in claim.get("item") or [] for c in codings(i.get("productOrService")) if c.get("system") != "http://terminology.hl7.org/CodeSystem/data-absent-reason"]
         if codes:
             query["codes"] = {"$in": codes}
-        matches = [doc async for doc in self.cases.find(query, {"response": 1, "_id": 1}).sort("received", -1).limit(50)]
+        matches = [doc async for doc in self.cases.find(query, {"response": 1, "_id": 1, "version": 1}).sort("received", -1).limit(50)]
+        answered_in = {doc.get("version") for doc in matches}
+        version = negotiate(pinned_version=pinned, evidence=evidence,
+                            case_version=answered_in.pop() if len(answered_in) == 1 else None,
+                            client_default=client_default)
         bundles = []
         for doc in matches:
             stored = orjson.loads(doc["response"])
@@ -333,8 +397,110 @@ class PasService:
             inquiry_bundle["timestamp"] = fhir_instant(utcnow())
             inquiry_bundle["entry"] = [dict(entries[0], resource=cr)] + entries[1:]
             bundles.append(inquiry_bundle)
+        if not bundles:
+            # No request of the caller's organization matches: the same answer whether or not
+            # another organization has one, so nothing leaks across organizations.
+            return self._inquiry_error(pas, version, base, [(
+                "15", "No prior-authorization request of your organization matches this inquiry; check the member, "
+                "provider, authorization or case number and services given.", "Claim")]), 200
         if version == V201:
-            if not bundles:
-                raise FHIRError.single(404, "not-found", "no prior-authorization request matches this inquiry")
             return bundles[0], 200
         return {"resourceType": "Parameters", "parameter": [{"name": "return", "resource": b} for b in bundles]}, 200
+
+    @staticmethod
+    def _inquiry_error(pas: PasBundle, version: str, base: str, errors: list[tuple[str, str, str]]) -> dict:
+        echo = Echo(pas)
+        cr = build_claim_response(pas, echo, response_id=str(uuid.uuid4()), version=version, decisions=None,
+                                  case_number="", auth_number=None, errors=errors, inquiry=True,
+                                  disposition="The inquiry could not be answered.")
+        bundle = response_bundle(cr, echo, base, inquiry=True)
+        if version == V201:
+            return bundle
+        return {"resourceType": "Parameters", "parameter": [{"name": "return", "resource": bundle}]}
+
+    # ------------------------------------------------------------------ CDex $submit-attachment
+    async def submit_attachment(self, params: dict, owner: str | None, base: str) -> str:
+        from server.fhir.errors import FHIRError
+
+        case_id = params["trackingId"]["value"]
+        case = await self.cases.find_one({"_id": case_id, "owner": owner})
+        member = params["memberId"]
+        member_keys = {member["value"], f"{member.get('system')}|{member['value']}"}
+        if case is None or not member_keys & set(case.get("member_ids") or []):
+            raise FHIRError.single(404, "not-found", f"no prior-authorization request of your organization has tracking id {case_id[:40]} for this member")
+        if case["status"] != "pended":
+            raise FHIRError.single(409, "conflict", f"request {case_id} is {case['status']}; it takes no more attachments")
+        decisions = [ItemDecision(**d) for d in case["decisions"]]
+        waiting = {d.sequence for d in decisions if d.action == "A4"}
+        for i, att in enumerate(params["attachments"]):
+            unknown = [n for n in att["lines"] if n not in waiting]
+            if unknown:
+                raise FHIRError.single(422, "business-rule", f"attachment {i + 1} names line {unknown[0]}, which is not waiting for documentation", "Parameters.parameter.where(name='attachment')")
+        request_bundle = orjson.loads(case["request"])
+        base_url_of = (request_bundle.get("entry") or [{}])[0].get("fullUrl", "urn:x/Claim/x").rsplit("/", 2)[0]
+        seen = {orjson.dumps(a, option=orjson.OPT_SORT_KEYS) for a in case.get("attachments_received") or []}
+        fresh = [a for a in params["attachments"] if orjson.dumps(a["content"], option=orjson.OPT_SORT_KEYS) not in seen]
+        if not fresh:
+            raise FHIRError.single(409, "duplicate", "these attachments were already received for this request")
+        for att in fresh:
+            content = att["content"]
+            rid = content.get("id") or uuid.uuid4().hex
+            request_bundle.setdefault("entry", []).append({"fullUrl": f"{base_url_of}/{content['resourceType']}/{rid}-{uuid.uuid4().hex[:6]}", "resource": content})
+        pas = PasBundle(request_bundle)
+        member_check = await self.check_member(pas)
+        responses = questionnaire_responses(pas)
+        from server.rules import get_rules
+
+        rules = get_rules(self.state)
+        items = {int(i.get("sequence") or 0): i for i in pas.claim.get("item") or [] if isinstance(i, dict)}
+        history = [case_store.event("attachments-received", "provider", f"{len(fresh)} attachment(s)")]
+        for k, d in enumerate(decisions):
+            if d.action == "A4" and needs_documentation(d) and d.sequence in items:
+                again = decide_item(items[d.sequence], rules.evaluate(evaluation_input(pas, items[d.sequence], member_check.coverage, member_check.patient)), responses)
+                decisions[k] = again
+                history.append(case_store.event("item-redecided", "precert-rules", f"item {again.sequence}: {again.action} {again.reason or ''}".strip(), sequence=again.sequence))
+        still_pended = any(d.action == "A4" for d in decisions)
+        auth_number = case.get("auth_number") or (case_store.new_auth_number() if any(d.action in ("A1", "A6") for d in decisions) else None)
+        echo = Echo(pas)
+        cr = build_claim_response(pas, echo, response_id=case["response_id"], version=case["version"], decisions=decisions,
+                                  case_number=case_id, auth_number=auth_number)
+        bundle = response_bundle(cr, echo, base)
+        update = {
+            "request": orjson.dumps(request_bundle),
+            "decisions": [d.as_dict() for d in decisions],
+            "response": orjson.dumps(bundle),
+            "auth_number": auth_number,
+            "auth_numbers": [a for a in [auth_number] if a],
+            "status": "pended" if still_pended else "decided",
+        }
+        if not still_pended:
+            update["decided"] = utcnow()
+            update["decided_by"] = "precert-rules"
+        stored_cr = orjson.loads(orjson.dumps(cr))
+        stored_cr["request"] = {"reference": f"Claim/{case['claim_id']}"}
+        if case.get("patient_id"):
+            stored_cr["patient"] = {"reference": f"Patient/{case['patient_id']}"}
+
+        async def write(session):
+            result = await self.cases.update_one(
+                {"_id": case_id, "status": "pended", "decisions": case["decisions"]},
+                {"$set": update, "$push": {"history": {"$each": history}, "attachments_received": {"$each": [a["content"] for a in fresh]}}},
+                session=session)
+            if result.matched_count != 1:
+                raise FHIRError.single(409, "conflict", f"request {case_id} changed meanwhile; send the attachments again")
+            await self.storage.update("ClaimResponse", case["response_id"], stored_cr, owner=owner, session=session)
+            # The information-request Tasks of this case are answered.
+            tasks, _ = await self.storage.search("Task", {"k.identifier": {"$in": [f"{CASE_SYSTEM}|{case_id}"]}}, count=20, with_total=False)
+            for stored_task in tasks:
+                answered = dict(stored_task.resource)
+                if answered.get("status") in ("requested", "received", "accepted", "in-progress"):
+                    answered["status"] = "completed"
+                    answered["lastModified"] = fhir_instant(utcnow())
+                    await self.storage.update("Task", stored_task.id, answered, owner=owner, session=session)
+            subs = self.state.services.get("subscriptions")
+            if subs is not None and not still_pended:
+                await subs.notify_decision({**case, **update}, bundle, session=session)
+
+        await self.storage.transaction(write)
+        return ("Attachments received; the request is still pended." if still_pended
+                else "Attachments received; the request has been decided again.")

@@ -1,0 +1,85 @@
+"""The PAS information-request Task sent with a pend for documentation, per version answered."""
+
+from __future__ import annotations
+
+from fhir.resources.R4B.bundle import Bundle
+
+from tests.pas_support import CPT, claim_response, pas_request, submit
+
+SD = "http://hl7.org/fhir/us/davinci-pas/StructureDefinition/"
+
+
+def references(value, out=None) -> list[str]:
+    out = [] if out is None else out
+    if isinstance(value, dict):
+        if isinstance(value.get("reference"), str):
+            out.append(value["reference"])
+        for v in value.values():
+            references(v, out)
+    elif isinstance(value, list):
+        for v in value:
+            references(v, out)
+    return out
+
+
+def pended(client, version: str) -> tuple[dict, dict]:
+    body = submit(client, pas_request(version, code=(CPT, "70551"), member="PCM000004")).json()
+    Bundle.model_validate(body)
+    task = next(e["resource"] for e in body["entry"] if e["resource"]["resourceType"] == "Task")
+    return body, task
+
+
+def input_codes(task: dict) -> list[str]:
+    return [i["type"]["coding"][0]["code"] for i in task["input"]]
+
+
+def test_a_2_2_1_task_uses_service_line_numbers_and_questionnaire_context(client):
+    _, task = pended(client, "2.2.1")
+    assert input_codes(task)[0] == "payer-url"
+    assert "questionnaire-context" in input_codes(task) and "questionnaires-needed" not in input_codes(task)
+    context = next(i for i in task["input"] if i["type"]["coding"][0]["code"] == "questionnaire-context")
+    assert context["extension"][0] == {"url": SD + "extension-serviceLineNumber", "valuePositiveInt": 1}
+    assert isinstance(context["valueString"], str)
+
+
+def test_a_2_0_1_task_uses_pa_line_numbers_and_questionnaires_needed(client):
+    _, task = pended(client, "2.0.1")
+    assert "questionnaires-needed" in input_codes(task) and "questionnaire-context" not in input_codes(task)
+    needed = next(i for i in task["input"] if i["type"]["coding"][0]["code"] == "questionnaires-needed")
+    assert needed["extension"][0] == {"url": SD + "extension-paLineNumber", "valuePositiveInt": 1}
+    assert needed["valueIdentifier"]["value"].startswith("http")
+
+
+def test_the_task_says_why_and_by_when(client):
+    _, task = pended(client, "2.2.1")
+    assert task["status"] == "requested" and task["intent"] == "order"
+    assert "documentation" in task["statusReason"]["text"].lower()
+    assert task["restriction"]["period"]["end"]
+    assert task["code"]["coding"][0]["code"] == "attachment-request-questionnaire"
+    assert task["reasonCode"]["coding"][0]["code"] == "priorAuthorization"
+    assert task["owner"]["identifier"]["value"] and task["requester"]["identifier"]["value"]
+
+
+def test_every_reference_of_the_task_and_response_resolves_inside_the_bundle(client):
+    body, task = pended(client, "2.2.1")
+    full_urls = {e["fullUrl"] for e in body["entry"]}
+    assert task["for"]["reference"] in full_urls
+    assert task["reasonReference"]["reference"] in full_urls
+    assert task["owner"]["reference"] in full_urls
+    # Relative references resolve against the fullUrl base of the entries (FHIR Bundle rules).
+    dangling = [r for r in references(body) if r not in full_urls and not any(u.endswith("/" + r) for u in full_urls)]
+    assert dangling == []
+
+
+def test_the_task_can_be_read_by_the_provider(client):
+    body, task = pended(client, "2.2.1")
+    r = client.get(f"/fhir/Task/{task['id']}")
+    assert r.status_code == 200
+    assert r.json()["input"] == task["input"]
+    assert r.json()["for"]["reference"].startswith("Patient/")
+
+
+def test_an_approval_has_no_task(client):
+    body = submit(client, pas_request("2.2.1", code=(CPT, "99213"))).json()
+    assert claim_response(body)["outcome"] == "complete"
+    assert not [e for e in body["entry"] if e["resource"]["resourceType"] == "Task"]
