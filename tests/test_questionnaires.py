@@ -147,13 +147,6 @@ def test_cql_and_elm_declare_the_same_library(key):
     assert json.loads(library_text(resource, "application/elm+json")) == lib.elm
 
 
-def test_the_elm_files_are_what_the_authoring_script_writes():
-    from questionnaires.tools.libraries import LIBRARIES
-
-    for folder, elm in LIBRARIES.items():
-        assert json.loads((ROOT / folder / "library.elm.json").read_text()) == elm, folder
-
-
 def test_library_names_are_unique_and_dependencies_resolve():
     names = [lib.resource["name"] for lib in CATALOG.libraries.values()]
     assert len(names) == len(set(names))
