@@ -108,6 +108,22 @@ def test_an_adaptive_session_runs_to_completion(client, category):
     assert any(e["url"].endswith("qr-context") for e in final["extension"])
 
 
+def link_ids(items):
+    for item in items:
+        yield item["linkId"]
+        yield from link_ids(item.get("item", []))
+
+
+@pytest.mark.parametrize("category", ADAPTIVE)
+@pytest.mark.parametrize("kind", ["met", "not_met"])
+def test_no_step_of_an_adaptive_form_repeats_a_link_id(client, category, kind):
+    _, steps = drive(client, category, kind)
+    for step in steps:
+        ids = list(link_ids(step["contained"][0]["item"]))
+        assert len(ids) == len(set(ids)), f"que-2: {sorted(i for i in ids if ids.count(i) > 1)}"
+        QuestionnaireResponse.model_validate(step)
+
+
 def test_questions_disabled_by_earlier_answers_are_never_asked(client):
     final, _ = drive(client, "dme-home-oxygen")
     asked = {i["linkId"] for i in final["contained"][0]["item"]}

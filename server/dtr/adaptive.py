@@ -80,7 +80,8 @@ def _heading(group: dict) -> dict:
 
 
 def next_batch(template: Template, answers: dict[str, list[dict]], asked: list[str]) -> tuple[list[dict], bool]:
-    """The items to append after ``asked`` (a section heading first), and whether the form is done."""
+    """The items to append after ``asked`` (the linkIds of the questions and section headings already
+    shown), a section heading first when its section starts here, and whether the form is done."""
     asked_set = set(asked)
     enabled = enabled_items(template.questionnaire, answers)
     state: dict[str, str] = {}  # linkId -> asked | new | skipped | pending
@@ -171,22 +172,21 @@ def next_question(qr: dict, version: str, base: str) -> dict:
     items = form.get("item") or []
     if not isinstance(items, list):
         raise bad_request("the contained Questionnaire's item must be an array", "Questionnaire.item")
+    # asked: every linkId already in the contained form, section headings included, so that a section
+    # continued in a later step does not get its heading again (que-2: linkIds are unique).
     asked: list[str] = []
     shown: list[dict] = []
     for item in items:
         link_id = item.get("linkId") if isinstance(item, dict) else None
         if not isinstance(link_id, str):
             raise bad_request("every item of the contained Questionnaire needs a linkId", "Questionnaire.item.linkId")
-        if link_id == DONE_LINK_ID:
+        if link_id == DONE_LINK_ID or link_id in asked:
             continue
         definition = template.items.get(link_id)
         if definition is None:
             raise bad_request(f"the contained Questionnaire asks '{link_id[:64]}', which {template.title} does not have", "Questionnaire.item")
-        if definition["type"] == "group":
-            shown.append(_heading(definition))
-        else:
-            asked.append(link_id)
-            shown.append(_asked_copy(definition))
+        asked.append(link_id)
+        shown.append(_heading(definition) if definition["type"] == "group" else _asked_copy(definition))
     # Check the answers against the questions as Precert defines them, not the client's copy.
     problems = [i for i in check_response(qr, {"item": shown}) if i["severity"] == "error"]
     if problems:
