@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import copy
 import html
+from datetime import date
 
 from questionnaires.catalog import (
     EXT_ADAPTIVE, Catalog, Template, get_catalog, response_items,
 )
 from questionnaires.checker import check_response, collect_answers, enabled_items
 from questionnaires.criteria import assess_answers
-from server.dtr.common import V22, parse_parameters, requested_version
+from server.dtr.common import EXT_QR_CONTEXT, EXT_QR_COVERAGE, V22, parse_parameters, requested_version
 from server.fhir.errors import FHIRError, bad_request
 from server.fhir.operations import OperationCall, operation
 from server.fhir.responses import base_url, fhir_response
@@ -30,6 +31,7 @@ CONTAINED_ID = "adaptive"
 DONE_LINK_ID = "precert-complete"
 SDC_OD = "http://hl7.org/fhir/uv/sdc/OperationDefinition/Questionnaire-next-question"
 _STRIP = ("enableWhen", "enableBehavior", "item")
+EXT_COVERAGE_INFORMATION = "http://hl7.org/fhir/us/davinci-crd/StructureDefinition/ext-coverage-information"
 
 DEFINITION = {
     "resourceType": "OperationDefinition",
@@ -165,6 +167,43 @@ def _template_of(qr: dict, catalog: Catalog) -> tuple[Template, dict]:
     raise FHIRError.single(422, "not-found", f"the adaptive Questionnaire derives from {shown}, which is not a Precert form")
 
 
+def _coverage_reference(qr: dict) -> str | None:
+    for ext in qr.get("extension") or []:
+        if isinstance(ext, dict) and ext.get("url") in (EXT_QR_COVERAGE, EXT_QR_CONTEXT):
+            ref = (ext.get("valueReference") or {}).get("reference")
+            if isinstance(ref, str) and ref.startswith("Coverage/"):
+                return ref
+    return None
+
+
+def coverage_information(qr: dict, met: bool | None, unmet: list[str]) -> dict | None:
+    """The CRD coverage-information a completed DTR 2.2 adaptive response carries (DTR spec-33), or
+    None when the response names no Coverage (the extension requires one).
+
+    Completing the form does not authorize anything: prior authorization is still requested through
+    PAS, so ``pa-needed`` stays ``auth-needed`` and no ``satisfied-pa-id`` is issued (spec-41/42).
+    When the answers miss the criteria, coverage is ``conditional`` on what the reason says."""
+    coverage = _coverage_reference(qr)
+    if coverage is None:
+        return None
+    if met is False:
+        covered, reason = "conditional", "Criteria not met: " + "; ".join(unmet) + "."
+    else:
+        covered, reason = "covered", "Documentation complete; request prior authorization with these answers."
+    ext = [
+        {"url": "coverage", "valueReference": {"reference": coverage}},
+        {"url": "covered", "valueCode": covered},
+        {"url": "pa-needed", "valueCode": "auth-needed"},
+    ]
+    if covered == "conditional":
+        ext.append({"url": "info-needed", "valueCode": "OTH"})
+    ext.append({"url": "reason", "valueCodeableConcept": {"text": reason[:1000]}})
+    ext.append({"url": "date", "valueDate": date.today().isoformat()})
+    # The same id on every completion of this response: a new completion replaces the last (spec-45/47).
+    ext.append({"url": "coverage-assertion-id", "valueString": f"dtr-{qr.get('id') or 'adaptive'}"[:64]})
+    return {"url": EXT_COVERAGE_INFORMATION, "extension": ext}
+
+
 def next_question(qr: dict, version: str, base: str) -> dict:
     """One $next-question step. Raises FHIRError (400) when the answers are not acceptable."""
     catalog = get_catalog()
@@ -205,6 +244,10 @@ def next_question(qr: dict, version: str, base: str) -> dict:
         else:
             summary = "All questions are answered."
         new_items.append({"linkId": DONE_LINK_ID, "text": summary, "type": "display"})
+        if version == V22:
+            extensions = [e for e in out.get("extension") or [] if not (isinstance(e, dict) and e.get("url") == EXT_COVERAGE_INFORMATION)]
+            info = coverage_information(qr, assessment.met, assessment.unmet)
+            out["extension"] = extensions + ([info] if info else [])
     contained_form = contained_questionnaire(template, new_items, version, base)
     return {
         "resourceType": "QuestionnaireResponse",
