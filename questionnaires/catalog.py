@@ -5,7 +5,8 @@ Each folder holds what a clinician and a reviewer would read, in the form easies
 - ``questionnaire.yaml``: the form (FHIR Questionnaire items with a few shorthands, see
   :func:`_item`), with the public coverage criteria it follows cited in comments;
 - ``library.cql`` and ``library.elm.json``: the pre-population logic the DTR client runs (CQL text
-  and its hand-written ELM, both shipped in the Library);
+  and the ELM the official translator compiles from it, ``questionnaires/tools/build-libraries.mjs``;
+  both shipped in the Library);
 - ``valuesets.yaml``: the value sets the items and the library bind (all enumerated, so Precert can
   expand them itself);
 - ``criteria.yaml``: the payer's decision criteria over the answers, plus a met and a not-met
