@@ -162,6 +162,29 @@ def elm_identifier(library: dict) -> tuple[str, str]:
     return elm["library"]["identifier"]["id"], elm["library"]["identifier"]["version"]
 
 
+def with_two_coverages(body: dict) -> dict:
+    second = {**sandbox_coverage(), "id": "cov-other"}
+    body["parameter"].insert(1, {"name": "coverage", "resource": second})
+    return body
+
+
+def test_dtr_2_2_refuses_a_package_request_with_two_coverages(client):
+    r = post(client, with_two_coverages(package_request(device_request(), version="2.2.0")))
+    assert r.status_code == 400, r.text
+    body = r.json()
+    assert body["resourceType"] == "OperationOutcome" and "exactly one 'coverage'" in body["issue"][0]["diagnostics"]
+
+
+def test_dtr_2_0_1_uses_the_first_of_two_coverages_and_says_so(client):
+    r = post(client, with_two_coverages(package_request(device_request())))
+    assert r.status_code == 200, r.text
+    [bundle] = bundles(r.json())
+    [qr] = entries(bundle, "QuestionnaireResponse")
+    refs = [e["valueReference"]["reference"] for e in qr["extension"] if e["url"] == EXT + "qr-context"]
+    assert refs[0] == "Coverage/cov-001"
+    assert any("first" in i["diagnostics"] for i in outcome(r.json())["issue"])
+
+
 def test_an_order_without_documentation_needs_gets_an_informational_outcome(client):
     r = post(client, package_request(service_request("99213", "Office visit")))
     assert r.status_code == 200

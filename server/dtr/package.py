@@ -315,6 +315,10 @@ async def questionnaire_package(call: OperationCall):
         raise FHIRError.single(400, "required", "at least one of 'order', 'questionnaire' and 'context' is required (dtr-1)", "Parameters.parameter")
     if not coverages:
         raise FHIRError.single(400, "required", "a 'coverage' parameter is required: the Coverage the documentation is for", "Parameters.parameter")
+    if len(coverages) > 1:
+        if version == V22:  # DTR 2.2 (FHIR-51736): coverage 1..1
+            raise bad_request(f"DTR 2.2 takes exactly one 'coverage' parameter, not {len(coverages)}", "Parameters.parameter.where(name='coverage')")
+        notes.append(issue("not-supported", f"{len(coverages)} coverages were given; the documentation is collected for the first", "Parameters.parameter.where(name='coverage')", "warning"))
     coverage = coverages[0]
 
     rules = _rules(state)
