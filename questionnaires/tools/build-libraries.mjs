@@ -76,11 +76,12 @@ function compiler() {
 }
 
 function message(e, folder) {
-  const loc = e.locator;
+  // TrackBack exposes no typed accessors in the JS build; its toString carries the position.
+  const line = e.locator ? String(e.locator).match(/startLine=(\d+)/) : null;
   return {
     severity: e.severity.name,
     folder,
-    line: loc ? loc.startLine : null,
+    line: line ? Number(line[1]) : null,
     text: String(e.message),
   };
 }
@@ -100,15 +101,15 @@ export function build({ write }) {
   for (const folder of libraryFolders()) {
     // A fresh manager per library: no compiled include leaks state from one library into the next.
     const translator = CqlTranslator.fromText(readFileSync(join(ROOT, folder, "library.cql"), "utf8"), compiler());
+    // Kotlin lists: toArray() gives a JS array. `exceptions` holds every message, errors included.
     const messages = [];
-    const kt = translator.messages;
-    for (let i = 0; i < kt.size; i++) {
-      const m = message(kt.get(i), folder);
+    for (const e of translator.exceptions.toArray()) {
+      const m = message(e, folder);
       if (m.severity === "Info") continue;
-      m.accepted = isAccepted(m, accepted);
+      m.accepted = m.severity !== "Error" && isAccepted(m, accepted);
       messages.push(m);
     }
-    const hasError = translator.errors.size > 0;
+    const hasError = translator.errors.toArray().length > 0;
     const elm = hasError ? null : JSON.stringify(JSON.parse(translator.toJson()), null, 1) + "\n";
     const path = join(ROOT, folder, "library.elm.json");
     const committed = existsSync(path) ? readFileSync(path, "utf8") : null;
