@@ -5,7 +5,8 @@ Each folder holds what a clinician and a reviewer would read, in the form easies
 - ``questionnaire.yaml``: the form (FHIR Questionnaire items with a few shorthands, see
   :func:`_item`), with the public coverage criteria it follows cited in comments;
 - ``library.cql`` and ``library.elm.json``: the pre-population logic the DTR client runs (CQL text
-  and its hand-written ELM, both shipped in the Library);
+  and the ELM the official translator compiles from it, ``questionnaires/tools/build-libraries.mjs``;
+  both shipped in the Library);
 - ``valuesets.yaml``: the value sets the items and the library bind (all enumerated, so Precert can
   expand them itself);
 - ``criteria.yaml``: the payer's decision criteria over the answers, plus a met and a not-met
@@ -390,6 +391,21 @@ def _launch_context(name: str, rtype: str, description: str) -> dict:
     ]}
 
 
+def _reexported(specs: list, library_name: str) -> list:
+    """The header items with their ``PrecertCommon.X`` expressions renamed to the form library, which
+    re-exports ``X``."""
+    out = []
+    for spec in specs:
+        spec = dict(spec)
+        initial = spec.get("initial")
+        if isinstance(initial, str) and initial.startswith("PrecertCommon."):
+            spec["initial"] = library_name + initial[len("PrecertCommon"):]
+        if spec.get("item"):
+            spec["item"] = _reexported(spec["item"], library_name)
+        out.append(spec)
+    return out
+
+
 def _form_extensions(library_urls: list[str], variables: list[dict]) -> list[dict]:
     ext = [{"url": EXT_CQF_LIBRARY, "valueCanonical": url} for url in library_urls]
     ext.append(_launch_context("patient", "Patient", "The patient the documentation is about"))
@@ -485,7 +501,7 @@ class Catalog:
     def _template(self, category: str, spec: dict, header_items: list) -> Template:
         where = f"questionnaires/{category}/questionnaire.yaml"
         lib = self.libraries[category]
-        specs = list(header_items) + list(spec.get("items") or [])
+        specs = _reexported(header_items, lib.header.name) + list(spec.get("items") or [])
         options_for: dict = {}
         _collect_options(specs, self.valuesets, options_for)
         prefill: dict = {}
@@ -498,7 +514,10 @@ class Catalog:
         except TemplateError as exc:
             raise TemplateError(f"{where}: {exc}") from None
         closure = self._library_closure(lib)
-        library_urls = [lib.url] + [dep.url for dep in closure[1:]]
+        # One cqf-library per form (DTR clients treat every listed library as a root and every include
+        # as a dependency: listing PrecertCommon as both breaks their lookup). The form library
+        # re-exports the common defines the header items use.
+        library_urls = [lib.url]
         url = f"{BASE}/Questionnaire/{category}"
         title = spec.get("title", category)
         questionnaire = {

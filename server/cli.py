@@ -85,6 +85,10 @@ def main(argv: list[str] | None = None) -> int:
     walk.add_argument("--password", default="reviewer-sandbox")
     walk.set_defaults(func=_walkthrough)
 
+    from questionnaires.build import add_subcommand as add_build_libraries  # precert build-libraries
+
+    add_build_libraries(sub)
+
     args = parser.parse_args(argv)
     logging.basicConfig(level=getattr(logging, str(getattr(args, "log_level", "info")).upper(), logging.INFO),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -12,6 +12,7 @@ import logging
 
 import orjson
 
+from server.sandbox_charts import chart_resources
 from server.storage import Storage, VersionConflict
 
 log = logging.getLogger("precert.sandbox")

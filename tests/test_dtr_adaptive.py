@@ -108,6 +108,46 @@ def test_an_adaptive_session_runs_to_completion(client, category):
     assert any(e["url"].endswith("qr-context") for e in final["extension"])
 
 
+def link_ids(items):
+    for item in items:
+        yield item["linkId"]
+        yield from link_ids(item.get("item", []))
+
+
+@pytest.mark.parametrize("category", ADAPTIVE)
+@pytest.mark.parametrize("kind", ["met", "not_met"])
+def test_no_step_of_an_adaptive_form_repeats_a_link_id(client, category, kind):
+    _, steps = drive(client, category, kind)
+    for step in steps:
+        ids = list(link_ids(step["contained"][0]["item"]))
+        assert len(ids) == len(set(ids)), f"que-2: {sorted(i for i in ids if ids.count(i) > 1)}"
+        QuestionnaireResponse.model_validate(step)
+
+
+COVERAGE_INFORMATION = "http://hl7.org/fhir/us/davinci-crd/StructureDefinition/ext-coverage-information"
+
+
+def coverage_information(qr: dict) -> list[dict]:
+    found = [e for e in qr.get("extension", []) if e["url"] == COVERAGE_INFORMATION]
+    return [{sub["url"]: next(v for k, v in sub.items() if k.startswith("value")) for sub in e["extension"]} for e in found]
+
+
+@pytest.mark.parametrize("kind, covered", [("met", "covered"), ("not_met", "conditional")])
+def test_a_completed_dtr_2_2_adaptive_response_carries_coverage_information(client, kind, covered):
+    final, steps = drive(client, "dme-home-oxygen", kind, version="2.2.0")
+    [info] = coverage_information(final)
+    coverage = next(e["valueReference"]["reference"] for e in final["extension"] if e["url"].endswith("qr-coverage"))
+    assert info["coverage"] == {"reference": coverage}
+    assert info["covered"] == covered and info["pa-needed"] == "auth-needed"
+    assert "satisfied-pa-id" not in info and info["date"] and info["coverage-assertion-id"] and info["reason"]["text"]
+    assert all(coverage_information(s) == [] for s in steps[:-1])
+
+
+def test_dtr_2_0_1_adaptive_responses_keep_their_shape_without_coverage_information(client):
+    final, _ = drive(client, "dme-home-oxygen")
+    assert coverage_information(final) == []
+
+
 def test_questions_disabled_by_earlier_answers_are_never_asked(client):
     final, _ = drive(client, "dme-home-oxygen")
     asked = {i["linkId"] for i in final["contained"][0]["item"]}

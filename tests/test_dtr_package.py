@@ -138,6 +138,53 @@ def test_two_orders_get_one_bundle_per_form(client):
     assert refs == ["Coverage/cov-001", "DeviceRequest/devreq-e0424", "DeviceRequest/devreq-e1390"]
 
 
+def test_two_forms_carry_each_library_once_and_every_include_resolves_in_the_response(client):
+    r = post(client, package_request(device_request(), service_request("72148")))
+    assert r.status_code == 200, r.text
+    found = bundles(r.json())
+    assert len(found) == 2
+    libraries = [lib for b in found for lib in entries(b, "Library")]
+    names = [lib["name"] for lib in libraries]
+    assert sorted(names) == ["AdvancedImaging", "HomeOxygen", "PrecertCommon"]
+    by_name = {lib["name"]: lib for lib in libraries}
+    for lib in libraries:
+        elm = json.loads(base64.b64decode(next(c["data"] for c in lib["content"] if c["contentType"] == "application/elm+json")))
+        for include in elm["library"].get("includes", {}).get("def", []):
+            assert elm_identifier(by_name[include["path"]]) == (include["path"], include["version"])
+    for b in found:
+        form = b["entry"][0]["resource"]
+        cqf = [e["valueCanonical"] for e in form["extension"] if e["url"].endswith("cqf-library")]
+        assert len(cqf) == 1 and cqf[0].split("|")[0] in {lib["url"] for lib in libraries}
+
+
+def elm_identifier(library: dict) -> tuple[str, str]:
+    elm = json.loads(base64.b64decode(next(c["data"] for c in library["content"] if c["contentType"] == "application/elm+json")))
+    return elm["library"]["identifier"]["id"], elm["library"]["identifier"]["version"]
+
+
+def with_two_coverages(body: dict) -> dict:
+    second = {**sandbox_coverage(), "id": "cov-other"}
+    body["parameter"].insert(1, {"name": "coverage", "resource": second})
+    return body
+
+
+def test_dtr_2_2_refuses_a_package_request_with_two_coverages(client):
+    r = post(client, with_two_coverages(package_request(device_request(), version="2.2.0")))
+    assert r.status_code == 400, r.text
+    body = r.json()
+    assert body["resourceType"] == "OperationOutcome" and "exactly one 'coverage'" in body["issue"][0]["diagnostics"]
+
+
+def test_dtr_2_0_1_uses_the_first_of_two_coverages_and_says_so(client):
+    r = post(client, with_two_coverages(package_request(device_request())))
+    assert r.status_code == 200, r.text
+    [bundle] = bundles(r.json())
+    [qr] = entries(bundle, "QuestionnaireResponse")
+    refs = [e["valueReference"]["reference"] for e in qr["extension"] if e["url"] == EXT + "qr-context"]
+    assert refs[0] == "Coverage/cov-001"
+    assert any("first" in i["diagnostics"] for i in outcome(r.json())["issue"])
+
+
 def test_an_order_without_documentation_needs_gets_an_informational_outcome(client):
     r = post(client, package_request(service_request("99213", "Office visit")))
     assert r.status_code == 200

@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import copy
 import html
+from datetime import date
 
 from questionnaires.catalog import (
     EXT_ADAPTIVE, Catalog, Template, get_catalog, response_items,
 )
 from questionnaires.checker import check_response, collect_answers, enabled_items
 from questionnaires.criteria import assess_answers
-from server.dtr.common import V22, parse_parameters, requested_version
+from server.dtr.common import EXT_QR_CONTEXT, EXT_QR_COVERAGE, V22, parse_parameters, requested_version
 from server.fhir.errors import FHIRError, bad_request
 from server.fhir.operations import OperationCall, operation
 from server.fhir.responses import base_url, fhir_response
@@ -30,6 +31,7 @@ CONTAINED_ID = "adaptive"
 DONE_LINK_ID = "precert-complete"
 SDC_OD = "http://hl7.org/fhir/uv/sdc/OperationDefinition/Questionnaire-next-question"
 _STRIP = ("enableWhen", "enableBehavior", "item")
+EXT_COVERAGE_INFORMATION = "http://hl7.org/fhir/us/davinci-crd/StructureDefinition/ext-coverage-information"
 
 DEFINITION = {
     "resourceType": "OperationDefinition",
@@ -80,7 +82,8 @@ def _heading(group: dict) -> dict:
 
 
 def next_batch(template: Template, answers: dict[str, list[dict]], asked: list[str]) -> tuple[list[dict], bool]:
-    """The items to append after ``asked`` (a section heading first), and whether the form is done."""
+    """The items to append after ``asked`` (the linkIds of the questions and section headings already
+    shown), a section heading first when its section starts here, and whether the form is done."""
     asked_set = set(asked)
     enabled = enabled_items(template.questionnaire, answers)
     state: dict[str, str] = {}  # linkId -> asked | new | skipped | pending
@@ -164,6 +167,43 @@ def _template_of(qr: dict, catalog: Catalog) -> tuple[Template, dict]:
     raise FHIRError.single(422, "not-found", f"the adaptive Questionnaire derives from {shown}, which is not a Precert form")
 
 
+def _coverage_reference(qr: dict) -> str | None:
+    for ext in qr.get("extension") or []:
+        if isinstance(ext, dict) and ext.get("url") in (EXT_QR_COVERAGE, EXT_QR_CONTEXT):
+            ref = (ext.get("valueReference") or {}).get("reference")
+            if isinstance(ref, str) and ref.startswith("Coverage/"):
+                return ref
+    return None
+
+
+def coverage_information(qr: dict, met: bool | None, unmet: list[str]) -> dict | None:
+    """The CRD coverage-information a completed DTR 2.2 adaptive response carries (DTR spec-33), or
+    None when the response names no Coverage (the extension requires one).
+
+    Completing the form does not authorize anything: prior authorization is still requested through
+    PAS, so ``pa-needed`` stays ``auth-needed`` and no ``satisfied-pa-id`` is issued (spec-41/42).
+    When the answers miss the criteria, coverage is ``conditional`` on what the reason says."""
+    coverage = _coverage_reference(qr)
+    if coverage is None:
+        return None
+    if met is False:
+        covered, reason = "conditional", "Criteria not met: " + "; ".join(unmet) + "."
+    else:
+        covered, reason = "covered", "Documentation complete; request prior authorization with these answers."
+    ext = [
+        {"url": "coverage", "valueReference": {"reference": coverage}},
+        {"url": "covered", "valueCode": covered},
+        {"url": "pa-needed", "valueCode": "auth-needed"},
+    ]
+    if covered == "conditional":
+        ext.append({"url": "info-needed", "valueCode": "OTH"})
+    ext.append({"url": "reason", "valueCodeableConcept": {"text": reason[:1000]}})
+    ext.append({"url": "date", "valueDate": date.today().isoformat()})
+    # The same id on every completion of this response: a new completion replaces the last (spec-45/47).
+    ext.append({"url": "coverage-assertion-id", "valueString": f"dtr-{qr.get('id') or 'adaptive'}"[:64]})
+    return {"url": EXT_COVERAGE_INFORMATION, "extension": ext}
+
+
 def next_question(qr: dict, version: str, base: str) -> dict:
     """One $next-question step. Raises FHIRError (400) when the answers are not acceptable."""
     catalog = get_catalog()
@@ -171,22 +211,21 @@ def next_question(qr: dict, version: str, base: str) -> dict:
     items = form.get("item") or []
     if not isinstance(items, list):
         raise bad_request("the contained Questionnaire's item must be an array", "Questionnaire.item")
+    # asked: every linkId already in the contained form, section headings included, so that a section
+    # continued in a later step does not get its heading again (que-2: linkIds are unique).
     asked: list[str] = []
     shown: list[dict] = []
     for item in items:
         link_id = item.get("linkId") if isinstance(item, dict) else None
         if not isinstance(link_id, str):
             raise bad_request("every item of the contained Questionnaire needs a linkId", "Questionnaire.item.linkId")
-        if link_id == DONE_LINK_ID:
+        if link_id == DONE_LINK_ID or link_id in asked:
             continue
         definition = template.items.get(link_id)
         if definition is None:
             raise bad_request(f"the contained Questionnaire asks '{link_id[:64]}', which {template.title} does not have", "Questionnaire.item")
-        if definition["type"] == "group":
-            shown.append(_heading(definition))
-        else:
-            asked.append(link_id)
-            shown.append(_asked_copy(definition))
+        asked.append(link_id)
+        shown.append(_heading(definition) if definition["type"] == "group" else _asked_copy(definition))
     # Check the answers against the questions as Precert defines them, not the client's copy.
     problems = [i for i in check_response(qr, {"item": shown}) if i["severity"] == "error"]
     if problems:
@@ -205,6 +244,10 @@ def next_question(qr: dict, version: str, base: str) -> dict:
         else:
             summary = "All questions are answered."
         new_items.append({"linkId": DONE_LINK_ID, "text": summary, "type": "display"})
+        if version == V22:
+            extensions = [e for e in out.get("extension") or [] if not (isinstance(e, dict) and e.get("url") == EXT_COVERAGE_INFORMATION)]
+            info = coverage_information(qr, assessment.met, assessment.unmet)
+            out["extension"] = extensions + ([info] if info else [])
     contained_form = contained_questionnaire(template, new_items, version, base)
     return {
         "resourceType": "QuestionnaireResponse",

@@ -85,7 +85,7 @@ _STATIC: dict[tuple, tuple] = {}
 
 
 def _static_entries(template: Template, adaptive_form: bool, version: str, base: str) -> tuple:
-    """(Questionnaire entry bytes, [Library and ValueSet entry bytes]) for one form."""
+    """(Questionnaire entry bytes, [(fullUrl, Library or ValueSet entry bytes)]) for one form."""
     key = (template.category, adaptive_form, version, base, date.today())
     hit = _STATIC.get(key)
     if hit is not None:
@@ -104,11 +104,12 @@ def _static_entries(template: Template, adaptive_form: bool, version: str, base:
                 ext["valueUrl"] = base
     q_entry = orjson.Fragment(orjson.dumps({"fullUrl": f"{base}/Questionnaire/{form['id']}", "resource": form}))
     now = fhir_instant(utcnow())
-    rest = [orjson.Fragment(orjson.dumps({"fullUrl": f"{base}/Library/{lib['id']}", "resource": lib})) for lib in template.libraries]
+    rest = [(f"{base}/Library/{lib['id']}", orjson.Fragment(orjson.dumps({"fullUrl": f"{base}/Library/{lib['id']}", "resource": lib})))
+            for lib in template.libraries]
     for vs in template.valuesets:
         contains = expansion_contains(vs)
         expanded = {**vs, "expansion": {"identifier": f"urn:uuid:{uuid.uuid4()}", "timestamp": now, "total": len(contains), "contains": contains}}
-        rest.append(orjson.Fragment(orjson.dumps({"fullUrl": f"{base}/ValueSet/{vs['id']}", "resource": expanded})))
+        rest.append((f"{base}/ValueSet/{vs['id']}", orjson.Fragment(orjson.dumps({"fullUrl": f"{base}/ValueSet/{vs['id']}", "resource": expanded}))))
     _STATIC[key] = (q_entry, rest)
     return q_entry, rest
 
@@ -314,6 +315,10 @@ async def questionnaire_package(call: OperationCall):
         raise FHIRError.single(400, "required", "at least one of 'order', 'questionnaire' and 'context' is required (dtr-1)", "Parameters.parameter")
     if not coverages:
         raise FHIRError.single(400, "required", "a 'coverage' parameter is required: the Coverage the documentation is for", "Parameters.parameter")
+    if len(coverages) > 1:
+        if version == V22:  # DTR 2.2 (FHIR-51736): coverage 1..1
+            raise bad_request(f"DTR 2.2 takes exactly one 'coverage' parameter, not {len(coverages)}", "Parameters.parameter.where(name='coverage')")
+        notes.append(issue("not-supported", f"{len(coverages)} coverages were given; the documentation is collected for the first", "Parameters.parameter.where(name='coverage')", "warning"))
     coverage = coverages[0]
 
     rules = _rules(state)
@@ -385,8 +390,13 @@ async def questionnaire_package(call: OperationCall):
 
     base = base_url(call.request)
     bundles = []
+    # Each Library once per response (DTR clients and the DTR test kit key libraries by name across
+    # every Bundle): a later Bundle relies on the copy an earlier one carries.
+    carried: set[str] = set()
     for sel in chosen:
-        q_entry, rest = _static_entries(sel.template, sel.adaptive, version, base)
+        q_entry, static = _static_entries(sel.template, sel.adaptive, version, base)
+        rest = [entry for url, entry in static if url not in carried]
+        carried.update(url for url, _ in static if "/Library/" in url)
         qr = draft_response(sel, coverage, referenced, version, base)
         bundle_id = str(uuid.uuid4())
         bundles.append({
