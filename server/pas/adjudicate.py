@@ -36,6 +36,10 @@ class ItemDecision:
     cancelled: bool = False
     pa_needed: str | None = None
     trace: list[str] = field(default_factory=list)
+    reason_code: str | None = None  # server.pas.reasons code of a denial or modification
+    reason_class: str | None = None  # "administrative" | "clinical"
+    automatic_clinical_denial: bool = False  # denied on clinical grounds by the payer's opt-in rule
+    criteria_not_met: list[str] = field(default_factory=list)  # the unmet criteria, for the physician
 
     def as_dict(self) -> dict:
         return asdict(self)

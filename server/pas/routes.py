@@ -1,4 +1,4 @@
-"""Installs Prior Authorization Support: the Claim operations, case storage and the review API."""
+"""Installs Prior Authorization Support: the Claim operations, and case storage (the staff review API is server.review.api)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,6 @@ def install(app: FastAPI) -> None:
     from server.pas import operations  # noqa: F401  (registers $submit and $inquire)
     from server.pas import cases
     from server.pas.service import PasService
-    from server.pas.review_api import router
-
-    app.include_router(router)
 
     async def start(state) -> None:
         await cases.ensure_indexes(state.storage)
