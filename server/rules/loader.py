@@ -35,7 +35,8 @@ _BUILTIN_VARIABLES = frozenset({"context", "resource", "rootResource", "ucum", "
 _VARIABLE = re.compile(r"%([A-Za-z_][A-Za-z0-9_]*)")
 
 SETTABLE = ("covered", "pa_needed", "doc_needed", "doc_purpose", "info_needed", "questionnaires", "reason",
-            "instructions", "links", "billing_codes", "review", "max_units", "auth_period_days", "alternatives")
+            "instructions", "links", "billing_codes", "review", "max_units", "auth_period_days", "alternatives",
+            "auto_clinical_denial")
 RULE_KEYS = frozenset(SETTABLE) | {"id", "title", "description", "category", "plans", "codes", "gold_card",
                                    "questionnaire", "conditions", "priority"}
 
@@ -267,6 +268,11 @@ class _Reader:
                 out[key] = self.links(file, val, p, line)
             elif key in ("billing_codes", "alternatives"):
                 out[key] = self.codings(file, val, p, line, with_note=key == "alternatives")
+            elif key == "auto_clinical_denial":
+                if not isinstance(val, bool):
+                    err(file, line, p, f"'{val}' is not true or false")
+                else:
+                    out[key] = val
             elif key in ("max_units", "auth_period_days"):
                 if val is None:
                     out[key] = None
