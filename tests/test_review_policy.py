@@ -64,3 +64,31 @@ def test_a_plans_exclusion_is_still_denied_automatically_as_administrative():
     det = rules.evaluate(EvaluationInput(codes=[{"system": CPT, "code": "15830"}], coverage=sandbox("Coverage", "cov-001")))
     d = decide_item({"sequence": 1, "productOrService": {"coding": [{"system": CPT, "code": "15830"}]}}, det, [])
     assert d.action == "A3" and d.reason_class == "administrative" and not d.automatic_clinical_denial
+
+
+# ---------------------------------------------------------------------------------- clocks as data
+def test_decision_clocks_come_from_the_payer_configuration():
+    from datetime import datetime, timedelta, timezone
+
+    from server.pas.cases import due_time
+
+    clocks = load_directory(SANDBOX).payer.clocks
+    assert clocks == {"specialty-drugs": {"expedited": 24.0, "standard": 24.0}}
+    received = datetime(2026, 3, 2, 9, tzinfo=timezone.utc)
+    assert due_time(received, False, {"specialty-drugs"}, clocks) == received + timedelta(hours=24)
+    assert due_time(received, False, {"inpatient-surgery"}, clocks) == received + timedelta(days=7)
+    assert due_time(received, True, {"inpatient-surgery"}, clocks) == received + timedelta(hours=72)
+    # A request spanning categories runs on the shortest clock; "default" stands in for the rest.
+    both = {"default": {"standard": 96.0}, "advanced-imaging": {"standard": 48.0}}
+    assert due_time(received, False, {"advanced-imaging", "dme-wheelchair"}, both) == received + timedelta(hours=48)
+    assert due_time(received, False, {"dme-wheelchair"}, both) == received + timedelta(hours=96)
+
+
+def test_a_clock_that_is_not_a_number_of_hours_is_refused(tmp_path):
+    target = tmp_path / "rules"
+    shutil.copytree(SANDBOX, target)
+    payer = target / "payer.yaml"
+    payer.write_text(payer.read_text().replace("{expedited_hours: 24, standard_hours: 24}", "{expedited_hours: soon}"))
+    with pytest.raises(RulesError) as exc:
+        load_directory(target)
+    assert any("payer.clocks.specialty-drugs.expedited_hours: 'soon' is not a number of hours" in e for e in exc.value.errors)

@@ -174,7 +174,7 @@ class PasService:
             "status": status,
             "urgency": "expedited" if is_expedited else "standard",
             "received": received,
-            "due": case_store.due_time(received, is_expedited),
+            "due": case_store.due_time(received, is_expedited, {d.category for d in decisions if d.category}, rules_clocks(self.state)),
             "decided": received if status in ("decided", "error", "cancelled") else None,
             "auth_number": auth_number,
             "request": orjson.dumps(request_bundle),
@@ -338,3 +338,10 @@ class PasService:
                 raise FHIRError.single(404, "not-found", "no prior-authorization request matches this inquiry")
             return bundles[0], 200
         return {"resourceType": "Parameters", "parameter": [{"name": "return", "resource": b} for b in bundles]}, 200
+
+
+def rules_clocks(state) -> dict:
+    """The payer's decision clocks by service category (see server.pas.cases.due_time)."""
+    from server.rules import get_rules
+
+    return getattr(get_rules(state).payer, "clocks", None) or {}

@@ -192,6 +192,9 @@ class Payer:
     network_npis: frozenset[str]
     network_orgs: frozenset[str]
     preferred_sites: tuple[dict, ...] = ()   # in-network places to propose: {reference, display}
+    # Decision clocks: {category or "default": {"expedited": hours, "standard": hours}}; a category
+    # not named keeps the CMS-0057-F default (72 hours expedited, 7 days standard).
+    clocks: dict = field(default_factory=dict)
 
 
 def _as_list(value: Any) -> list:
@@ -389,6 +392,30 @@ class _Reader:
         if not isinstance(contact, dict):
             err(file, p.line_of("contact"), "payer.contact", "must be a mapping (phone, url, email)")
             contact = {}
+        clocks: dict = {}
+        raw_clocks = p.get("clocks") or {}
+        if not isinstance(raw_clocks, dict):
+            err(file, p.line_of("clocks"), "payer.clocks", "must be a mapping: category -> {expedited_hours, standard_hours}")
+            raw_clocks = {}
+        for cat, spec in raw_clocks.items():
+            where = f"payer.clocks.{cat}"
+            if cat != "default" and cat not in CATEGORIES:
+                err(file, raw_clocks.line_of(cat), where, f"not a service category; use default or one of {', '.join(CATEGORIES)}")
+                continue
+            if not isinstance(spec, dict) or not spec or set(spec) - {"expedited_hours", "standard_hours"}:
+                err(file, raw_clocks.line_of(cat), where, "give expedited_hours and/or standard_hours")
+                continue
+            hours = {}
+            for key, val in spec.items():
+                try:
+                    number = float(str(val)) if not isinstance(val, bool) else 0.0
+                except ValueError:
+                    number = 0.0
+                if not 0 < number <= 24 * 60:
+                    err(file, spec.line_of(key), f"{where}.{key}", f"'{val}' is not a number of hours (up to 1440)")
+                else:
+                    hours[key.split("_")[0]] = number
+            clocks[str(cat)] = hours
         self.payer = Payer(
             id=pid or "", name=name or "",
             aliases=tuple(str(a).strip() for a in _as_list(p.get("aliases")) if _string(a)),
@@ -397,6 +424,7 @@ class _Reader:
             unidentified_payor=mode,
             plans=tuple(str(x).strip() for x in _as_list(p.get("plans")) if _string(x)),
             contact={k: str(v) for k, v in contact.items() if _string(v)},
+            clocks=clocks,
             network_npis=frozenset(str(n).strip() for n in _as_list(network.get("npis")) if _string(n)),
             network_orgs=frozenset(_ref_id(str(o)) for o in _as_list(network.get("organizations")) if _string(o)),
             preferred_sites=tuple(self.sites(file, network.get("preferred_sites"), p.line_of("network"))),
