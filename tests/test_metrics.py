@@ -263,3 +263,10 @@ def test_decisions_extensions_and_appeals_flow_into_the_figures(client, anonymou
     after = anonymous.get("/reports/prior-auth.json", params=period).json()["standard"]
     delta = {k: after[k] - before[k] for k in ("requests", "approved", "denied", "approved_after_appeal", "extended", "approved_after_extension")}
     assert delta == {"requests": 2, "approved": 1, "denied": 1, "approved_after_appeal": 1, "extended": 1, "approved_after_extension": 1}
+
+
+def test_report_page_counts_late_decisions_and_automatic_clinical_denials(seeded, anonymous):
+    page = anonymous.get("/reports/prior-auth", params=MARCH)
+    assert page.status_code == 200
+    assert "<th>Decided after the clock ran out</th><td>1</td><td>0</td><td>1</td>" in page.text
+    assert "<th>Denied on clinical grounds without human review (payer opt-in)</th><td>1</td><td>0</td><td>1</td>" in page.text
