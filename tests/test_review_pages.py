@@ -353,3 +353,12 @@ def test_the_case_view_tolerates_any_stored_request(request_bytes):
     out = view.request_view(case)
     assert out["member"]["name"] and isinstance(out["items"], list)
     assert view.member_name(case) in ("", "(no name given)") or isinstance(view.member_name(case), str)
+
+
+def test_the_case_page_shows_the_review_record_of_a_physician_denial(client, reviewer):
+    from tests.test_review_support import RATIONALE, denied_case
+
+    _, number = denied_case(client)
+    page = client.get(f"/review/cases/{number}", headers=reviewer).text
+    assert 'id="review-record"' in page and "physician reviewer (MD)" in page and "Peer-to-peer offered until" in page
+    assert RATIONALE.replace("'", "&#39;") in page
