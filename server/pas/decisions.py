@@ -22,7 +22,7 @@ from server.fhir.errors import FHIRError
 from server.pas import cases as case_store
 from server.pas.adjudicate import ItemDecision
 from server.pas.constants import PAS_TEMP, PROFILE_TASK
-from server.pas.reasons import DENIAL_REASONS, is_clinical, reason_class
+from server.pas.reasons import DENIAL_REASONS, reason_class
 from server.pas.request import PasBundle
 from server.pas.response import Echo, build_claim_response, response_bundle
 from server.storage import fhir_instant, utcnow

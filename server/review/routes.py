@@ -43,7 +43,6 @@ from server.review.workbench import QueueFilter, ReviewError
 
 HERE = Path(__file__).parent
 MAX_FORM_BYTES = 64 * 1024
-MAX_JSON_BYTES = 256 * 1024
 WORKERS = ("reviewer", "medical-director")
 ASSETS = {"review.css": ("text/css; charset=utf-8", HERE / "static" / "review.css")}
 DONE = {
