@@ -12,7 +12,7 @@ import pytest
 
 from server.review import clock
 from tests.pas_support import FHIR, Receiver, actions, claim_response, notification_type, pas_subscription
-from tests.test_review_support import cases_collection, denied_case, npi, pended_request, staff_headers
+from tests.test_review_support import cases_collection, denied_case, npi, pended_request, physician_name, staff_headers
 
 
 @pytest.fixture
@@ -82,7 +82,7 @@ def test_an_appeal_through_every_stage_overturned_at_external_review(client, rev
         assert r.headers["location"] == f"/review/api/appeals/{aid}"
         assert appeal["case_id"] == number and appeal["items"] == [1] and appeal["status"] == "open"
         assert appeal["stage"] == "first-level" and parse(appeal["stages"][0]["due"]) == start + timedelta(days=30)
-        assert appeal["clock"] == "on-time" and appeal["denied_by"] == "reviewer"
+        assert appeal["clock"] == "on-time" and appeal["denied_by"] == physician_name(client)
         assert decide(client, reviewer, aid, "overturned").status_code == 403  # a reviewer cannot decide appeals
         time_machine.advance(timedelta(days=3))
         r = decide(client, director, aid, "upheld", "No new evidence of multivessel disease.")
@@ -100,7 +100,7 @@ def test_an_appeal_through_every_stage_overturned_at_external_review(client, rev
         appeal = escalate(client, reviewer, aid, "second-level").json()
         assert parse(appeal["stages"][2]["due"]) == start + timedelta(days=33)
         refused = decide(client, director, aid, "overturned")
-        assert refused.status_code == 403 and "took no part" in refused.json()["message"]
+        assert refused.status_code == 403 and "took no part" in refused.json()["detail"]
         assert decide(client, second_director, aid, "upheld", "Agree with the first-level decision.").status_code == 200
 
         # External review: 45 days; the independent organization's decision, recorded by an administrator.
@@ -163,7 +163,7 @@ def test_an_appeal_is_closed_when_the_denial_stands_or_withdrawn(client, reviewe
     _, number = denied_case(client, reviewer)
     aid = file(client, reviewer, number).json()["id"]
     r = client.post(f"/review/api/appeals/{aid}/close", headers=reviewer, json={})
-    assert r.status_code == 400 and "withdrawn" in r.json()["message"]
+    assert r.status_code == 400 and "withdrawn" in r.json()["detail"]
     r = client.post(f"/review/api/appeals/{aid}/close", headers=reviewer, json={"note": "Provider withdrew the appeal by phone."})
     assert r.status_code == 200 and r.json()["outcome"] == "withdrawn"
     assert client.post(f"/review/api/appeals/{aid}/close", headers=reviewer, json={"note": "again"}).status_code == 409
@@ -179,14 +179,14 @@ def test_an_appeal_is_closed_when_the_denial_stands_or_withdrawn(client, reviewe
 def test_only_a_denied_request_can_be_appealed_and_once_at_a_time(client, reviewer):
     _, pended = pended_request(client)
     r = file(client, reviewer, pended)
-    assert r.status_code == 409 and "denied item" in r.json()["message"]
+    assert r.status_code == 409 and "denied item" in r.json()["detail"]
     _, approved = pended_request(client)
     client.post(f"/review/api/cases/{approved}/decision", headers=reviewer, json={"action": "approve"})
     assert file(client, reviewer, approved).status_code == 409
     _, denied = denied_case(client, reviewer)
     assert file(client, reviewer, denied).status_code == 201
     again = file(client, reviewer, denied)
-    assert again.status_code == 409 and "already has an open appeal" in again.json()["message"]
+    assert again.status_code == 409 and "already has an open appeal" in again.json()["detail"]
     assert file(client, reviewer, "PA-NOPE").status_code == 404
 
 
@@ -225,7 +225,7 @@ def test_bad_appeals_are_refused(client, reviewer, body, status, words):
     _, number = denied_case(client, reviewer)
     r = client.post(f"/review/api/cases/{number}/appeals", headers=reviewer, json=body)
     assert r.status_code == status, r.text
-    assert words in r.json()["message"]
+    assert words in r.json()["detail"]
 
 
 def test_bad_stage_decisions_and_escalations_are_refused(client, reviewer, director):
@@ -234,18 +234,18 @@ def test_bad_stage_decisions_and_escalations_are_refused(client, reviewer, direc
     url = f"/review/api/appeals/{aid}"
     for raw in (b"{", b"[]", b"", b'"x"'):
         r = client.post(url + "/decision", headers={**director, "Content-Type": "application/json"}, content=raw)
-        assert r.status_code == 400 and r.json()["message"]
+        assert r.status_code == 400 and r.json()["detail"]
     assert client.post(url + "/decision", headers=director, json={"decision": "maybe"}).status_code == 400
     r = client.post(url + "/decision", headers=director, json={"decision": "upheld"})
-    assert r.status_code == 400 and "note is required" in r.json()["message"]
+    assert r.status_code == 400 and "note is required" in r.json()["detail"]
     assert client.post(url + "/decision", headers=director, content=b"decision=upheld",
                        ).status_code in (400, 415)
     r = escalate(client, reviewer, aid, "second-level")
-    assert r.status_code == 409 and "not decided yet" in r.json()["message"]
+    assert r.status_code == 409 and "not decided yet" in r.json()["detail"]
     assert escalate(client, reviewer, aid, "nowhere").status_code == 400
     decide(client, director, aid, "upheld")
     r = escalate(client, reviewer, aid, "first-level")
-    assert r.status_code == 409 and "moves forward" in r.json()["message"]
+    assert r.status_code == 409 and "moves forward" in r.json()["detail"]
     assert decide(client, director, aid, "overturned").status_code == 409  # already decided: escalate or close
     for path in ("", "/decision", "/escalate", "/close"):
         method = client.get if not path else client.post

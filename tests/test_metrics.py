@@ -41,10 +41,10 @@ RUN = uuid.uuid4().hex[:8]
 SEED = [
     # standard
     case("S1", "standard", at(4, 8), at(4, 8), ["A1"]),                                              # approved [0]
-    case("S2", "standard", at(5, 9), at(7, 9), ["A3"]),                                              # denied [48]
+    case("S2", "standard", at(5, 9), at(7, 9), [dict(item("A3"), automatic_clinical_denial=True)]),  # denied by an opt-in rule [48]
     case("S3", "standard", at(6, 10), at(8, 22), ["A1"], original=["A3"], overturned=at(20, 12)),    # denied, approved after appeal [60]
     case("S4", "standard", at(10), at(20), ["A1"], extended=True),                                   # approved after extension [240]
-    case("S5", "standard", at(11, 12), at(12), ["A1", "A3"]),                                         # approved in part [12]
+    dict(case("S5", "standard", at(11, 12), at(12), ["A1", "A3"]), due=at(11, 18)),                  # approved in part, late on a 6-hour clock [12]
     case("S6", "standard", at(12), at(13), ["A3"], extended=True),                                   # denied although extended [24]
     case("S11", "standard", at(31, 20), at(31, 23.5), ["A6"]),                                        # approved with changes [3.5]
     case("S13", "standard", at(14), at(15, 6), ["A1"], status="superseded"),                         # decided, later updated [30]
@@ -66,19 +66,21 @@ SEED = [
 # Standard: 8 requests (S1 S2 S3 S4 S5 S6 S11 S13); approved S1 S4 S5 S11 S13 = 5 -> 62.5 %;
 #   denied S2 S3 S6 = 3 -> 37.5 %; approved after appeal S3 = 1 -> 12.5 %; extended S4 S6, approved S4 -> 12.5 %;
 #   hours 0 + 48 + 60 + 240 + 12 + 24 + 3.5 + 30 = 417.5 -> average 52.1875 -> 52.19;
-#   sorted 0 3.5 12 24 | 30 48 60 240 -> median (24 + 30) / 2 = 27.
+#   sorted 0 3.5 12 24 | 30 48 60 240 -> median (24 + 30) / 2 = 27;
+#   late: S5 only (its 6-hour clock ran out at 18:00; S4's 7 days plus 5 extended are 288 h > 240);
+#   automatic clinical denials: S2.
 # Expedited: 4 requests; approved E1 E4 -> 50 %; denied E2 E3 -> 50 %; after appeal E3 -> 25 %; none extended;
-#   hours 12 + 36 + 48 + 6 = 102 -> average 25.5; sorted 6 12 | 36 48 -> median 24.
+#   hours 12 + 36 + 48 + 6 = 102 -> average 25.5; sorted 6 12 | 36 48 -> median 24; none late (all under 72 h).
 # All: 12; approved 7 -> 58.33 %; denied 5 -> 41.67 %; after appeal 2 -> 16.67 %; after extension 1 -> 8.33 %;
 #   hours 519.5 / 12 = 43.2917 -> 43.29; sorted 0 3.5 6 12 12 24 | 30 36 48 48 60 240 -> median 27.
 STANDARD = {"requests": 8, "approved": 5, "denied": 3, "approved_after_appeal": 1, "extended": 2, "approved_after_extension": 1,
-            "percent_approved": 62.5, "percent_denied": 37.5, "percent_approved_after_appeal": 12.5,
+            "decided_late": 1, "automatic_clinical_denials": 1, "percent_approved": 62.5, "percent_denied": 37.5, "percent_approved_after_appeal": 12.5,
             "percent_approved_after_extension": 12.5, "average_hours": 52.19, "median_hours": 27.0}
 EXPEDITED = {"requests": 4, "approved": 2, "denied": 2, "approved_after_appeal": 1, "extended": 0, "approved_after_extension": 0,
-             "percent_approved": 50.0, "percent_denied": 50.0, "percent_approved_after_appeal": 25.0,
+             "decided_late": 0, "automatic_clinical_denials": 0, "percent_approved": 50.0, "percent_denied": 50.0, "percent_approved_after_appeal": 25.0,
              "percent_approved_after_extension": 0.0, "average_hours": 25.5, "median_hours": 24.0}
 ALL = {"requests": 12, "approved": 7, "denied": 5, "approved_after_appeal": 2, "extended": 2, "approved_after_extension": 1,
-       "percent_approved": 58.33, "percent_denied": 41.67, "percent_approved_after_appeal": 16.67,
+       "decided_late": 1, "automatic_clinical_denials": 1, "percent_approved": 58.33, "percent_denied": 41.67, "percent_approved_after_appeal": 16.67,
        "percent_approved_after_extension": 8.33, "average_hours": 43.29, "median_hours": 27.0}
 MARCH = {"from": "2019-03-01", "to": "2019-03-31"}
 
@@ -261,3 +263,10 @@ def test_decisions_extensions_and_appeals_flow_into_the_figures(client, anonymou
     after = anonymous.get("/reports/prior-auth.json", params=period).json()["standard"]
     delta = {k: after[k] - before[k] for k in ("requests", "approved", "denied", "approved_after_appeal", "extended", "approved_after_extension")}
     assert delta == {"requests": 2, "approved": 1, "denied": 1, "approved_after_appeal": 1, "extended": 1, "approved_after_extension": 1}
+
+
+def test_report_page_counts_late_decisions_and_automatic_clinical_denials(seeded, anonymous):
+    page = anonymous.get("/reports/prior-auth", params=MARCH)
+    assert page.status_code == 200
+    assert "<th>Decided after the clock ran out</th><td>1</td><td>0</td><td>1</td>" in page.text
+    assert "<th>Denied on clinical grounds without human review (payer opt-in)</th><td>1</td><td>0</td><td>1</td>" in page.text

@@ -54,12 +54,12 @@ def test_answers_inside_a_bundle_are_found(client):
     assert actions(body) == {1: "A1"}
 
 
-def test_imaging_with_criteria_not_met_is_denied_with_the_unmet_criteria(client):
+def test_imaging_with_criteria_not_met_pends_for_a_physician_with_the_unmet_criteria(client):
     qr = questionnaire_response("advanced-imaging", examples("advanced-imaging")["not_met"])
     body = submit(client, with_answers(pas_request("2.2.1", code=(CPT, "70551")), qr)).json()
-    assert actions(body) == {1: "A3"}
+    assert actions(body) == {1: "A4"}  # automatic decisions never deny on clinical grounds
     note = claim_response(body)["processNote"][0]["text"]
-    assert note.startswith("Item 1 (70551): Not certified:") and len(note) > 60
+    assert note.startswith("Item 1 (70551): Pended for review by a physician: the answers do not meet the criteria") and len(note) > 90
 
 
 def test_incomplete_answers_pend(client):

@@ -53,7 +53,7 @@ def sign_in(page, user: str = "reviewer", password: str = "reviewer-sandbox", st
     page.click("button[type=submit]")
 
 
-def test_reviewer_denies_the_oldest_pended_case_and_the_submitter_is_notified(page, client, receiver, mongodb_uri, settings):
+def test_physician_denies_the_oldest_pended_case_and_the_submitter_is_notified(page, client, receiver, mongodb_uri, settings):
     org = npi()
     r = client.post("/fhir/Subscription", json=pas_subscription(receiver.url, org), headers=FHIR)
     assert r.status_code == 201, r.text
@@ -62,7 +62,7 @@ def test_reviewer_denies_the_oldest_pended_case_and_the_submitter_is_notified(pa
     received = datetime.now(timezone.utc) - timedelta(days=20)
     cases_collection(mongodb_uri, settings).update_one({"_id": number}, {"$set": {"received": received, "due": received + timedelta(days=7)}})
 
-    sign_in(page)
+    sign_in(page, "director", "director-sandbox")
     page.wait_for_url("**/review")
     assert page.title().startswith("Work queue")
     first = page.locator("table.queue tbody tr").first
@@ -76,6 +76,7 @@ def test_reviewer_denies_the_oldest_pended_case_and_the_submitter_is_notified(pa
     page.click("details:has(#deny-form) > summary")
     page.select_option("#deny-form select[name=reason_code]", "medical-necessity")
     page.fill("#deny-form textarea[name=reason_text]", "No angiography documenting multivessel disease.")
+    page.fill("#deny-form textarea[name=rationale]", "Single-vessel disease on the notes given; bypass criteria need multivessel disease.")
     page.click("#deny-form button[type=submit]")
     page.wait_for_url(f"**/review/cases/{number}?done=deny")
     assert "Denied" in page.locator(".notice").inner_text()
@@ -91,7 +92,26 @@ def test_reviewer_denies_the_oldest_pended_case_and_the_submitter_is_notified(pa
     text = " ".join(n["text"] for n in claim_response(response)["processNote"])
     assert "medically necessary" in text and "No angiography documenting multivessel disease." in text
     history = client.get(f"/review/api/cases/{number}", headers=staff_headers(client)).json()["history"]
-    assert any(h["event"] == "deny" and h["by"] == "reviewer" for h in history)
+    assert any(h["event"] == "deny" and h["by"] == "director" and h["as"] == "physician reviewer (MD)" for h in history)
+    assert "peer-to-peer" in text
+
+
+def test_clinical_reviewer_cannot_deny_on_clinical_grounds_but_recommends_denial(page, client):
+    _, number = pended_request(client)
+    sign_in(page, start=f"/review/cases/{number}")
+    page.wait_for_url(f"**/review/cases/{number}")
+    reasons = page.locator("#deny-form select[name=reason_code] option").all_text_contents()
+    assert not any("Medical necessity" in r for r in reasons) and any("Not covered" in r for r in reasons)
+    assert page.locator("#modify-form").count() == 0
+    page.click("details:has(#recommend-form) > summary")
+    page.select_option("#recommend-form select[name=reason_code]", "medical-necessity")
+    page.fill("#recommend-form textarea[name=rationale]", "No angiography in the record; I would not certify the bypass.")
+    page.click("#recommend-form button[type=submit]")
+    page.wait_for_url(f"**/review/cases/{number}?done=recommend-denial")
+    assert "Denial recommended" in page.locator(".notice").inner_text()
+    case = client.get(f"/review/api/cases/{number}", headers=staff_headers(client)).json()
+    assert case["status"] == "pended"
+    assert any(h["event"] == "recommend-denial" and h["as"] == "clinical reviewer (RN)" for h in case["history"])
 
 
 def test_hostile_strings_are_shown_as_text_in_the_browser(page, client):

@@ -129,7 +129,7 @@ def test_a_standard_request_can_be_extended_once_with_a_reason(client, reviewer,
     assert parse(ext["previous_due"]) == received + timedelta(days=7)
     assert any(h["event"] == "extended" for h in case(client, reviewer, number)["history"])
     again = client.post(f"/review/api/cases/{number}/extend", headers=reviewer, json={"days": 1, "reason": {"code": "member-requested"}})
-    assert again.status_code == 409 and "already extended once" in again.json()["message"]
+    assert again.status_code == 409 and "already extended once" in again.json()["detail"]
     # Past the original 7 days, the extended clock is still running.
     time_machine.freeze(received + timedelta(days=8))
     assert clock_row(client, reviewer, number)["clock"] == "on-time"
@@ -165,24 +165,24 @@ def test_bad_extension_requests_are_refused(client, reviewer, body, status, word
     r = client.post(f"/review/api/cases/{number}/extend", headers=reviewer, json=body)
     assert r.status_code == status, r.text
     if words:
-        assert words in r.json()["message"]
+        assert words in r.json()["detail"]
 
 
 def test_extensions_that_the_rule_does_not_allow(client, reviewer, time_machine):
     _, urgent = pended_request(client, priority="stat")
     r = client.post(f"/review/api/cases/{urgent}/extend", headers=reviewer, json={"days": 2, "reason": {"code": "member-requested"}})
-    assert r.status_code == 409 and "expedited requests are not extended" in r.json()["message"]
+    assert r.status_code == 409 and "expedited requests are not extended" in r.json()["detail"]
     _, late = pended_request(client)
     time_machine.freeze(parse(case(client, reviewer, late)["due"]) + timedelta(minutes=5))
     r = client.post(f"/review/api/cases/{late}/extend", headers=reviewer, json={"days": 2, "reason": {"code": "member-requested"}})
-    assert r.status_code == 409 and "already overdue" in r.json()["message"]
+    assert r.status_code == 409 and "already overdue" in r.json()["detail"]
     time_machine.reset()
     _, decided = pended_request(client)
     client.post(f"/review/api/cases/{decided}/decision", headers=reviewer, json={"action": "approve"})
     r = client.post(f"/review/api/cases/{decided}/extend", headers=reviewer, json={"days": 2, "reason": {"code": "member-requested"}})
-    assert r.status_code == 409 and "only pended cases" in r.json()["message"]
+    assert r.status_code == 409 and "only pended cases" in r.json()["detail"]
     r = client.post("/review/api/cases/NOPE/extend", headers=reviewer, json={"days": 2, "reason": {"code": "member-requested"}})
     assert r.status_code == 404
     for raw in (b"{", b"[]", b"null", b""):
         r = client.post(f"/review/api/cases/{late}/extend", headers={**reviewer, "Content-Type": "application/json"}, content=raw)
-        assert r.status_code == 400 and r.json()["message"]
+        assert r.status_code == 400 and r.json()["detail"]

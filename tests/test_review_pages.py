@@ -227,9 +227,11 @@ def test_approve_through_the_form(client, reviewer):
     assert "Approved. The provider is being notified." in page and "Certified" in page
 
 
-def test_modify_through_the_form_authorizes_fewer_units_and_days(client, reviewer):
+def test_modify_through_the_form_authorizes_fewer_units_and_days(client, reviewer, director):
     _, number = pended_request(client)
-    r = client.post(f"/review/cases/{number}/decide", data={"action": "modify", "quantity_1": "1", "days_1": "30", "note": "one procedure"}, headers=reviewer)
+    refused = client.post(f"/review/cases/{number}/decide", data={"action": "modify", "quantity_1": "1", "note": "one procedure"}, headers=reviewer)
+    assert refused.status_code == 403 and "physician reviewer" in refused.text
+    r = client.post(f"/review/cases/{number}/decide", data={"action": "modify", "quantity_1": "1", "days_1": "30", "note": "one procedure"}, headers=director)
     assert r.status_code == 303
     case = client.get(f"/review/api/cases/{number}", headers=reviewer).json()
     assert case["items"][0]["action"] == "A6"
@@ -307,7 +309,7 @@ def test_notes_api_and_its_bad_input(client, reviewer):
     for bad, status in ((b"{nope", 400), (b"[1,2]", 400), (b'{"text": 5}', 400), (b"{}", 400), (b"", 400)):
         got = client.post(url, content=bad, headers={**reviewer, "Content-Type": "application/json"})
         assert got.status_code == status, bad
-        assert got.json()["message"]
+        assert got.json()["detail"]
     assert client.post(url, content=b"text=x", headers={**reviewer, **FORM}).status_code == 415
     assert client.post(url, content=b'{"text": "' + b"x" * 300_000 + b'"}', headers={**reviewer, "Content-Type": "application/json"}).status_code == 413
     assert client.post("/review/api/cases/NOPE/notes", json={"text": "x"}, headers=reviewer).status_code == 404
@@ -351,3 +353,12 @@ def test_the_case_view_tolerates_any_stored_request(request_bytes):
     out = view.request_view(case)
     assert out["member"]["name"] and isinstance(out["items"], list)
     assert view.member_name(case) in ("", "(no name given)") or isinstance(view.member_name(case), str)
+
+
+def test_the_case_page_shows_the_review_record_of_a_physician_denial(client, reviewer):
+    from tests.test_review_support import RATIONALE, denied_case
+
+    _, number = denied_case(client)
+    page = client.get(f"/review/cases/{number}", headers=reviewer).text
+    assert 'id="review-record"' in page and "physician reviewer (MD)" in page and "Peer-to-peer offered until" in page
+    assert RATIONALE.replace("'", "&#39;") in page

@@ -86,13 +86,43 @@ def cases_collection(mongodb_uri: str, settings):
     return pymongo.MongoClient(mongodb_uri, tz_aware=True)[settings.db_name]["pas_cases"]
 
 
-def denied_case(client, headers: dict, org_npi: str | None = None, **kw) -> tuple[dict, str]:
+_PHYSICIANS: dict[str, dict] = {}
+
+
+def physician_headers(client) -> dict:
+    """A physician reviewer (medical director, MD) of its own, who makes the denials the appeal tests
+    start from, so the sandbox director stays free to decide appeals of them."""
+    base = str(client.base_url).rstrip("/")
+    if base not in _PHYSICIANS:
+        admin = staff_headers(client, "admin")
+        name, password = f"md-{uuid.uuid4().hex[:8]}", "physician-" + uuid.uuid4().hex
+        r = httpx.post(base + "/admin/auth/staff", headers=admin, timeout=30,
+                       json={"username": name, "password": password, "roles": ["medical-director"], "display": "Dr Denier", "licence": "MD"})
+        assert r.status_code == 201, r.text
+        r = httpx.post(base + "/staff/login", json={"username": name, "password": password}, timeout=30)
+        _PHYSICIANS[base] = {"Authorization": f"Bearer {r.json()['token']}", "X-Username": name}
+    return {"Authorization": _PHYSICIANS[base]["Authorization"]}
+
+
+def physician_name(client) -> str:
+    physician_headers(client)
+    return _PHYSICIANS[str(client.base_url).rstrip("/")]["X-Username"]
+
+
+RATIONALE = "No angiography or stress test documents multivessel disease; criteria for bypass are not shown."
+
+
+def denied_case(client, headers: dict | None = None, org_npi: str | None = None, **kw) -> tuple[dict, str]:
+    """A request denied on clinical grounds by a physician reviewer (``headers``, by default one of
+    its own: see :func:`physician_headers`)."""
     body, number = pended_request(client, org_npi, **kw)
-    r = client.post(f"/review/api/cases/{number}/decision", headers=headers,
-                    json={"action": "deny", "reason": {"code": "medical-necessity", "text": "Angiography not provided."}})
+    physician = headers if headers is not None and headers.get("X-Physician") else physician_headers(client)
+    r = client.post(f"/review/api/cases/{number}/decision", headers={"Authorization": physician["Authorization"]},
+                    json={"action": "deny", "reason": {"code": "medical-necessity", "text": "Angiography not provided."},
+                          "rationale": RATIONALE, "credentials": "MD, cardiothoracic surgery"})
     assert r.status_code == 200, r.text
     return body, number
 
 
-__all__ = ["FHIR", "npi", "staff_headers", "pended_request", "denied_case", "case_number", "cases_collection",
+__all__ = ["FHIR", "npi", "staff_headers", "pended_request", "denied_case", "physician_headers", "physician_name", "RATIONALE", "case_number", "cases_collection",
            "questionnaire_response", "attach", "surgery_answers"]

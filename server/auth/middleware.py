@@ -8,6 +8,8 @@ security headers to the response. CORS, when configured, sits inside it so prefl
 
 from __future__ import annotations
 
+from http import HTTPStatus
+
 import logging
 from urllib.parse import quote, urlsplit
 
@@ -91,6 +93,10 @@ class SecurityMiddleware:
         if path == "/fhir" or path.startswith("/fhir/"):
             body = orjson.dumps(operation_outcome([issue(code, message)]))
             ctype = FHIR_JSON_UTF8.encode()
+        elif path.startswith("/review/api/"):  # the staff review API answers with RFC 9457 problems
+            body = orjson.dumps({"type": f"https://precert.example.org/problems/{code}", "title": HTTPStatus(status).phrase,
+                                 "status": status, "detail": message, "code": code})
+            ctype = b"application/problem+json"
         else:
             body = orjson.dumps({"error": code, "message": message})
             ctype = b"application/json"

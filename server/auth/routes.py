@@ -322,7 +322,7 @@ async def list_staff(request: Request, who=ADMIN) -> JSONResponse:
 
 @admin.post("/staff")
 async def add_staff(request: Request, who=ADMIN) -> JSONResponse:
-    """``{"username", "password", "roles": [...], "display"}``."""
+    """``{"username", "password", "roles": [...], "display", "licence"}``."""
     svc = auth_service(request)
     try:
         data = await _json(request, 16 * 1024)
@@ -332,7 +332,7 @@ async def add_staff(request: Request, who=ADMIN) -> JSONResponse:
         return JSONResponse({"error": "invalid", "message": "send {username, password, roles: [...], display}"}, 400)
     try:
         user = await svc.staff.add(str(data.get("username") or ""), data.get("password"), data["roles"],
-                                   str(data.get("display") or ""))
+                                   str(data.get("display") or ""), licence=data.get("licence") or "")
     except (ValueError, TypeError) as exc:
         return JSONResponse({"error": "invalid", "message": str(exc)}, 400)
     return JSONResponse(user, 201)

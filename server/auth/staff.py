@@ -1,4 +1,9 @@
-"""Payer staff: reviewers, medical directors and administrators.
+"""Payer staff: clinical reviewers, physician reviewers (medical directors) and administrators.
+
+Each account carries its licence type (:data:`LICENCES`): a clinical reviewer is a nurse or a
+pharmacist (RN, LPN, NP, PA, PharmD); a physician reviewer an MD or DO. Decisions check both the
+role and the licence: only a ``medical-director`` holding a physician licence may deny or modify on
+clinical grounds. An administrator manages accounts and settings and sees no case PHI.
 
 Staff authenticate separately from SMART clients, with a username and password (scrypt-hashed),
 and get a session: an opaque random token kept (as its SHA-256) in ``auth_staff_sessions``. Browsers
@@ -74,15 +79,57 @@ def check_new_password(password: str) -> str:
     return password
 
 
+# Licence type -> (kind, in words). "physician" licences may sign clinical denials.
+LICENCES = {
+    "MD": ("physician", "Doctor of Medicine"),
+    "DO": ("physician", "Doctor of Osteopathic Medicine"),
+    "RN": ("clinical", "Registered Nurse"),
+    "LPN": ("clinical", "Licensed Practical Nurse"),
+    "NP": ("clinical", "Nurse Practitioner"),
+    "PA": ("clinical", "Physician Assistant"),
+    "PharmD": ("clinical", "Pharmacist"),
+}
+# The demo accounts' licences (the sandbox's own staff; see server.auth.routes.SANDBOX_STAFF).
+SANDBOX_LICENCES = {"reviewer": "RN", "director": "MD"}
+
+
+def check_licence(licence) -> str:
+    if licence in (None, ""):
+        return ""
+    if licence not in LICENCES:
+        raise ValueError(f"licence: one of {', '.join(LICENCES)} (or none, for an administrator)")
+    return licence
+
+
 @dataclass
 class StaffPrincipal:
     username: str
     roles: list[str] = field(default_factory=list)
     display: str = ""
     session_id: str | None = None
+    licence: str = ""
 
     def has(self, *roles: str) -> bool:
         return not roles or any(r in self.roles for r in roles)
+
+    @property
+    def physician(self) -> bool:
+        """A physician reviewer: the medical-director role and a physician licence."""
+        return "medical-director" in self.roles and LICENCES.get(self.licence, ("", ""))[0] == "physician"
+
+    @property
+    def acting_as(self) -> str:
+        """How this person decides, for the audit trail: "physician reviewer (MD)", "clinical reviewer (RN)"."""
+        if self.physician:
+            return f"physician reviewer ({self.licence})"
+        if "reviewer" in self.roles or "medical-director" in self.roles:
+            return f"clinical reviewer ({self.licence})" if self.licence else "clinical reviewer (no licence on record)"
+        return "administrator"
+
+
+# Who an anonymous caller of an open sandbox (sandbox mode, authentication not enforced) acts as on
+# the staff review API: the sandbox's physician reviewer. Its data is synthetic.
+SANDBOX_REVIEWER = StaffPrincipal("sandbox-reviewer", ["medical-director", "reviewer"], "Open sandbox reviewer", None, "MD")
 
 
 def _sid(token: str) -> str:
@@ -96,14 +143,17 @@ class StaffDirectory:
         self.config = config
         self.production = production
 
-    async def add(self, username: str, password: str, roles, display: str = "", sandbox: bool = False) -> dict:
+    async def add(self, username: str, password: str, roles, display: str = "", sandbox: bool = False, licence: str | None = None) -> dict:
         if not USERNAME_RE.match(username or ""):
             raise ValueError("username: 1-100 of A-Z a-z 0-9 . _ @ -")
         roles = check_roles(roles)
+        if licence is None and sandbox:
+            licence = SANDBOX_LICENCES.get(username)
+        licence = check_licence(licence)
         if not sandbox:
             check_new_password(password)
         hashed = await asyncio.to_thread(hash_password, password)
-        doc = {"_id": username, "display": display[:200], "roles": roles, "password": hashed, "active": True,
+        doc = {"_id": username, "display": display[:200], "roles": roles, "licence": licence, "password": hashed, "active": True,
                "sandbox": sandbox, "failures": 0, "locked_until": None, "created": datetime.now(timezone.utc)}
         from pymongo.errors import DuplicateKeyError
 
@@ -116,13 +166,16 @@ class StaffDirectory:
     @staticmethod
     def public(doc: dict) -> dict:
         return {"username": doc["_id"], "display": doc.get("display", ""), "roles": doc.get("roles", []),
-                "active": doc.get("active", True), "sandbox": doc.get("sandbox", False)}
+                "licence": doc.get("licence") or "", "active": doc.get("active", True), "sandbox": doc.get("sandbox", False)}
 
     async def list(self) -> list[dict]:
         return [self.public(d) async for d in self.users.find({}).sort("_id", 1)]
 
-    async def update(self, username: str, roles=None, active: bool | None = None, password: str | None = None) -> dict | None:
+    async def update(self, username: str, roles=None, active: bool | None = None, password: str | None = None,
+                     licence: str | None = None) -> dict | None:
         change: dict = {}
+        if licence is not None:
+            change["licence"] = check_licence(licence)
         if roles is not None:
             change["roles"] = check_roles(roles)
         if active is not None:
@@ -167,7 +220,7 @@ class StaffDirectory:
             "_id": _sid(token), "username": username, "created": now, "seen": now,
             "expires": now + timedelta(seconds=self.config.staff_session_seconds),
         })
-        return token, StaffPrincipal(username, list(doc.get("roles", [])), doc.get("display", ""), _sid(token))
+        return token, StaffPrincipal(username, list(doc.get("roles", [])), doc.get("display", ""), _sid(token), doc.get("licence") or "")
 
     async def session(self, token: str) -> StaffPrincipal | None:
         if not token or len(token) > 200:
@@ -186,7 +239,7 @@ class StaffDirectory:
             return None
         if now - aware(sess["seen"]) > timedelta(seconds=60):
             await self.sessions.update_one({"_id": sid}, {"$set": {"seen": now}})
-        return StaffPrincipal(doc["_id"], list(doc.get("roles", [])), doc.get("display", ""), sid)
+        return StaffPrincipal(doc["_id"], list(doc.get("roles", [])), doc.get("display", ""), sid, doc.get("licence") or "")
 
     async def logout(self, token: str) -> None:
         await self.sessions.delete_one({"_id": _sid(token)})

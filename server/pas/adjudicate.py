@@ -2,10 +2,15 @@
 
 The same payer rules that answer CRD decide here, so a service CRD said needs no authorization is
 never pended. Where the rules let Precert decide (``review: auto``), the DTR answers attached to the
-request are assessed against the payer's criteria: met -> certified (A1), not met -> not certified
-(A3, with the plain-language reasons), missing or incomplete -> pended (A4) for a clinician, who
-also decides everything the rules reserve for a human (``review: clinical``). Quantities over the
-rule's limit are modified (A6) to what can be authorized.
+request are assessed against the payer's criteria: met -> certified (A1); not met -> pended (A4) for a
+physician reviewer with the criteria trace on the case; missing or incomplete -> pended (A4) for a
+clinician, who also decides everything the rules reserve for a human (``review: clinical``).
+
+The denial policy: automatic decisions approve or pend; they deny (A3) or modify (A6) only for
+administrative reasons (not covered, the plan's quantity limit), never on clinical grounds. A rule
+may opt in with ``auto_clinical_denial: true`` where the payer's jurisdiction allows automatic
+clinical denial; such a denial is marked ``automatic_clinical_denial`` on the case and counted in
+the report.
 """
 
 from __future__ import annotations
@@ -36,6 +41,10 @@ class ItemDecision:
     cancelled: bool = False
     pa_needed: str | None = None
     trace: list[str] = field(default_factory=list)
+    reason_code: str | None = None  # server.pas.reasons code of a denial or modification
+    reason_class: str | None = None  # "administrative" | "clinical"
+    automatic_clinical_denial: bool = False  # denied on clinical grounds by the payer's opt-in rule
+    criteria_not_met: list[str] = field(default_factory=list)  # the unmet criteria, for the physician
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -191,6 +200,8 @@ def decide_item(
     reason = (determination.reason or {}).get("display")
     if determination.covered == "not-covered":
         decision.action = "A3"
+        decision.reason_code = "not-covered"
+        decision.reason_class = "administrative"
         decision.reason = reason or f"{decision.summary} is not a covered benefit under this plan."
         decision.trace.append("not covered: not certified (A3)")
         return decision
@@ -230,10 +241,22 @@ def decide_item(
             decision.trace.append("documentation incomplete: pended (A4)")
             return decision
         if assessment.get("met") is False:
-            decision.action = "A3"
             unmet = "; ".join(assessment.get("unmet") or []) or "the coverage criteria were not met"
-            decision.reason = f"Not certified: {unmet}."
-            decision.trace.append("coverage criteria not met: not certified (A3)")
+            decision.criteria_not_met = list(assessment.get("unmet") or [])
+            decision.reason_code = "criteria-not-met"
+            decision.reason_class = "clinical"
+            if getattr(determination, "auto_clinical_denial", False):
+                # The payer's rule opts in to automatic clinical denial where its jurisdiction allows it.
+                decision.action = "A3"
+                decision.automatic_clinical_denial = True
+                decision.reason = (f"Not certified: {unmet}. Policy: payer rule {determination.rule_id}"
+                                   f"{f' ({determination.category})' if determination.category else ''}.")
+                decision.trace.append("coverage criteria not met; the rule opts in to automatic clinical denial: not certified (A3)")
+                return decision
+            decision.action = "A4"
+            decision.reason = f"Pended for review by a physician: the answers do not meet the criteria ({unmet})."
+            decision.trace.append("coverage criteria not met: pended (A4) for a physician reviewer; "
+                                  "automatic decisions never deny on clinical grounds")
             return decision
         decision.trace.append("coverage criteria met")
     decision.action = "A1"
@@ -241,6 +264,8 @@ def decide_item(
     limit = determination.max_units
     if limit is not None and quantity is not None and float(quantity) > float(limit):
         decision.action = "A6"
+        decision.reason_code = "quantity-limit"
+        decision.reason_class = "administrative"
         decision.authorized_quantity = float(limit)
         decision.reason = f"Modified: {quantity:g} requested; up to {float(limit):g} can be authorized per request."
         decision.trace.append(f"quantity {quantity:g} over the limit {float(limit):g}: modified (A6)")

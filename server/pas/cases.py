@@ -66,8 +66,17 @@ def idempotency_key(owner: str | None, bundle: dict, digest: str) -> str:
     return f"{owner or '-'}|{ident.get('system') or ''}|{ident.get('value') or ''}|{digest}"
 
 
-def due_time(received: datetime, expedited: bool) -> datetime:
-    """CMS-0057-F decision clocks: 72 hours for expedited requests, 7 calendar days for standard."""
+def due_time(received: datetime, expedited: bool, categories=(), clocks: dict | None = None) -> datetime:
+    """The decision clock: the payer's clock for the request's service categories (the shortest,
+    when it has several; ``payer.clocks`` in the rules), else its ``default``, else CMS-0057-F's
+    72 hours for expedited requests and 7 calendar days for standard."""
+    urgency = "expedited" if expedited else "standard"
+    clocks = clocks or {}
+    hours = [clocks[c][urgency] for c in categories or () if urgency in clocks.get(c, {})]
+    if not hours and urgency in clocks.get("default", {}):
+        hours = [clocks["default"][urgency]]
+    if hours:
+        return received + timedelta(hours=min(hours))
     return received + (timedelta(hours=EXPEDITED_HOURS) if expedited else timedelta(days=STANDARD_DAYS))
 
 

@@ -1,11 +1,19 @@
 """Decisions by payer staff on pended requests: approve, deny (with a reason), modify, request more
-information (a Task to the provider), assign. Each action records who and when, updates the
-ClaimResponse and queues the PAS notification, in one transaction."""
+information (a Task to the provider), recommend denial, assign. Each action records who and as what,
+updates the ClaimResponse and queues the PAS notification, in one transaction.
+
+Who may decide what (:func:`authorize`): case work is for clinical reviewers (role ``reviewer``)
+and physician reviewers (role ``medical-director`` with an MD or DO licence); an administrator is
+refused. A clinical reviewer may approve, request information, deny for an administrative reason
+and recommend denial; denying for a clinical reason, or modifying what was asked, needs a physician
+reviewer, who records their credentials and a rationale in their own words. A clinical denial
+offers the provider a peer-to-peer discussion (contact and window in the processNote and the case)."""
 
 from __future__ import annotations
 
 import copy
 import uuid
+from datetime import timedelta
 from typing import Any
 
 import orjson
@@ -14,12 +22,17 @@ from server.fhir.errors import FHIRError
 from server.pas import cases as case_store
 from server.pas.adjudicate import ItemDecision
 from server.pas.constants import PAS_TEMP, PROFILE_TASK
-from server.pas.reasons import DENIAL_REASONS
+from server.pas.reasons import DENIAL_REASONS, reason_class
 from server.pas.request import PasBundle
 from server.pas.response import Echo, build_claim_response, response_bundle
 from server.storage import fhir_instant, utcnow
 
-ACTIONS = ("approve", "deny", "modify", "request-info")
+ACTIONS = ("approve", "deny", "modify", "request-info", "recommend-denial")
+WORKING_ROLES = ("reviewer", "medical-director")
+RATIONALE_MIN = 20
+# Peer-to-peer offer made with every clinical denial (payer data; see docs/review.md).
+PEER_TO_PEER = {"contact": "Precert utilization management, medical director line +1-800-555-0142 (option 2)", "window_days": 14}
+INFO_DUE_DAYS = 14
 
 
 def _bad(msg: str, where: str = "action") -> FHIRError:
@@ -53,7 +66,8 @@ def plan_item_changes(case: dict, body: dict) -> dict[int, tuple[str, dict]]:
             if code not in DENIAL_REASONS:
                 raise _bad(f"a denial needs reason.code, one of: {', '.join(DENIAL_REASONS)}", "reason.code")
             text = str(reason.get("text") or "").strip()[:1000]
-            changes[seq] = ("A3", {"reason": f"{DENIAL_REASONS[code]}{' ' + text if text else ''}", "reason_code": code})
+            changes[seq] = ("A3", {"reason": f"{DENIAL_REASONS[code]}{' ' + text if text else ''}", "reason_code": code,
+                                   "reason_class": reason_class(code), "text": text})
         elif item_action == "modify":
             qty = it.get("quantity")
             if not isinstance(qty, (int, float)) or isinstance(qty, bool) or qty <= 0:
@@ -62,7 +76,7 @@ def plan_item_changes(case: dict, body: dict) -> dict[int, tuple[str, dict]]:
             if days is not None and (not isinstance(days, int) or isinstance(days, bool) or not 1 <= days <= 366):
                 raise _bad(f"items[{i}].days must be 1-366", f"items[{i}].days")
             changes[seq] = ("A6", {"quantity": float(qty), "days": days, "reason": str(it.get("note") or body.get("note") or "").strip()[:1000]})
-        elif item_action == "request-info":
+        elif item_action in ("request-info", "recommend-denial"):
             changes[seq] = ("A4", {})
         else:
             raise _bad(f"items[{i}].action must be one of {', '.join(ACTIONS)}", f"items[{i}].action")
@@ -70,7 +84,52 @@ def plan_item_changes(case: dict, body: dict) -> dict[int, tuple[str, dict]]:
         needed = body.get("needed")
         if not isinstance(needed, list) or not needed or not all(isinstance(n, str) and n.strip() for n in needed):
             raise _bad("request-info needs 'needed': a list of what is missing (plain language, or LOINC codes)", "needed")
+    if action == "recommend-denial":
+        reason = body.get("reason") or {}
+        if not isinstance(reason, dict) or reason.get("code") not in DENIAL_REASONS:
+            raise _bad(f"a recommendation needs reason.code, one of: {', '.join(DENIAL_REASONS)}", "reason.code")
+        if len(str(body.get("rationale") or reason.get("text") or "").strip()) < RATIONALE_MIN:
+            raise _bad(f"say why in your own words (rationale, at least {RATIONALE_MIN} characters)", "rationale")
     return changes
+
+
+def authorize(who, action: str, changes: dict[int, tuple[str, dict]], body: dict) -> dict:
+    """Check that ``who`` may take this decision; returns what the audit records of it
+    ({"by", "as", "credentials", "rationale"}). 403 for a role that may not."""
+    if not who.has(*WORKING_ROLES):
+        raise FHIRError.single(403, "forbidden", "administrators manage accounts and settings and do not see or decide cases")
+    physician = getattr(who, "physician", False)
+    record = {"by": who.username, "as": getattr(who, "acting_as", "reviewer")}
+    clinical = any(code == "A3" and details.get("reason_class") == "clinical" for code, details in changes.values())
+    modified = any(code == "A6" for code, _ in changes.values())
+    if (clinical or modified) and not physician:
+        what = "deny on clinical grounds" if clinical else "modify what was asked"
+        raise FHIRError.single(403, "forbidden", f"only a physician reviewer (medical director, MD or DO) may {what}; "
+                               "a clinical reviewer may recommend denial (action 'recommend-denial')", "action")
+    if clinical or modified:
+        texts = [d.get("text") for c, d in changes.values() if c == "A3"]
+        rationale = str(body.get("rationale") or next((t for t in texts if t), "") or body.get("note") or "").strip()
+        if len(rationale) < (RATIONALE_MIN if clinical else 1):
+            raise _bad(f"a physician's {'denial' if clinical else 'modification'} needs a rationale in your own words "
+                       f"(at least {RATIONALE_MIN if clinical else 1} characters)", "rationale")
+        credentials = str(body.get("credentials") or "").strip()[:200] or (f"{who.licence}" if getattr(who, "licence", "") else "")
+        if not credentials:
+            raise _bad("record the credentials you decide under", "credentials")
+        record.update(credentials=credentials, rationale=rationale[:2000])
+    return record
+
+
+def denial_text(d: ItemDecision, code: str, explanation: str, rationale: str = "") -> str:
+    """The plain-language reason of a denial: the reason, the criterion, the policy it comes from,
+    and the reviewer's own rationale."""
+    parts = [DENIAL_REASONS[code]]
+    if d.criteria_not_met:
+        parts.append("Criteria not met: " + "; ".join(d.criteria_not_met)[:600] + ".")
+    policy = f"payer rule {d.rule_id}" if d.rule_id else "the plan's coverage policy"
+    parts.append(f"Policy: {policy}{f' ({d.category})' if d.category else ''}.")
+    for said in dict.fromkeys(t.strip() for t in (explanation, rationale) if t and t.strip()):
+        parts.append(said if said.endswith(".") else said + ".")
+    return " ".join(parts)
 
 
 def _task(case: dict, pas: PasBundle, needed: list[str], base: str, questionnaire: str | None) -> dict:
@@ -108,21 +167,27 @@ def _task(case: dict, pas: PasBundle, needed: list[str], base: str, questionnair
         "owner": {"identifier": provider_ident},
         "reasonCode": {"coding": [{"system": PAS_TEMP, "code": "priorAuthorization"}]},
         "reasonReference": {"reference": pas.claim_entry.full_url or claim.get("id", "")},
+        "restriction": {"period": {"end": fhir_instant(utcnow() + timedelta(days=INFO_DUE_DAYS))}},
         "input": inputs,
     }
 
 
-async def decide(state, case_id: str, body: Any, reviewer: str, base: str) -> dict:
+async def decide(state, case_id: str, body: Any, who, base: str) -> dict:
+    """Apply a staff decision. ``who`` is the acting :class:`~server.auth.staff.StaffPrincipal`."""
     if not isinstance(body, dict):
         raise _bad("the decision must be a JSON object", "body")
+    if not who.has(*WORKING_ROLES):
+        raise FHIRError.single(403, "forbidden", "administrators manage accounts and settings and do not see or decide cases")
+    reviewer = who.username
     cases = case_store.collection(state.storage)
     case = await cases.find_one({"_id": case_id})
-    if case is None or (state.services.get("case_visible") and not state.services["case_visible"](case)):
+    if case is None:
         raise FHIRError.single(404, "not-found", f"case {case_id[:40]} is not known")
     if case["status"] != "pended":
         raise FHIRError.single(409, "conflict", f"case {case_id} is {case['status']}; only pended cases can be decided")
     changes = plan_item_changes(case, body)
     action = body["action"]
+    signed = authorize(who, action, changes, body)
     pas = PasBundle(orjson.loads(case["request"]))
     decisions = [ItemDecision(**d) for d in case["decisions"]]
     for d in decisions:
@@ -130,13 +195,20 @@ async def decide(state, case_id: str, body: Any, reviewer: str, base: str) -> di
             continue
         code, details = changes[d.sequence]
         d.action = code
-        d.trace = d.trace + [f"{action} by {reviewer}"]
+        d.trace = d.trace + [f"{action} by {reviewer}, {signed['as']}"]
         if code == "A1":
             d.reason = None
             d.authorized_quantity = d.requested_quantity
         elif code == "A3":
-            d.reason = details["reason"]
+            d.reason_code = details["reason_code"]
+            d.reason_class = details["reason_class"]
+            d.reason = denial_text(d, details["reason_code"], details.get("text") or "", signed.get("rationale") or "")
+            if d.reason_class == "clinical":
+                d.reason += (f" A peer-to-peer discussion with the reviewing physician is offered: {PEER_TO_PEER['contact']},"
+                             f" within {PEER_TO_PEER['window_days']} days of this decision.")
         elif code == "A6":
+            d.reason_code = d.reason_code or "quantity-limit"
+            d.reason_class = "clinical"
             d.authorized_quantity = details["quantity"]
             if details.get("days"):
                 d.auth_period_days = details["days"]
@@ -157,8 +229,16 @@ async def decide(state, case_id: str, body: Any, reviewer: str, base: str) -> di
     bundle = response_bundle(cr, echo, base, extra=extra)
     now = utcnow()
     note = str(body.get("note") or "").strip()[:2000]
-    detail = {"approve": "approved", "deny": "denied", "modify": "modified", "request-info": "requested more information"}[action]
-    history = case_store.event(action, reviewer, f"{detail}: items {', '.join(str(s) for s in sorted(changes))}" + (f" ({note})" if note else ""))
+    detail = {"approve": "approved", "deny": "denied", "modify": "modified", "request-info": "requested more information",
+              "recommend-denial": "recommended denial for a physician's decision"}[action]
+    said = f"{detail}: items {', '.join(str(s) for s in sorted(changes))}"
+    if action == "request-info":
+        said += "; asked for: " + "; ".join(n.strip()[:200] for n in body["needed"])
+    if action == "recommend-denial":
+        reason = body.get("reason") or {}
+        said += f"; reason {reason.get('code')}: {str(body.get('rationale') or reason.get('text') or '').strip()[:500]}"
+    history = case_store.event(action, reviewer, f"{said} (as {signed['as']})" + (f" ({note})" if note else ""))
+    history["as"] = signed["as"]
     update: dict = {
         "decisions": [d.as_dict() for d in decisions],
         "response": orjson.dumps(bundle),
@@ -170,8 +250,20 @@ async def decide(state, case_id: str, body: Any, reviewer: str, base: str) -> di
     if not still_pended:
         update["decided"] = now
         update["decided_by"] = reviewer
+        update["decided_as"] = signed["as"]
+    if signed.get("rationale"):
+        update["signed"] = signed
+    if any(d.action == "A3" and d.reason_class == "clinical" for d in decisions):
+        update["peer_to_peer"] = {"contact": PEER_TO_PEER["contact"], "window_days": PEER_TO_PEER["window_days"],
+                                  "until": now + timedelta(days=PEER_TO_PEER["window_days"]), "physician": reviewer}
+    if action == "recommend-denial":
+        reason = body.get("reason") or {}
+        update["recommendation"] = {"by": reviewer, "as": signed["as"], "at": now, "reason_code": reason.get("code"),
+                                    "rationale": str(body.get("rationale") or reason.get("text") or "").strip()[:2000]}
     if task:
         update["info_requested"] = now
+        update["info_request"] = {"task_id": task["id"], "needed": [n.strip()[:500] for n in body["needed"]],
+                                  "due": task["restriction"]["period"]["end"], "by": reviewer}
     stored_cr = copy.deepcopy(cr)
     stored_cr["request"] = {"reference": f"Claim/{case['claim_id']}"}
     if case.get("patient_id"):
@@ -221,7 +313,7 @@ async def overturn(state, case_id: str, sequences: list[int] | None, reviewer: s
     optional ``async fn(session)`` run in the same transaction (the appeal's own record)."""
     cases = case_store.collection(state.storage)
     case = await cases.find_one({"_id": case_id})
-    if case is None or (state.services.get("case_visible") and not state.services["case_visible"](case)):
+    if case is None:
         raise FHIRError.single(404, "not-found", f"case {case_id[:40]} is not known")
     if case["status"] != "decided":
         raise FHIRError.single(409, "conflict", f"case {case_id} is {case['status']}; only a decided request can be overturned")

@@ -21,6 +21,7 @@ from server.pas.constants import (
     FOLLOWUP_CS, PROFILE_CLAIMINQUIRYRESPONSE, PROFILE_CLAIMRESPONSE, PROFILE_INQUIRY_RESPONSE_BUNDLE,
     PROFILE_RESPONSE_BUNDLE, REJECT_REASON_CS, REVIEW_ACTION_CS, REVIEW_ACTIONS, SD, V201,
 )
+from server.pas.reasons import x12_coding
 from server.pas.request import Entry, PasBundle
 from server.storage import fhir_instant, utcnow
 
@@ -257,7 +258,8 @@ def build_claim_response(
         if d.reason:
             notes.append({"number": len(notes) + 1, "type": "display", "text": f"Item {d.sequence} ({d.summary}): {d.reason}"})
             out["noteNumber"] = [len(notes)]
-        out["adjudication"] = [{"extension": [review_action(d.action, number)], "category": ADJUDICATION_SUBMITTED}]
+        out["adjudication"] = [{"extension": [review_action(d.action, number, x12_coding(d.reason_code) if d.action in ("A3", "A6") else None)],
+                                "category": ADJUDICATION_SUBMITTED}]
         items_out.append(out)
         if d.action == "A6" and d.authorized_quantity is not None:
             add: dict = {"itemSequence": [d.sequence], "productOrService": item.get("productOrService")}

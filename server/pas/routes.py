@@ -1,4 +1,4 @@
-"""Installs Prior Authorization Support: the Claim operations, case storage and the review API."""
+"""Installs Prior Authorization Support: the Claim operations, and case storage (the staff review API is server.review.api)."""
 
 from __future__ import annotations
 
@@ -12,9 +12,6 @@ def install(app: FastAPI) -> None:
     from server.pas import attachments  # registers $submit-attachment
     from server.pas import cases
     from server.pas.service import PasService
-    from server.pas.review_api import router
-
-    app.include_router(router)
     app.include_router(operations.pinned_router)
     operations.declare_pinned_routes()
     attachments.declare_access()

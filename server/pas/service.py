@@ -222,7 +222,7 @@ class PasService:
             "status": status,
             "urgency": "expedited" if is_expedited else "standard",
             "received": received,
-            "due": case_store.due_time(received, is_expedited),
+            "due": case_store.due_time(received, is_expedited, {d.category for d in decisions if d.category}, rules_clocks(self.state)),
             "retain_until": case_store.retain_until(pas.claim, received),
             "decided": received if status in ("decided", "error", "cancelled") else None,
             "auth_number": auth_number,
@@ -504,3 +504,9 @@ class PasService:
         await self.storage.transaction(write)
         return ("Attachments received; the request is still pended." if still_pended
                 else "Attachments received; the request has been decided again.")
+
+def rules_clocks(state) -> dict:
+    """The payer's decision clocks by service category (see server.pas.cases.due_time)."""
+    from server.rules import get_rules
+
+    return getattr(get_rules(state).payer, "clocks", None) or {}

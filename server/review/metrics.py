@@ -31,7 +31,8 @@ from server.pas import cases as case_store
 from server.review import clock
 
 URGENCIES = ("standard", "expedited")
-FIELDS = ("requests", "approved", "denied", "approved_after_appeal", "extended", "approved_after_extension")
+FIELDS = ("requests", "approved", "denied", "approved_after_appeal", "extended", "approved_after_extension", "decided_late",
+          "automatic_clinical_denials")
 MAX_SPAN_DAYS = 3660
 
 
@@ -97,6 +98,11 @@ def outcome(case: dict) -> dict | None:
     now_items = counted_items(case.get("decisions"))
     after_appeal = denied and bool(case.get("overturned")) and any(d["action"] in ("A1", "A6") for d in now_items)
     decided, received = clock.aware(case["decided"]), clock.aware(case["received"])
+    urgency = "expedited" if case.get("urgency") == "expedited" else "standard"
+    due = clock.aware(case.get("due"))
+    if due is None:  # cases stored without their clock: the default timeframe, plus any extension
+        due = received + (clock.EXPEDITED if urgency == "expedited" else clock.STANDARD) + \
+            timedelta(days=int((case.get("extension") or {}).get("days") or 0))
     return {
         "urgency": "expedited" if case.get("urgency") == "expedited" else "standard",
         "approved": not denied,
@@ -105,6 +111,8 @@ def outcome(case: dict) -> dict | None:
         "extended": bool(case.get("extension")),
         "hours": max(0.0, (decided - received).total_seconds() / 3600),
         "decided": decided,
+        "late": decided > due,
+        "automatic_clinical_denial": any(d.get("automatic_clinical_denial") for d in first),
     }
 
 
@@ -128,6 +136,8 @@ def figures(outcomes: list[dict]) -> dict:
         "approved_after_appeal": after_appeal,
         "extended": extended,
         "approved_after_extension": approved_extended,
+        "decided_late": sum(o["late"] for o in outcomes),
+        "automatic_clinical_denials": sum(o["automatic_clinical_denial"] for o in outcomes),
         "percent_approved": _pct(approved, n),
         "percent_denied": _pct(denied, n),
         "percent_approved_after_appeal": _pct(after_appeal, n),
@@ -182,8 +192,9 @@ def compute(cases: list[dict], period: Period, unit: str | None = None) -> dict:
 
 
 async def load_cases(state, period: Period) -> list[dict]:
-    projection = {"status": 1, "urgency": 1, "received": 1, "decided": 1, "decisions.action": 1, "decisions.pa_needed": 1,
-                  "original_decisions.action": 1, "original_decisions.pa_needed": 1, "overturned": 1, "extension": 1}
+    projection = {"status": 1, "urgency": 1, "received": 1, "decided": 1, "due": 1, "decisions.action": 1, "decisions.pa_needed": 1,
+                  "decisions.automatic_clinical_denial": 1, "original_decisions.action": 1, "original_decisions.pa_needed": 1,
+                  "original_decisions.automatic_clinical_denial": 1, "overturned": 1, "extension": 1}
     query = {"decided": {"$gte": period.start_at, "$lt": period.end_at}, "status": {"$nin": ["error", "cancelled", "pended"]}}
     return [c async for c in case_store.collection(state.storage).find(query, projection)]
 
@@ -208,6 +219,8 @@ DEFINITIONS = {
     "percent_approved_after_extension": "Requests whose decision timeframe was extended and that were approved.",
     "average_hours": "Average time from receipt of the request to the first determination, in hours.",
     "median_hours": "Median time from receipt of the request to the first determination, in hours.",
+    "decided_late": "Requests whose first determination came after their decision clock ran out (72 hours expedited, 7 days standard, or the payer's clock for the category, plus any extension).",
+    "automatic_clinical_denials": "Requests denied on clinical grounds without a human review, under a payer rule that opts in where its jurisdiction allows.",
 }
 
 CSV_COLUMNS = ("period_start", "period_end", "bucket_start", "urgency") + FIELDS + (

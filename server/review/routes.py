@@ -14,17 +14,7 @@ Pages (server-rendered with jinja2, autoescaped, no JavaScript):
     GET  /reports/prior-auth.json|.csv       the same figures to download (public)
     GET  /sandbox/requests                   what developers submitted to the open sandbox
 
-JSON for tools and operators (staff sessions; ``Authorization: Bearer <staff token>`` works too):
-
-    GET  /review/api/clocks                  every open clock: pended cases and appeal stages
-    POST /review/api/cases/{id}/extend       {"days": 1-14, "reason": {"code": ..., "text": ...}}
-    POST /review/api/cases/{id}/notes        {"text": ...}
-    GET  /review/api/appeals?status=open|closed|all
-    POST /review/api/cases/{id}/appeals      {"reason", "appellant", "stage", "urgency", "items"}
-    GET  /review/api/appeals/{id}
-    POST /review/api/appeals/{id}/decision   {"decision": "upheld"|"overturned", "note"}
-    POST /review/api/appeals/{id}/escalate   {"stage": ...}
-    POST /review/api/appeals/{id}/close      {"note"}
+The JSON API under ``/review/api`` is :mod:`server.review.api` (one router, problem+json errors).
 
 Decisions on cases use PAS's own API and functions (:mod:`server.pas.decisions`).
 """
@@ -46,13 +36,13 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from server.fhir.errors import FHIRError
 from server.fhir.jsonio import BodyTooLarge, read_body
 from server.fhir.responses import base_url
-from server.pas.reasons import DENIAL_REASONS
+from server.pas.reasons import DENIAL_REASONS, REASONS
+from server.review import api as review_api
 from server.review import appeals, charts, clock, labels, metrics, view, workbench
 from server.review.workbench import QueueFilter, ReviewError
 
 HERE = Path(__file__).parent
 MAX_FORM_BYTES = 64 * 1024
-MAX_JSON_BYTES = 256 * 1024
 WORKERS = ("reviewer", "medical-director")
 ASSETS = {"review.css": ("text/css; charset=utf-8", HERE / "static" / "review.css")}
 DONE = {
@@ -60,6 +50,7 @@ DONE = {
     "deny": "Denied. The provider is being notified.",
     "modify": "Modified. The provider is being notified.",
     "request-info": "More information requested: a Task was sent to the provider.",
+    "recommend-denial": "Denial recommended: the case stays pended for a physician reviewer.",
     "assign": "Assignment saved.",
     "extend": "Decision timeframe extended.",
     "note": "Note added.",
@@ -70,7 +61,6 @@ DONE = {
 }
 
 router = APIRouter(include_in_schema=False)
-api = APIRouter(prefix="/review/api", tags=["review workbench"])
 
 
 # ---------------------------------------------------------------------------------- rendering
@@ -102,7 +92,7 @@ env = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select
                   trim_blocks=True, lstrip_blocks=True)
 env.filters.update(dt=_dt, date=_date, pct=_pct, hours=_hours, category=labels.category, left=clock.describe_left)
 env.globals.update(CATEGORIES=labels.CATEGORIES, STATUSES=labels.STATUSES, EVENTS=labels.EVENTS, ACTIONS=view.ACTIONS,
-                   STAGE_NAMES=appeals.STAGE_NAMES, APPELLANTS=appeals.APPELLANTS, DENIAL_REASONS=DENIAL_REASONS,
+                   STAGE_NAMES=appeals.STAGE_NAMES, APPELLANTS=appeals.APPELLANTS, DENIAL_REASONS=DENIAL_REASONS, REASONS=REASONS,
                    EXTENSION_REASONS=clock.EXTENSION_REASONS, EXTENSION_MAX_DAYS=clock.EXTENSION_MAX_DAYS)
 
 
@@ -169,25 +159,6 @@ async def read_form(request: Request) -> dict[str, str]:
     return out
 
 
-async def read_json(request: Request):
-    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if ctype not in ("application/json", "application/fhir+json", ""):
-        raise ReviewError(415, "send application/json")
-    try:
-        body = await read_body(request, MAX_JSON_BYTES)
-    except BodyTooLarge:
-        raise ReviewError(413, "the request body is too large") from None
-    if not body.strip():
-        raise ReviewError(400, "the request body is empty; send a JSON object")
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        raise ReviewError(400, "the request body is not valid JSON") from None
-    if not isinstance(data, dict):
-        raise ReviewError(400, "the request body must be a JSON object")
-    return data
-
-
 def json_response(data, status: int = 200, headers: dict | None = None) -> Response:
     return Response(orjson.dumps(data, default=_json_default, option=orjson.OPT_NAIVE_UTC | orjson.OPT_UTC_Z), status_code=status, media_type="application/json", headers=headers)
 
@@ -198,15 +169,6 @@ def _json_default(value):
     if isinstance(value, bytes):
         return None
     raise TypeError
-
-
-def api_error(exc: Exception) -> Response:
-    if isinstance(exc, ReviewError):
-        return json_response({"error": "invalid" if exc.status < 404 else {404: "not-found", 409: "conflict", 403: "forbidden"}.get(exc.status, "invalid"),
-                              "message": exc.message}, exc.status)
-    if isinstance(exc, FHIRError):
-        return json_response({"error": exc.issues[0]["code"] if exc.issues else "invalid", "message": str(exc)}, exc.status)
-    raise exc
 
 
 def fhir_message(exc: FHIRError) -> str:
@@ -232,8 +194,12 @@ def decision_body(form: dict[str, str], case: dict) -> dict:
     note = form.get("note", "")
     if action == "approve":
         return {"action": "approve", "note": note}
+    signed = {k: form[k].strip()[:4000] for k in ("rationale", "credentials") if form.get(k, "").strip()}
     if action == "deny":
-        return {"action": "deny", "reason": {"code": form.get("reason_code", ""), "text": form.get("reason_text", "")}, "note": note}
+        return {"action": "deny", "reason": {"code": form.get("reason_code", ""), "text": form.get("reason_text", "")}, "note": note, **signed}
+    if action == "recommend-denial":
+        return {"action": "recommend-denial", "reason": {"code": form.get("reason_code", ""), "text": form.get("reason_text", "")},
+                "note": note, **signed}
     if action == "modify":
         items = []
         for d in case.get("decisions") or []:
@@ -249,7 +215,7 @@ def decision_body(form: dict[str, str], case: dict) -> dict:
             items.append({"sequence": seq, "quantity": qty, **({"days": days} if days is not None else {})})
         if not items:
             raise ReviewError(400, "to modify, give the quantity (or days) to authorize for at least one item")
-        return {"action": "modify", "items": items, "note": note}
+        return {"action": "modify", "items": items, "note": note, **signed}
     if action == "request-info":
         needed = [line.strip()[:500] for line in form.get("needed", "").splitlines() if line.strip()]
         return {"action": "request-info", "needed": needed, "note": note}
@@ -440,7 +406,7 @@ async def decide_form(request: Request, case_id: str) -> Response:
     async def act(who, form):
         case = await workbench.load(state, case_id, with_request=False)
         body = decision_body(form, case)
-        await decisions.decide(state, case_id, body, who.username, base_url(request))
+        await decisions.decide(state, case_id, body, who, base_url(request))
         return body["action"]
 
     return await _case_action(request, case_id, WORKERS, act)
@@ -585,101 +551,6 @@ async def appeal_close_form(request: Request, appeal_id: str) -> Response:
     return await _appeal_action(request, appeal_id, WORKERS, act)
 
 
-# ---------------------------------------------------------------------------------- JSON API
-@api.get("/clocks")
-async def clocks(request: Request) -> Response:
-    await staff(request)
-    return json_response(await workbench.clock_snapshot(request.app.state.precert))
-
-
-@api.post("/cases/{case_id}/extend")
-async def api_extend(request: Request, case_id: str) -> Response:
-    who = await staff(request, *WORKERS)
-    try:
-        body = await read_json(request)
-        reason = body.get("reason")
-        if not isinstance(reason, dict):
-            raise ReviewError(400, "reason must be an object: {\"code\": ..., \"text\": ...}")
-        case = await workbench.extend(request.app.state.precert, case_id, body.get("days"), reason.get("code"), reason.get("text"), who.username)
-    except (ReviewError, FHIRError) as exc:
-        return api_error(exc)
-    return json_response({"id": case["_id"], "due": case["due"], "extension": case["extension"]})
-
-
-@api.post("/cases/{case_id}/notes")
-async def api_note(request: Request, case_id: str) -> Response:
-    who = await staff(request, *WORKERS)
-    try:
-        body = await read_json(request)
-        case = await workbench.add_note(request.app.state.precert, case_id, body.get("text"), who.username)
-    except (ReviewError, FHIRError) as exc:
-        return api_error(exc)
-    return json_response({"id": case["_id"], "notes": case.get("notes") or []}, 201)
-
-
-@api.get("/appeals")
-async def api_appeals(request: Request, status: str = "open") -> Response:
-    await staff(request, *WORKERS)
-    if status not in ("open", "closed", "all"):
-        return json_response({"error": "invalid", "message": "status must be open, closed or all"}, 400)
-    now = clock.now()
-    return json_response({"appeals": [appeals.public(a, now) for a in await appeals.listing(request.app.state.precert, status)]})
-
-
-@api.post("/cases/{case_id}/appeals")
-async def api_file_appeal(request: Request, case_id: str) -> Response:
-    who = await staff(request, *WORKERS)
-    try:
-        body = await read_json(request)
-        appeal = await appeals.file(request.app.state.precert, case_id, body, who.username)
-    except (ReviewError, FHIRError) as exc:
-        return api_error(exc)
-    return json_response(appeals.public(appeal), 201, headers={"Location": f"/review/api/appeals/{appeal['_id']}"})
-
-
-@api.get("/appeals/{appeal_id}")
-async def api_appeal(request: Request, appeal_id: str) -> Response:
-    await staff(request, *WORKERS)
-    try:
-        appeal = await appeals.get(request.app.state.precert, appeal_id)
-    except ReviewError as exc:
-        return api_error(exc)
-    return json_response(appeals.public(appeal))
-
-
-@api.post("/appeals/{appeal_id}/decision")
-async def api_appeal_decision(request: Request, appeal_id: str) -> Response:
-    who = await staff(request, "medical-director", "administrator")
-    try:
-        body = await read_json(request)
-        appeal = await appeals.decide(request.app.state.precert, appeal_id, body, who, base_url(request))
-    except (ReviewError, FHIRError) as exc:
-        return api_error(exc)
-    return json_response(appeals.public(appeal))
-
-
-@api.post("/appeals/{appeal_id}/escalate")
-async def api_appeal_escalate(request: Request, appeal_id: str) -> Response:
-    who = await staff(request, *WORKERS)
-    try:
-        body = await read_json(request)
-        appeal = await appeals.escalate(request.app.state.precert, appeal_id, body, who.username)
-    except (ReviewError, FHIRError) as exc:
-        return api_error(exc)
-    return json_response(appeals.public(appeal))
-
-
-@api.post("/appeals/{appeal_id}/close")
-async def api_appeal_close(request: Request, appeal_id: str) -> Response:
-    who = await staff(request, *WORKERS)
-    try:
-        body = await read_json(request)
-        appeal = await appeals.close(request.app.state.precert, appeal_id, body, who.username)
-    except (ReviewError, FHIRError) as exc:
-        return api_error(exc)
-    return json_response(appeals.public(appeal))
-
-
 # ---------------------------------------------------------------------------------- metrics (public)
 def _period(request: Request) -> metrics.Period:
     q = request.query_params
@@ -795,18 +666,15 @@ def install(app: FastAPI) -> None:
         policy.declare(path, ["GET"], public)
     workers = policy.staff(*WORKERS)
     for path in ("/review", "/review/", "/review/cases/{case_id}", "/review/cases/{case_id}/documents/{index}", "/review/appeals",
-                 "/review/appeals/{appeal_id}", "/review/api/appeals", "/review/api/appeals/{appeal_id}"):
+                 "/review/appeals/{appeal_id}"):
         policy.declare(path, ["GET"], workers)
     for path in ("/review/cases/{case_id}/decide", "/review/cases/{case_id}/assign", "/review/cases/{case_id}/extend",
                  "/review/cases/{case_id}/notes", "/review/cases/{case_id}/appeals", "/review/appeals/{appeal_id}/escalate",
-                 "/review/appeals/{appeal_id}/close", "/review/api/cases/{case_id}/extend", "/review/api/cases/{case_id}/notes",
-                 "/review/api/cases/{case_id}/appeals", "/review/api/appeals/{appeal_id}/escalate", "/review/api/appeals/{appeal_id}/close"):
+                 "/review/appeals/{appeal_id}/close"):
         policy.declare(path, ["POST"], workers)
-    deciders = policy.staff("medical-director", "administrator")
-    for path in ("/review/appeals/{appeal_id}/decide", "/review/api/appeals/{appeal_id}/decision"):
-        policy.declare(path, ["POST"], deciders)
-    policy.declare("/review/api/clocks", ["GET"], policy.staff(phi=False))
-    app.include_router(api)
+    policy.declare("/review/appeals/{appeal_id}/decide", ["POST"], policy.staff("medical-director", "administrator"))
+    review_api.declare()
+    app.include_router(review_api.router)
     app.include_router(router)
 
     async def start(state) -> None:

@@ -367,6 +367,7 @@ class RuleSet:
             links=[dict(link) for link in values.get("links") or []],
             billing_codes=[dict(c) for c in values.get("billing_codes") or []],
             review=values.get("review") or "auto",
+            auto_clinical_denial=bool(values.get("auto_clinical_denial")),
             max_units=values.get("max_units"),
             auth_period_days=values.get("auth_period_days"),
             payer_match=True,

@@ -35,7 +35,8 @@ _BUILTIN_VARIABLES = frozenset({"context", "resource", "rootResource", "ucum", "
 _VARIABLE = re.compile(r"%([A-Za-z_][A-Za-z0-9_]*)")
 
 SETTABLE = ("covered", "pa_needed", "doc_needed", "doc_purpose", "info_needed", "questionnaires", "reason",
-            "instructions", "links", "billing_codes", "review", "max_units", "auth_period_days", "alternatives")
+            "instructions", "links", "billing_codes", "review", "max_units", "auth_period_days", "alternatives",
+            "auto_clinical_denial")
 RULE_KEYS = frozenset(SETTABLE) | {"id", "title", "description", "category", "plans", "codes", "gold_card",
                                    "questionnaire", "conditions", "priority"}
 
@@ -191,6 +192,9 @@ class Payer:
     network_npis: frozenset[str]
     network_orgs: frozenset[str]
     preferred_sites: tuple[dict, ...] = ()   # in-network places to propose: {reference, display}
+    # Decision clocks: {category or "default": {"expedited": hours, "standard": hours}}; a category
+    # not named keeps the CMS-0057-F default (72 hours expedited, 7 days standard).
+    clocks: dict = field(default_factory=dict)
 
 
 def _as_list(value: Any) -> list:
@@ -267,6 +271,11 @@ class _Reader:
                 out[key] = self.links(file, val, p, line)
             elif key in ("billing_codes", "alternatives"):
                 out[key] = self.codings(file, val, p, line, with_note=key == "alternatives")
+            elif key == "auto_clinical_denial":
+                if not isinstance(val, bool):
+                    err(file, line, p, f"'{val}' is not true or false")
+                else:
+                    out[key] = val
             elif key in ("max_units", "auth_period_days"):
                 if val is None:
                     out[key] = None
@@ -383,6 +392,30 @@ class _Reader:
         if not isinstance(contact, dict):
             err(file, p.line_of("contact"), "payer.contact", "must be a mapping (phone, url, email)")
             contact = {}
+        clocks: dict = {}
+        raw_clocks = p.get("clocks") or {}
+        if not isinstance(raw_clocks, dict):
+            err(file, p.line_of("clocks"), "payer.clocks", "must be a mapping: category -> {expedited_hours, standard_hours}")
+            raw_clocks = {}
+        for cat, spec in raw_clocks.items():
+            where = f"payer.clocks.{cat}"
+            if cat != "default" and cat not in CATEGORIES:
+                err(file, raw_clocks.line_of(cat), where, f"not a service category; use default or one of {', '.join(CATEGORIES)}")
+                continue
+            if not isinstance(spec, dict) or not spec or set(spec) - {"expedited_hours", "standard_hours"}:
+                err(file, raw_clocks.line_of(cat), where, "give expedited_hours and/or standard_hours")
+                continue
+            hours = {}
+            for key, val in spec.items():
+                try:
+                    number = float(str(val)) if not isinstance(val, bool) else 0.0
+                except ValueError:
+                    number = 0.0
+                if not 0 < number <= 24 * 60:
+                    err(file, spec.line_of(key), f"{where}.{key}", f"'{val}' is not a number of hours (up to 1440)")
+                else:
+                    hours[key.split("_")[0]] = number
+            clocks[str(cat)] = hours
         self.payer = Payer(
             id=pid or "", name=name or "",
             aliases=tuple(str(a).strip() for a in _as_list(p.get("aliases")) if _string(a)),
@@ -391,6 +424,7 @@ class _Reader:
             unidentified_payor=mode,
             plans=tuple(str(x).strip() for x in _as_list(p.get("plans")) if _string(x)),
             contact={k: str(v) for k, v in contact.items() if _string(v)},
+            clocks=clocks,
             network_npis=frozenset(str(n).strip() for n in _as_list(network.get("npis")) if _string(n)),
             network_orgs=frozenset(_ref_id(str(o)) for o in _as_list(network.get("organizations")) if _string(o)),
             preferred_sites=tuple(self.sites(file, network.get("preferred_sites"), p.line_of("network"))),

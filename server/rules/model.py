@@ -84,6 +84,9 @@ class Determination:
     gold_carded: bool = False                 # pa_needed is "satisfied" because the provider is gold-carded
     coverage_active: bool = True              # False when the Coverage is cancelled or outside its period
     plan: str | None = None                   # the plan (Coverage.class plan value) the rule was chosen for
+    # PAS: the payer opts in to automatic denial on clinical grounds (criteria not met) for this rule,
+    # where its jurisdiction allows; otherwise a failed-criteria request pends for a physician.
+    auto_clinical_denial: bool = False
 
     @property
     def needs_auth(self) -> bool:

@@ -1,0 +1,434 @@
+"""The staff review API: one router for everything under ``/review/api``, the JSON the workbench pages
+and operators' tools use.
+
+    GET  /review/api/cases?status=pended&urgency=expedited&category=...&overdue=true&assignee=...
+    GET  /review/api/cases/{id}
+    POST /review/api/cases/{id}/decision   {"action": "approve"|"deny"|"modify"|"request-info", ...}
+    POST /review/api/cases/{id}/assign     {"assignee": "..."}
+    POST /review/api/cases/{id}/extend     {"days": 1-14, "reason": {"code": ..., "text": ...}}
+    POST /review/api/cases/{id}/notes      {"text": ...}
+    POST /review/api/cases/{id}/appeals    {"reason", "appellant", "stage", "urgency", "items"}
+    GET  /review/api/denial-reasons
+    GET  /review/api/clocks                every open clock: pended cases and appeal stages
+    GET  /review/api/appeals?status=open|closed|all
+    GET  /review/api/appeals/{id}
+    POST /review/api/appeals/{id}/decision {"decision": "upheld"|"overturned", "note"}
+    POST /review/api/appeals/{id}/escalate {"stage": ...}
+    POST /review/api/appeals/{id}/close    {"note"}
+
+Every refusal on every route is an RFC 9457 problem (``application/problem+json``: ``type``,
+``title``, ``status``, ``detail``, and ``code``, a short machine-readable word). Bodies are JSON
+objects parsed by the pydantic models below; what they must mean (a known denial reason, a pended
+item) is checked by the domain functions they are handed to.
+
+Who may call what is declared beside each route (``Depends(...)``): case data and decisions are for
+clinical reviewers and physician reviewers; an administrator holds no case PHI and is refused here.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from http import HTTPStatus
+from typing import Any, Literal
+
+import orjson
+from fastapi import APIRouter, Depends, Request
+from fastapi.exceptions import HTTPException, RequestValidationError
+from fastapi.routing import APIRoute
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
+from starlette.responses import Response
+
+from server.fhir.errors import FHIRError
+from server.fhir.jsonio import BodyTooLarge, read_body
+from server.fhir.responses import base_url
+from server.pas import cases as case_store
+from server.pas import decisions
+from server.pas.reasons import DENIAL_REASONS, reason_public
+from server.review import appeals, clock, workbench
+from server.review.workbench import ReviewError
+from server.storage import utcnow
+
+MAX_JSON_BYTES = 256 * 1024
+# The roles that work cases: they see case PHI and decide. An administrator is not one of them.
+WORKERS = ("reviewer", "medical-director")
+PROBLEM_JSON = "application/problem+json"
+PROBLEM_BASE = "https://precert.example.org/problems/"
+CODES = {400: "invalid", 401: "login", 403: "forbidden", 404: "not-found", 409: "conflict", 413: "too-large",
+         415: "unsupported-media-type", 422: "invalid", 503: "unavailable"}
+
+
+# ---------------------------------------------------------------------------------- errors
+def problem(status: int, detail: str, code: str | None = None, headers: dict | None = None) -> Response:
+    """An RFC 9457 problem document."""
+    code = code or CODES.get(status, "invalid")
+    try:
+        title = HTTPStatus(status).phrase
+    except ValueError:
+        title = "Error"
+    body = {"type": PROBLEM_BASE + code, "title": title, "status": status, "detail": detail, "code": code}
+    return Response(orjson.dumps(body), status_code=status, media_type=PROBLEM_JSON, headers=headers)
+
+
+def _fhir_detail(exc: FHIRError) -> str:
+    return "; ".join(i.get("diagnostics", "") for i in exc.issues if i.get("diagnostics")) or str(exc)
+
+
+def _validation_detail(errors) -> str:
+    parts = []
+    for e in errors[:5]:
+        where = ".".join(str(p) for p in e.get("loc", ()) if p not in ("body",))
+        parts.append(f"{where}: {e.get('msg')}" if where else str(e.get("msg")))
+    return "; ".join(parts) or "the request is not valid"
+
+
+class ProblemRoute(APIRoute):
+    """A route whose every refusal (domain errors, FHIR errors, HTTP errors, bad parameters) is
+    rendered as one problem+json shape."""
+
+    def get_route_handler(self):
+        handler = super().get_route_handler()
+
+        async def route(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except ReviewError as exc:
+                return problem(exc.status, exc.message)
+            except FHIRError as exc:
+                code = exc.issues[0].get("code") if exc.issues else None
+                return problem(exc.status, _fhir_detail(exc), code if code in CODES.values() else None)
+            except HTTPException as exc:
+                return problem(exc.status_code, str(exc.detail), headers=exc.headers)
+            except RequestValidationError as exc:
+                return problem(400, _validation_detail(exc.errors()))
+
+        return route
+
+
+router = APIRouter(prefix="/review/api", tags=["review"], route_class=ProblemRoute)
+
+
+# ---------------------------------------------------------------------------------- bodies
+class Body(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class ReasonIn(Body):
+    code: str | None = None
+    text: str | None = Field(None, max_length=4000)
+
+
+class ItemChange(Body):
+    sequence: StrictInt
+    action: Literal["approve", "deny", "modify", "request-info"] | None = None
+    reason: ReasonIn | None = None
+    quantity: float | None = Field(None, gt=0, allow_inf_nan=False)
+    days: StrictInt | None = Field(None, ge=1, le=366)
+    note: str | None = Field(None, max_length=4000)
+
+
+class DecisionIn(Body):
+    action: Literal["approve", "deny", "modify", "request-info", "recommend-denial"]
+    items: list[ItemChange] | None = Field(None, min_length=1)
+    reason: ReasonIn | None = None
+    note: str | None = Field(None, max_length=4000)
+    needed: list[str] | None = None
+    due_days: StrictInt | None = Field(None, ge=1, le=30)
+    # A physician's own account of the decision, and the credentials they decide under.
+    rationale: str | None = Field(None, max_length=4000)
+    credentials: str | None = Field(None, max_length=200)
+
+
+class AssignIn(Body):
+    assignee: str | None
+
+
+class ExtendIn(Body):
+    days: Any = None
+    reason: Any = None
+
+
+class NoteIn(Body):
+    text: Any = None
+
+
+class AppealIn(Body):
+    reason: Any = None
+    appellant: Any = None
+    stage: Any = None
+    urgency: Any = None
+    items: Any = None
+
+
+class AppealDecisionIn(Body):
+    decision: Any = None
+    note: Any = None
+
+
+class EscalateIn(Body):
+    stage: Any = None
+
+
+class CloseIn(Body):
+    note: Any = None
+
+
+async def read_json(request: Request) -> dict:
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype not in ("application/json", "application/fhir+json", ""):
+        raise ReviewError(415, "send application/json")
+    try:
+        body = await read_body(request, MAX_JSON_BYTES)
+    except BodyTooLarge:
+        raise ReviewError(413, "the request body is too large") from None
+    if not body.strip():
+        raise ReviewError(400, "the request body is empty; send a JSON object")
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise ReviewError(400, "the request body is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise ReviewError(400, "the request body must be a JSON object")
+    return data
+
+
+async def parse(request: Request, model: type[Body]) -> Body:
+    data = await read_json(request)
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise ReviewError(400, _validation_detail(exc.errors())) from None
+
+
+# ---------------------------------------------------------------------------------- who is asking
+def _open_sandbox(request: Request) -> bool:
+    state = request.app.state.precert
+    svc = state.services.get("auth")
+    return state.settings.mode == "sandbox" and (svc is None or not svc.enforcing)
+
+
+async def _signed_in(request: Request):
+    from server.auth.staff import require_staff
+
+    if request.app.state.precert.services.get("auth") is None:
+        raise HTTPException(401, "payer staff sign-in required")
+    return await require_staff()(request)
+
+
+def staff(*roles: str, sandbox_fallback: bool = False):
+    """A dependency: the signed-in staff member holding one of ``roles`` (401/403 otherwise).
+
+    With ``sandbox_fallback``, an anonymous caller of an open sandbox (synthetic data, no
+    authentication enforced) acts as the sandbox's built-in physician reviewer, as PAS developers
+    testing their client expect; a signed-in caller is always themselves."""
+
+    async def dependency(request: Request):
+        from server.auth.staff import SANDBOX_REVIEWER, staff_token
+
+        if sandbox_fallback and _open_sandbox(request) and not staff_token(request) and \
+                getattr(getattr(request.state, "principal", None), "staff", None) is None:
+            return SANDBOX_REVIEWER
+        who = await _signed_in(request)
+        if roles and not who.has(*roles):
+            if "administrator" in who.roles and not who.has(*WORKERS):
+                raise HTTPException(403, "administrators manage accounts and settings and do not see or decide cases")
+            raise HTTPException(403, f"this needs the {' or '.join(roles)} role")
+        return who
+
+    return dependency
+
+
+case_worker = staff(*WORKERS, sandbox_fallback=True)
+worker = staff(*WORKERS)
+
+
+# ---------------------------------------------------------------------------------- rendering
+def _iso(value) -> str | None:
+    if isinstance(value, datetime):
+        return clock.aware(value).astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+    return value
+
+
+def summary(case: dict, now: datetime | None = None) -> dict:
+    now = now or utcnow()
+    due = clock.aware(case.get("due"))
+    return {
+        "id": case["_id"],
+        "status": case["status"],
+        "urgency": case.get("urgency"),
+        "received": _iso(case.get("received")),
+        "due": _iso(due),
+        "overdue": bool(case["status"] == "pended" and due and due < now),
+        "decided": _iso(case.get("decided")),
+        "categories": case.get("categories") or [],
+        "assignee": case.get("assignee"),
+        "patient_id": case.get("patient_id"),
+        "auth_number": case.get("auth_number"),
+        "reviewed_by_human": bool(case.get("reviewed_by_human")),
+        "items": [{"sequence": d["sequence"], "action": d["action"], "summary": d["summary"], "reason": d.get("reason"),
+                   "reason_code": d.get("reason_code"), "reason_class": d.get("reason_class"),
+                   "automatic_clinical_denial": bool(d.get("automatic_clinical_denial"))}
+                  for d in case.get("decisions") or []],
+    }
+
+
+def detail(case: dict) -> dict:
+    out = summary(case)
+    out["decisions"] = case.get("decisions") or []
+    out["errors"] = case.get("errors") or []
+    out["history"] = [dict(h, at=_iso(h.get("at"))) for h in case.get("history") or []]
+    out["version"] = case.get("version")
+    out["claim_id"] = case.get("claim_id")
+    out["claim_response_id"] = case.get("response_id")
+    out["prior"] = case.get("prior")
+    out["superseded_by"] = case.get("superseded_by")
+    out["decided_by"] = case.get("decided_by")
+    out["decided_as"] = case.get("decided_as")
+    out["peer_to_peer"] = case.get("peer_to_peer")
+    out["info_request"] = case.get("info_request")
+    return out
+
+
+def _json_default(value):
+    if isinstance(value, datetime):
+        return clock.aware(value).isoformat().replace("+00:00", "Z")
+    if isinstance(value, bytes):
+        return None
+    raise TypeError
+
+
+def json_response(data, status: int = 200, headers: dict | None = None) -> Response:
+    return Response(orjson.dumps(data, default=_json_default, option=orjson.OPT_NAIVE_UTC | orjson.OPT_UTC_Z),
+                    status_code=status, media_type="application/json", headers=headers)
+
+
+# ---------------------------------------------------------------------------------- cases
+@router.get("/denial-reasons")
+async def denial_reasons(who=Depends(staff(sandbox_fallback=True))) -> Response:
+    return json_response([reason_public(code) for code in DENIAL_REASONS])
+
+
+@router.get("/cases")
+async def list_cases(request: Request, status: str = "pended", urgency: str | None = None, category: str | None = None,
+                     overdue: bool = False, assignee: str | None = None, limit: int = 100, who=Depends(case_worker)) -> Response:
+    query: dict = {}
+    if status != "all":
+        query["status"] = status[:40]
+    if urgency:
+        query["urgency"] = urgency[:40]
+    if category:
+        query["categories"] = category[:60]
+    if assignee:
+        query["assignee"] = None if assignee == "unassigned" else assignee[:100]
+    if overdue:
+        query["due"] = {"$lt": utcnow()}
+        query["status"] = "pended"
+    cases = case_store.collection(request.app.state.precert.storage)
+    limit = max(1, min(limit, 500))
+    # Most urgent first: the least time left on the clock.
+    found = [summary(c) async for c in cases.find(query, {"request": 0, "response": 0}).sort("due", 1).limit(limit)]
+    return json_response({"total": await cases.count_documents(query), "cases": found})
+
+
+@router.get("/cases/{case_id}")
+async def get_case(request: Request, case_id: str, who=Depends(case_worker)) -> Response:
+    case = await case_store.collection(request.app.state.precert.storage).find_one({"_id": case_id}, {"response": 0})
+    if case is None:
+        raise ReviewError(404, f"case {case_id[:40]} is not known")
+    out = detail(case)
+    out["request"] = orjson.loads(case["request"])
+    return json_response(out)
+
+
+@router.post("/cases/{case_id}/decision")
+async def post_decision(request: Request, case_id: str, who=Depends(case_worker)) -> Response:
+    body = await parse(request, DecisionIn)
+    state = request.app.state.precert
+    case = await decisions.decide(state, case_id, body.model_dump(exclude_none=True), who, base_url(request))
+    return json_response(detail(case))
+
+
+@router.post("/cases/{case_id}/assign")
+async def post_assign(request: Request, case_id: str, who=Depends(case_worker)) -> Response:
+    body = await parse(request, AssignIn)
+    assignee = (body.assignee or "").strip()[:100] or None
+    return json_response(detail(await decisions.assign(request.app.state.precert, case_id, assignee, who.username)))
+
+
+@router.post("/cases/{case_id}/extend")
+async def post_extend(request: Request, case_id: str, who=Depends(worker)) -> Response:
+    body = await parse(request, ExtendIn)
+    if not isinstance(body.reason, dict):
+        raise ReviewError(400, "reason must be an object: {\"code\": ..., \"text\": ...}")
+    case = await workbench.extend(request.app.state.precert, case_id, body.days, body.reason.get("code"), body.reason.get("text"), who.username)
+    return json_response({"id": case["_id"], "due": case["due"], "extension": case["extension"]})
+
+
+@router.post("/cases/{case_id}/notes")
+async def post_note(request: Request, case_id: str, who=Depends(worker)) -> Response:
+    body = await parse(request, NoteIn)
+    case = await workbench.add_note(request.app.state.precert, case_id, body.text, who.username)
+    return json_response({"id": case["_id"], "notes": case.get("notes") or []}, 201)
+
+
+@router.post("/cases/{case_id}/appeals")
+async def post_appeal(request: Request, case_id: str, who=Depends(worker)) -> Response:
+    body = await parse(request, AppealIn)
+    appeal = await appeals.file(request.app.state.precert, case_id, body.model_dump(exclude_none=True), who.username)
+    return json_response(appeals.public(appeal), 201, headers={"Location": f"/review/api/appeals/{appeal['_id']}"})
+
+
+@router.get("/clocks")
+async def clocks(request: Request, who=Depends(staff())) -> Response:
+    return json_response(await workbench.clock_snapshot(request.app.state.precert))
+
+
+# ---------------------------------------------------------------------------------- appeals
+@router.get("/appeals")
+async def list_appeals(request: Request, status: str = "open", who=Depends(worker)) -> Response:
+    if status not in ("open", "closed", "all"):
+        raise ReviewError(400, "status must be open, closed or all")
+    now = clock.now()
+    return json_response({"appeals": [appeals.public(a, now) for a in await appeals.listing(request.app.state.precert, status)]})
+
+
+@router.get("/appeals/{appeal_id}")
+async def get_appeal(request: Request, appeal_id: str, who=Depends(worker)) -> Response:
+    return json_response(appeals.public(await appeals.get(request.app.state.precert, appeal_id)))
+
+
+@router.post("/appeals/{appeal_id}/decision")
+async def post_appeal_decision(request: Request, appeal_id: str, who=Depends(staff("medical-director", "administrator"))) -> Response:
+    body = await parse(request, AppealDecisionIn)
+    appeal = await appeals.decide(request.app.state.precert, appeal_id, body.model_dump(exclude_none=True), who, base_url(request))
+    return json_response(appeals.public(appeal))
+
+
+@router.post("/appeals/{appeal_id}/escalate")
+async def post_escalate(request: Request, appeal_id: str, who=Depends(worker)) -> Response:
+    body = await parse(request, EscalateIn)
+    appeal = await appeals.escalate(request.app.state.precert, appeal_id, body.model_dump(exclude_none=True), who.username)
+    return json_response(appeals.public(appeal))
+
+
+@router.post("/appeals/{appeal_id}/close")
+async def post_close(request: Request, appeal_id: str, who=Depends(worker)) -> Response:
+    body = await parse(request, CloseIn)
+    appeal = await appeals.close(request.app.state.precert, appeal_id, body.model_dump(exclude_none=True), who.username)
+    return json_response(appeals.public(appeal))
+
+
+def declare() -> None:
+    """The access policy of these routes, for the security middleware (it authenticates; the
+    dependencies above decide roles)."""
+    from server.auth import policy
+
+    case_routes = policy.staff(*WORKERS)
+    for path in ("/review/api/cases", "/review/api/cases/{case_id}", "/review/api/appeals", "/review/api/appeals/{appeal_id}"):
+        policy.declare(path, ["GET"], case_routes)
+    for path in ("/review/api/cases/{case_id}/decision", "/review/api/cases/{case_id}/assign", "/review/api/cases/{case_id}/extend",
+                 "/review/api/cases/{case_id}/notes", "/review/api/cases/{case_id}/appeals", "/review/api/appeals/{appeal_id}/escalate",
+                 "/review/api/appeals/{appeal_id}/close"):
+        policy.declare(path, ["POST"], case_routes)
+    policy.declare("/review/api/appeals/{appeal_id}/decision", ["POST"], policy.staff("medical-director", "administrator"))
+    policy.declare("/review/api/clocks", ["GET"], policy.staff(phi=False))
+    policy.declare("/review/api/denial-reasons", ["GET"], policy.staff(phi=False))
