@@ -137,6 +137,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for module in CAPABILITIES:
         importlib.import_module(module).install(app)
     app.include_router(fhir_router)
+    # Outermost: bounds every request and turns any escaped failure into a response.
+    from server.limits import RequestGuard
+
+    app.add_middleware(RequestGuard, fhir_limit=settings.max_body_bytes, body_read_timeout=settings.body_read_timeout)
     return app
 
 
