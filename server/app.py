@@ -17,7 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
 
 from server import __version__
-from server.embedded_db import EmbeddedDatabase
+from server.embedded_db import EmbeddedDatabase, exit_process
 from server.fhir.errors import FHIRError, issue, operation_outcome
 from server.fhir.responses import fhir_response
 from server.settings import Settings
@@ -85,6 +85,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if uri is None:
             embedded = EmbeddedDatabase(settings.data_dir / "db", command=settings.embedded_db_command)
             embedded.start()
+            embedded.supervise(exit_process)
             uri = embedded.uri
         storage = Storage(uri, settings.db_name)
         storage.connect()
