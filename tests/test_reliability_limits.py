@@ -113,3 +113,39 @@ def test_a_valid_submission_still_passes_the_guard(client):
     from tests.pas_support import submit
 
     assert submit(client, pas_request("2.2.1")).status_code == 200
+
+
+def _large_valid_submission(items: int = 2000) -> bytes:
+    bundle = pas_request("2.2.1")
+    claim = bundle["entry"][0]["resource"]
+    template = claim["item"][0]
+    claim["item"] = [{**template, "sequence": i + 1} for i in range(items)]
+    return orjson.dumps(bundle)
+
+
+def test_an_unrelated_read_is_not_held_up_while_a_large_valid_claim_is_checked(client):
+    patient = client.post("/fhir/Patient", json={"resourceType": "Patient", "name": [{"family": "Quick"}]}, headers=FHIR).json()
+    big = _large_valid_submission()
+    stop = threading.Event()
+
+    def submitter() -> int:
+        sent = 0
+        with httpx.Client(base_url=str(client.base_url), timeout=120) as c:
+            while not stop.is_set():
+                assert c.post("/fhir/Claim/$submit", content=big, headers=FHIR).status_code < 500
+                sent += 1
+        return sent
+
+    latencies = []
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        worker = pool.submit(submitter)
+        with httpx.Client(base_url=str(client.base_url), timeout=60) as c:
+            for _ in range(40):
+                r = c.get(f"/fhir/Patient/{patient['id']}")
+                assert r.status_code == 200
+                latencies.append(r.elapsed.total_seconds())
+        stop.set()
+        assert worker.result() > 0
+    p95 = statistics.quantiles(latencies, n=20)[-1]
+    print(f"p95 of an unrelated read while {len(big) // 1024} KB valid claims are checked: {p95 * 1000:.0f} ms")
+    assert p95 < 0.5, "an unrelated read waited behind a large claim's validation"
