@@ -25,6 +25,7 @@ import httpx
 import orjson
 from pymongo import ASCENDING, ReturnDocument
 
+from server.outbound import OutboundRefused, check_destination, safe_headers
 from server.storage import StoredResource, utcnow
 from server.subscriptions.model import (
     PAS_TOPIC, TopicSubscription, check_subscription, notification_bundle, read_subscription, status_parameters,
@@ -229,16 +230,20 @@ class SubscriptionService:
             return
         sub = read_subscription(stored.resource, stored.owner)
         headers = {"Content-Type": sub.payload_type}
-        for name, value in sub.headers:
+        for name, value in safe_headers(sub.headers):
             headers[name] = value
         error = None
         try:
+            if self.state.settings.mode == "production":
+                await check_destination(sub.endpoint)
             resp = await asyncio.wait_for(
                 self.client.post(sub.endpoint, content=doc["body"], headers=headers, timeout=min(sub.timeout, MAX_DELIVERY_SECONDS)),
                 MAX_DELIVERY_SECONDS,
             )
             if not 200 <= resp.status_code < 300:
                 error = f"endpoint answered HTTP {resp.status_code}"
+        except OutboundRefused as exc:
+            error = f"endpoint refused: {exc}"
         except (httpx.HTTPError, asyncio.TimeoutError) as exc:
             error = f"{type(exc).__name__}: {str(exc)[:200]}"
         if error is None:
