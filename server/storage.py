@@ -49,6 +49,9 @@ TIMEOUTS = {
     "socketTimeoutMS": 5000,
     "timeoutMS": 5000,
 }
+# An acknowledged write is on disk on a majority of the replica set (on the embedded database,
+# one node: written to its journal) before Precert answers.
+WRITE_CONCERN = {"w": "majority", "journal": True}
 # A readiness probe must answer well within a load balancer's own timeout.
 PING_TIMEOUT = 1.0
 
@@ -111,7 +114,7 @@ class Storage:
         find_existing = me_connection._find_existing_connection
         me_connection._find_existing_connection = lambda *a, **kw: None
         try:
-            self.client = mongomotor.connect(db=self.db_name, alias=self.alias, host=self.uri, tz_aware=True, **TIMEOUTS)
+            self.client = mongomotor.connect(db=self.db_name, alias=self.alias, host=self.uri, tz_aware=True, **TIMEOUTS, **WRITE_CONCERN)
         finally:
             me_connection._find_existing_connection = find_existing
         self.db = self.client[self.db_name]

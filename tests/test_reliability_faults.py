@@ -214,3 +214,8 @@ def test_a_database_of_another_live_server_is_never_ended(tmp_path):
         assert httpx.get(f"http://127.0.0.1:{port}/health/ready", timeout=5).status_code == 200
     finally:
         stop(proc)
+
+
+def test_acknowledged_writes_wait_for_the_journal_on_a_majority(server):
+    storage = server.app.state.precert.storage
+    assert storage.client.write_concern.document == {"w": "majority", "j": True}
