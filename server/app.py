@@ -139,9 +139,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         importlib.import_module(module).install(app)
     app.include_router(fhir_router)
     # Outermost: bounds every request and turns any escaped failure into a response.
-    from server.limits import RequestGuard
+    from server.limits import RequestGuard, install_log_filter
 
     app.add_middleware(RequestGuard, fhir_limit=settings.max_body_bytes, body_read_timeout=settings.body_read_timeout)
+    install_log_filter(app)
     return app
 
 

@@ -242,3 +242,53 @@ def _template(scope) -> str:
         return path
     parts = (scope.get("path") or "").split("/")
     return "/".join(parts[:3]) + ("/…" if len(parts) > 3 else "")
+
+
+class RouteTemplateLogFilter(logging.Filter):
+    """Rewrites uvicorn's access log lines to carry the route template (``/fhir/{rtype}/{rid}``)
+    instead of the raw path and query string, so ids and search values (which may be PHI) never
+    reach the log."""
+
+    def __init__(self, app):
+        super().__init__()
+        self.app = app
+
+    def template(self, method: str, path: str) -> str:
+        from starlette.routing import Match
+
+        path = path.split("?", 1)[0]
+        found = self._match(getattr(self.app, "routes", ()), method, path, "", Match)
+        return found or _template({"path": path})
+
+    def _match(self, routes, method: str, path: str, prefix: str, Match) -> str | None:
+        for route in routes:
+            inner = getattr(route, "original_router", None)  # a router included by FastAPI
+            if inner is not None:
+                extra = getattr(getattr(route, "include_context", None), "prefix", "") or ""
+                if path.startswith(extra):
+                    found = self._match(inner.routes, method, path[len(extra):], prefix + extra, Match)
+                    if found:
+                        return found
+                continue
+            scope = {"type": "http", "method": method, "path": path, "root_path": "", "path_params": {}}
+            try:
+                match, _ = route.matches(scope)
+            except Exception:  # noqa: BLE001 - a route that cannot judge this path does not match it
+                continue
+            if match != Match.NONE and getattr(route, "path", None):
+                return prefix + route.path
+        return None
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) >= 3 and isinstance(args[2], str):
+            record.args = (args[0], args[1], self.template(str(args[1]), args[2]), *args[3:])
+        return True
+
+
+def install_log_filter(app) -> None:
+    """Attach the filter to uvicorn's access logger, replacing one an earlier app installed."""
+    access = logging.getLogger("uvicorn.access")
+    for old in [f for f in access.filters if isinstance(f, RouteTemplateLogFilter)]:
+        access.removeFilter(old)
+    access.addFilter(RouteTemplateLogFilter(app))
