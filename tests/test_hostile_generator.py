@@ -226,7 +226,9 @@ FAMILIES = {
 
 @pytest.fixture(scope="module")
 def reviewer_token(client):
-    r = client.post("/staff/login", json={"username": "reviewer", "password": "reviewer-sandbox"})
+    # Its own client, so the session cookie stays out of the suite's shared one.
+    with httpx.Client(base_url=str(client.base_url), timeout=30) as own:
+        r = own.post("/staff/login", json={"username": "reviewer", "password": "reviewer-sandbox"})
     assert r.status_code == 200, r.text
     return r.json()["token"]
 
