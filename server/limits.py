@@ -82,24 +82,24 @@ def check_structure(value: Any, max_depth: int = MAX_DEPTH, max_array: int = MAX
         node, depth = stack.pop()
         if isinstance(node, dict):
             if depth > max_depth:
-                return f"JSON nested deeper than {max_depth} levels"
+                return f"JSON nesting exceeds the limit of {max_depth} levels"
             if len(node) > max_array:
-                return f"a JSON object has more than {max_array} members"
+                return f"a JSON object exceeds the limit of {max_array} members"
             for v in node.values():
                 if isinstance(v, (dict, list)):
                     stack.append((v, depth + 1))
                 elif isinstance(v, str) and len(v) > max_string:
-                    return f"a JSON string is longer than {max_string} characters"
+                    return f"a JSON string exceeds the limit of {max_string} characters"
         elif isinstance(node, list):
             if depth > max_depth:
-                return f"JSON nested deeper than {max_depth} levels"
+                return f"JSON nesting exceeds the limit of {max_depth} levels"
             if len(node) > max_array:
-                return f"a JSON array has more than {max_array} elements"
+                return f"a JSON array exceeds the limit of {max_array} elements"
             for v in node:
                 if isinstance(v, (dict, list)):
                     stack.append((v, depth + 1))
                 elif isinstance(v, str) and len(v) > max_string:
-                    return f"a JSON string is longer than {max_string} characters"
+                    return f"a JSON string exceeds the limit of {max_string} characters"
     return None
 
 
@@ -110,7 +110,7 @@ def _structure_problem(body: bytes) -> str | None:
         # orjson refuses nesting past its own recursion limit; anything else malformed is left to
         # the route, whose message says what it expected.
         if "recursion" in str(exc).lower():
-            return f"JSON nested deeper than {MAX_DEPTH} levels"
+            return f"JSON nesting exceeds the limit of {MAX_DEPTH} levels"
         return None
     return check_structure(parsed)
 
@@ -124,7 +124,8 @@ def error_body(path: str, status: int, code: str, message: str) -> tuple[bytes, 
     if path.startswith(("/fhir", "/cds-services")):
         outcome = {"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": code, "diagnostics": message}]}
         return b"application/fhir+json; charset=utf-8", orjson.dumps(outcome)
-    problem = {"type": "about:blank", "title": code, "status": status, "detail": message}
+    # RFC 9457 members, plus the "error"/"message" pair the other non-FHIR routes answer with.
+    problem = {"type": "about:blank", "title": code, "status": status, "detail": message, "error": code, "message": message}
     return b"application/problem+json", orjson.dumps(problem)
 
 
