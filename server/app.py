@@ -17,7 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
 
 from server import __version__
-from server.embedded_db import EmbeddedDatabase
+from server.embedded_db import EmbeddedDatabase, exit_process
 from server.fhir.errors import FHIRError, issue, operation_outcome
 from server.fhir.responses import fhir_response
 from server.settings import Settings
@@ -85,6 +85,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if uri is None:
             embedded = EmbeddedDatabase(settings.data_dir / "db", command=settings.embedded_db_command)
             embedded.start()
+            embedded.supervise(exit_process)
             uri = embedded.uri
         storage = Storage(uri, settings.db_name)
         storage.connect()
@@ -137,6 +138,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for module in CAPABILITIES:
         importlib.import_module(module).install(app)
     app.include_router(fhir_router)
+    # Outermost: bounds every request and turns any escaped failure into a response.
+    from server.limits import RequestGuard, install_log_filter
+
+    app.add_middleware(RequestGuard, fhir_limit=settings.max_body_bytes, body_read_timeout=settings.body_read_timeout)
+    install_log_filter(app)
     return app
 
 

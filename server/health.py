@@ -15,5 +15,8 @@ async def live() -> JSONResponse:
 
 @router.get("/health/ready")
 async def ready(request: Request) -> JSONResponse:
-    ok = await request.app.state.precert.storage.ping()
+    state = request.app.state.precert
+    embedded = state.embedded
+    # A dead embedded database is known without asking it; a frozen one fails the timed ping.
+    ok = (embedded is None or embedded.alive) and await state.storage.ping()
     return JSONResponse({"status": "ok" if ok else "unavailable", "database": ok}, status_code=200 if ok else 503)

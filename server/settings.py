@@ -33,6 +33,8 @@ class Settings:
     max_page_size: int = 1000
     embedded_db_command: str = "secantusd-py"
     cors_origins: tuple[str, ...] = ()
+    # Seconds a request body may go without a byte before it is refused (408).
+    body_read_timeout: float = 10.0
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> "Settings":
@@ -47,6 +49,7 @@ class Settings:
             mode=mode,
             load_sandbox=_bool(env.get("PRECERT_SANDBOX"), mode == "sandbox"),
             cors_origins=tuple(o.strip() for o in env.get("PRECERT_CORS_ORIGINS", "").split(",") if o.strip()),
+            body_read_timeout=float(env.get("PRECERT_BODY_READ_TIMEOUT", "10")),
         )
 
     def with_overrides(self, **changes) -> "Settings":

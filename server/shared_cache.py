@@ -28,6 +28,8 @@ class SharedCache:
         self._version: int | None = None
         self._checked = float("-inf")
         self._loading: dict[Hashable, asyncio.Future] = {}
+        # Bumped by every invalidation: a load that started before one must not store its answer.
+        self._generation = 0
 
     async def _fresh(self) -> None:
         now = time.monotonic()
@@ -38,6 +40,7 @@ class SharedCache:
         version = (doc or {}).get("v", 0)
         if version != self._version:
             self.entries.clear()
+            self._generation += 1
             self._version = version
 
     async def get(self, key: Hashable, load: Callable[[], Awaitable[Any]]) -> Any:
@@ -56,6 +59,7 @@ class SharedCache:
                 # the loading request went away (its client hung up): load here instead
         future: asyncio.Future = asyncio.get_running_loop().create_future()
         self._loading[key] = future
+        generation = self._generation
         try:
             value = await load()
         except asyncio.CancelledError:
@@ -67,13 +71,15 @@ class SharedCache:
             raise
         finally:
             self._loading.pop(key, None)
-        self.entries[key] = value
+        if generation == self._generation:
+            self.entries[key] = value
         future.set_result(value)
         return value
 
     async def invalidate(self) -> None:
         """Forget every entry here and, through the stamp, in every other worker."""
         self.entries.clear()
+        self._generation += 1
         doc = await self.collection.find_one_and_update({"_id": self.name}, {"$inc": {"v": 1}}, upsert=True, return_document=True)
         self._version = (doc or {}).get("v")
         self._checked = time.monotonic()

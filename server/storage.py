@@ -11,6 +11,7 @@ hands out for their own records (cases, outbox, audit).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import uuid
@@ -22,6 +23,7 @@ import mongomotor
 from mongomotor.utils import get_sync_alias
 import orjson
 from mongoengine import connection as me_connection
+import pymongo
 from pymongo import ASCENDING, DESCENDING
 from pymongo.errors import DuplicateKeyError
 
@@ -36,6 +38,22 @@ ALIAS = "precert"
 # that Da Vinci flows and typical clients filter on are indexed; other parameters still work,
 # narrowed by the type index.
 INDEXED_KEYS = ("identifier", "patient", "subject", "status", "url", "request")
+
+
+# Every database call is bounded, so a frozen or dead database answers 503 within seconds instead
+# of holding requests for minutes. ``timeoutMS`` bounds a whole operation (selection, connection
+# and round trips together); the others bound the steps for drivers and calls that ignore it.
+TIMEOUTS = {
+    "serverSelectionTimeoutMS": 2000,
+    "connectTimeoutMS": 2000,
+    "socketTimeoutMS": 5000,
+    "timeoutMS": 5000,
+}
+# An acknowledged write is on disk on a majority of the replica set (on the embedded database,
+# one node: written to its journal) before Precert answers.
+WRITE_CONCERN = {"w": "majority", "journal": True}
+# A readiness probe must answer well within a load balancer's own timeout.
+PING_TIMEOUT = 1.0
 
 
 def utcnow() -> datetime:
@@ -96,7 +114,7 @@ class Storage:
         find_existing = me_connection._find_existing_connection
         me_connection._find_existing_connection = lambda *a, **kw: None
         try:
-            self.client = mongomotor.connect(db=self.db_name, alias=self.alias, host=self.uri, tz_aware=True)
+            self.client = mongomotor.connect(db=self.db_name, alias=self.alias, host=self.uri, tz_aware=True, **TIMEOUTS, **WRITE_CONCERN)
         finally:
             me_connection._find_existing_connection = find_existing
         self.db = self.client[self.db_name]
@@ -132,7 +150,8 @@ class Storage:
 
     async def ping(self) -> bool:
         try:
-            await self.db.command("ping")
+            with pymongo.timeout(PING_TIMEOUT):
+                await asyncio.wait_for(self.db.command("ping"), PING_TIMEOUT + 0.5)
             return True
         except Exception:
             return False

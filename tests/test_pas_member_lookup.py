@@ -10,6 +10,7 @@ import pytest
 from pymongo import DESCENDING, ASCENDING, MongoClient
 
 from server.pas.service import PasService
+from server.shared_cache import SharedCache
 from tests.pas_support import claim_response, entry, pas_request, submit
 
 STORED = 20_000
@@ -78,11 +79,18 @@ class CountingStorage:
         return None
 
 
+class NoVersions:
+    """The cache_versions collection of a database nobody has written to."""
+
+    async def find_one(self, *a, **kw):
+        return None
+
+
 def test_concurrent_look_ups_of_one_member_share_one_query():
     async def scenario():
         service = PasService.__new__(PasService)
         service.storage = CountingStorage()
-        service._members, service._member_lookups, service._member_generation = {}, {}, 0
+        service.members = SharedCache(NoVersions(), "pas-members", ttl=30)
         waiting = [asyncio.ensure_future(service._member_records(["urn:x|m1"])) for _ in range(50)]
 
         async def release():  # runs after all fifty have asked (tasks start in creation order)

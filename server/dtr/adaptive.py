@@ -260,9 +260,11 @@ def next_question(qr: dict, version: str, base: str) -> dict:
 
 
 def _version_of(qr: dict, query) -> str:
-    for c in qr.get("contained") or []:
+    contained = qr.get("contained") if isinstance(qr, dict) else None
+    for c in contained if isinstance(contained, list) else []:
         if isinstance(c, dict) and c.get("resourceType") == "Questionnaire":
-            for ext in c.get("extension") or []:
+            extensions = c.get("extension")
+            for ext in extensions if isinstance(extensions, list) else []:
                 if isinstance(ext, dict) and ext.get("url") == EXT_ADAPTIVE and "valueUrl" in ext:
                     return V22
     return requested_version(None, query)

@@ -26,12 +26,22 @@ def operation_outcome(issues: list[dict]) -> dict:
     return {"resourceType": "OperationOutcome", "issue": issues}
 
 
+# The most issues one OperationOutcome lists.
+MAX_ISSUES = 100
+
+
 class FHIRError(Exception):
     """An error that becomes an OperationOutcome with the given HTTP status."""
 
     def __init__(self, status: int, issues: list[dict], headers: dict | None = None):
         super().__init__(issues[0]["diagnostics"] if issues else str(status))
         self.status = status
+        if len(issues) > MAX_ISSUES:
+            # A body with thousands of mistakes gets the first ones and a count, not megabytes.
+            more = len(issues) - MAX_ISSUES
+            issues = issues[:MAX_ISSUES] + [
+                issue("too-costly", f"{more} more issues were found and not listed; only the first {MAX_ISSUES} are reported", severity="information")
+            ]
         self.issues = issues
         self.headers = headers or {}
 

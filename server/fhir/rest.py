@@ -7,6 +7,7 @@ from urllib.parse import parse_qsl, urlencode
 
 import orjson
 from fastapi import APIRouter, Request
+from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from server.fhir.errors import FHIRError, bad_request, gone, not_found
@@ -201,7 +202,7 @@ async def create(request: Request, rtype: str) -> Response:
     provider_for(rtype, "create")
     st = state(request)
     resource = await read_fhir_json(request, st.settings.max_body_bytes)
-    validate_resource(resource, rtype)
+    await run_in_threadpool(validate_resource, resource, rtype)
     base = base_url(request)
     if_none_exist = request.headers.get("if-none-exist")
     if if_none_exist:
@@ -285,7 +286,7 @@ async def update(request: Request, rtype: str, rid: str) -> Response:
     check_id(rid)
     st = state(request)
     resource = await read_fhir_json(request, st.settings.max_body_bytes)
-    validate_resource(resource, rtype)
+    await run_in_threadpool(validate_resource, resource, rtype)
     body_id = resource.get("id")
     if body_id is None:
         raise bad_request(f"the {rtype} in the body has no id; it must be '{rid}'", f"{rtype}.id")

@@ -73,6 +73,10 @@ def _date_value(name: str, value: str) -> tuple[str, datetime, datetime]:
     return prefix, rng[0], rng[1]
 
 
+# The longest search value accepted, per value (names, identifiers, URLs are all far shorter).
+MAX_VALUE_LENGTH = 1000
+
+
 def _int_param(name: str, raw: str, minimum: int, maximum: int) -> int:
     try:
         value = int(raw)
@@ -159,6 +163,10 @@ def parse_search(
             req.criteria.append(Criterion(name, param.type, "missing", [raw == "true"]))
             continue
         values = _split_values(raw)
+        if any(len(v) > MAX_VALUE_LENGTH for v in values):
+            # Longer values match nothing real, and the database refuses them as patterns.
+            problems.append(issue("too-long", f"a value of '{name}' is longer than {MAX_VALUE_LENGTH} characters", key[:80]))
+            continue
         if param.type == "token":
             if modifier not in (None, "not", "text"):
                 problems.append(issue("not-supported", f"modifier ':{modifier[:20]}' is not supported on '{name}'", key[:80]))

@@ -183,6 +183,14 @@ def _binding_issues(model: BaseModel, path: str, out: list[dict]) -> None:
                     _binding_issues(element, f"{child}[{i}]", out)
 
 
+def _unknown_type(exc: KeyError) -> str:
+    name = str(exc.args[0]) if exc.args else ""
+    name = name.split(".", 1)[-1]
+    if name.endswith("Type"):
+        name = name[:-4]
+    return repr(name[:64]) if name else "(unnamed)"
+
+
 def validate_resource(resource: Any, expected_type: str | None = None, *, status: int = 400) -> BaseModel:
     """Validate one resource; raise FHIRError listing every problem found."""
     if not isinstance(resource, dict):
@@ -211,7 +219,11 @@ def validate_resource(resource: Any, expected_type: str | None = None, *, status
         model = cls.model_validate(resource)
     except ValidationError as exc:
         raise FHIRError(status, _pydantic_issues(rtype, exc)) from None
-    except (ValueError, TypeError) as exc:  # a few datatypes raise outside pydantic's machinery
+    except KeyError as exc:
+        # The models look nested resources (Bundle.entry.resource, contained) up by their
+        # resourceType and raise KeyError for a name they do not know.
+        raise FHIRError.single(status, "not-supported", f"{rtype} holds a nested resource of unknown type {_unknown_type(exc)}") from None
+    except (ValueError, TypeError, AttributeError, RecursionError) as exc:  # a few datatypes raise outside pydantic's machinery
         raise FHIRError.single(status, "value", f"{rtype}: {str(exc)[:300]}") from None
     _binding_issues(model, rtype, issues)
     if issues:

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 import uuid
 from typing import Any
 
 import orjson
 from pymongo.errors import DuplicateKeyError
+from starlette.concurrency import run_in_threadpool
 
 from server.pas import cases as case_store
+from server.shared_cache import SharedCache
 from server.pas.adjudicate import (
     ItemDecision, MemberCheck, codings, decide_item, describe, evaluation_input, expedited, member_ids,
     provider_ids, questionnaire_responses,
@@ -68,42 +69,17 @@ class PasService:
         self.storage = state.storage
         self.cases = case_store.collection(state.storage)
         # Eligibility look-ups (member id -> Coverage and Patient) are cached briefly, as payers'
-        # eligibility systems are; a write to any Coverage or Patient through /fhir clears it.
-        self._members: dict[tuple, tuple[float, Any]] = {}
-        self._member_lookups: dict[tuple, asyncio.Future] = {}
-        self._member_generation = 0
+        # eligibility systems are; a write to any Coverage or Patient, through any worker, clears
+        # them everywhere. Concurrent look-ups of one member share one query (single flight).
+        self.members = SharedCache(state.storage.collection("cache_versions"), "pas-members", ttl=MEMBER_CACHE_SECONDS)
 
     async def forget_members(self, request, stored, action) -> None:
         if stored.type in ("Coverage", "Patient"):
-            self._member_generation += 1
-            self._members.clear()
+            await self.members.invalidate()
 
     async def _member_records(self, ids: list[str]) -> tuple[dict | None, dict | None]:
-        """The member's Coverage and Patient, cached briefly. Concurrent look-ups of one member
-        share one database query (single flight), and entries expire at staggered times, so an
-        expiry never sends every waiting request to the database at once."""
-        key = tuple(sorted(ids))
-        hit = self._members.get(key)
-        now = time.monotonic()
-        if hit and hit[0] > now:
-            return hit[1]
-        pending = self._member_lookups.get(key)
-        if pending is None:
-            pending = asyncio.ensure_future(self._load_member(ids))
-            self._member_lookups[key] = pending
-            generation = self._member_generation
-
-            def done(task: asyncio.Future) -> None:
-                self._member_lookups.pop(key, None)
-                # A write to a Coverage or Patient while the query ran makes its answer stale.
-                if not task.cancelled() and task.exception() is None and generation == self._member_generation:
-                    if len(self._members) > 10_000:
-                        self._members.clear()
-                    ttl = MEMBER_CACHE_SECONDS * (0.75 + random.random() * 0.5)
-                    self._members[key] = (time.monotonic() + ttl, task.result())
-
-            pending.add_done_callback(done)
-        return await asyncio.shield(pending)
+        """The member's Coverage and Patient, cached briefly (see ``self.members``)."""
+        return await self.members.get(tuple(sorted(ids)), lambda: self._load_member(ids))
 
     @staticmethod
     def member_queries(ids: list[str]) -> list[dict]:
@@ -156,7 +132,8 @@ class PasService:
     # ------------------------------------------------------------------ submit
     async def submit(self, body: Any, owner: str | None, base: str, *, pinned: str | None = None,
                      client_default: str | None = None) -> tuple[bytes, int]:
-        pas, evidence = check_request(body, "submit")
+        # Checking a large request takes long enough to matter; a worker thread does it.
+        pas, evidence = await run_in_threadpool(check_request, body, "submit")
         version = negotiate(pinned_version=pinned, evidence=evidence, client_default=client_default)
         request_bundle = pas.bundle
         digest = case_store.request_hash(request_bundle)
@@ -352,7 +329,7 @@ class PasService:
     # ------------------------------------------------------------------ inquire
     async def inquire(self, body: Any, owner: str | None, base: str, *, pinned: str | None = None,
                       client_default: str | None = None) -> tuple[dict, int]:
-        pas, evidence = check_request(body, "inquire")
+        pas, evidence = await run_in_threadpool(check_request, body, "inquire")
         claim = pas.claim
         members = member_ids(pas)
         providers = provider_ids(pas)

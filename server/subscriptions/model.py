@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from urllib.parse import urlparse
 
 from server.fhir.errors import FHIRError, issue
+from server.outbound import FORBIDDEN_HEADERS, literal_refusal
 from server.pas.constants import TOPIC as PAS_TOPIC
 from server.storage import fhir_instant, utcnow
 
@@ -110,6 +111,8 @@ def check_subscription(resource: dict, production: bool) -> None:
         problems.append(issue("required", "Subscription.channel.endpoint must be an absolute http(s) URL", "Subscription.channel.endpoint"))
     elif production and parsed.scheme != "https":
         problems.append(issue("security", "Subscription.channel.endpoint must use https", "Subscription.channel.endpoint"))
+    elif production and (refused := literal_refusal(endpoint)):
+        problems.append(issue("security", f"Subscription.channel.endpoint is not allowed: {refused}", "Subscription.channel.endpoint"))
     payload = channel.get("payload")
     if payload and payload.split(";")[0].strip() not in ("application/fhir+json", "application/json"):
         problems.append(issue("not-supported", f"Subscription.channel.payload '{str(payload)[:60]}' is not supported; use application/fhir+json", "Subscription.channel.payload"))
@@ -119,6 +122,9 @@ def check_subscription(resource: dict, production: bool) -> None:
     for h in channel.get("header") or []:
         if not isinstance(h, str) or ":" not in h or "\n" in h or "\r" in h:
             problems.append(issue("value", "each Subscription.channel.header must be 'Name: value' on one line", "Subscription.channel.header"))
+            break
+        if h.partition(":")[0].strip().lower() in FORBIDDEN_HEADERS:
+            problems.append(issue("security", f"Subscription.channel.header may not set '{h.partition(':')[0].strip()[:40]}'", "Subscription.channel.header"))
             break
     filters = parse_filters(resource)
     if topic == PAS_TOPIC and not any(filters.get(n) for n in FILTER_NAMES):

@@ -3,7 +3,13 @@
 Every notification (handshake, heartbeat, event) is first written to the ``notification_outbox``
 collection, in the same transaction as the decision that caused it, and then delivered by a worker.
 A delivery that fails is retried with exponential backoff (capped at five minutes) for as long as
-the subscription exists; nothing is dropped. Each subscription's state (event count, failures, last
+the subscription exists; nothing is dropped.
+
+Deliveries run concurrently, one at a time per subscription (so each subscriber sees its
+notifications in order) and at most ``MAX_IN_FLIGHT`` at once, each with its own timeout: an
+endpoint that never answers holds up only its own notifications. A notification is leased while
+it is delivered; the lease outlasts the longest delivery timeout, so no live delivery is taken
+twice, and is short, so one in flight at a crash is retried seconds after the restart. Each subscription's state (event count, failures, last
 error) is visible through ``$status``.
 """
 
@@ -19,6 +25,7 @@ import httpx
 import orjson
 from pymongo import ASCENDING, ReturnDocument
 
+from server.outbound import OutboundRefused, check_destination, safe_headers
 from server.storage import StoredResource, utcnow
 from server.subscriptions.model import (
     PAS_TOPIC, TopicSubscription, check_subscription, notification_bundle, read_subscription, status_parameters,
@@ -26,7 +33,10 @@ from server.subscriptions.model import (
 
 log = logging.getLogger("precert.subscriptions")
 
-LEASE = timedelta(seconds=60)
+# The longest a single delivery may take, whatever the subscription asks for.
+MAX_DELIVERY_SECONDS = 10.0
+LEASE = timedelta(seconds=MAX_DELIVERY_SECONDS + 5)
+MAX_IN_FLIGHT = 32
 ERROR_AFTER_FAILURES = 3
 
 
@@ -42,11 +52,14 @@ class SubscriptionService:
         self.task: asyncio.Task | None = None
         self.client: httpx.AsyncClient | None = None
         self.stopping = False
+        self.in_flight: dict[str, asyncio.Task] = {}  # subscription id -> its delivery
 
     async def ensure_indexes(self) -> None:
         await self.outbox.create_index([("status", ASCENDING), ("next_at", ASCENDING)])
         await self.outbox.create_index([("subscription", ASCENDING), ("created", ASCENDING)])
         await self.subs.create_index([("next_heartbeat", ASCENDING)])
+        # Matching reads an organization's subscriptions to one topic, never everyone's.
+        await self.subs.create_index([("owner", ASCENDING), ("topic", ASCENDING), ("deleted", ASCENDING)])
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -61,6 +74,12 @@ class SubscriptionService:
                 await asyncio.wait_for(self.task, 5)
             except (asyncio.TimeoutError, asyncio.CancelledError):
                 self.task.cancel()
+        pending = list(self.in_flight.values())
+        if pending:
+            # Deliveries still running are abandoned; their leases expire and they are retried.
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
         if self.client:
             await self.client.aclose()
 
@@ -87,7 +106,7 @@ class SubscriptionService:
         heartbeat = int(sub.heartbeat) if sub.heartbeat else None
         await self.subs.update_one(
             {"_id": stored.id},
-            {"$set": {"base": base, "owner": stored.owner, "heartbeat": heartbeat, "deleted": False,
+            {"$set": {"base": base, "owner": stored.owner, "topic": sub.topic, "heartbeat": heartbeat, "deleted": False,
                       "next_heartbeat": utcnow() + timedelta(seconds=heartbeat) if heartbeat else None},
              "$setOnInsert": {"events": 0, "failures": 0, "created": utcnow()}},
             upsert=True,
@@ -114,16 +133,15 @@ class SubscriptionService:
         self.wake.set()
 
     async def matching_subscriptions(self, owner: str | None, sender_ids: list[str]) -> list[tuple[TopicSubscription, dict]]:
-        found, _ = await self.storage.search("Subscription", {"k.status": {"$in": ["requested", "active", "error"]}}, count=1000, with_total=False)
+        states = {s["_id"]: s async for s in self.subs.find({"owner": owner, "topic": {"$in": [PAS_TOPIC, None]}, "deleted": False})}
         out = []
-        for stored in found:
-            if stored.owner != owner:
+        for stored in await self.storage.read_many(f"Subscription/{sid}" for sid in states):
+            if stored.owner != owner or stored.resource.get("status") not in ("requested", "active", "error"):
                 continue
             sub = read_subscription(stored.resource, stored.owner)
             if sub.topic != PAS_TOPIC or not sub.matches(sender_ids):
                 continue
-            state = await self.subs.find_one({"_id": stored.id}) or {}
-            out.append((sub, state))
+            out.append((sub, states[stored.id]))
         return out
 
     async def notify_decision(self, case: dict, response: dict, session=None) -> int:
@@ -175,21 +193,35 @@ class SubscriptionService:
         now = utcnow()
         return await self.outbox.find_one_and_update(
             {"$or": [{"status": "pending", "next_at": {"$lte": now}},
-                     {"status": "delivering", "lease": {"$lt": now}}]},
+                     {"status": "delivering", "lease": {"$lt": now}}],
+             "subscription": {"$nin": list(self.in_flight)}},
             {"$set": {"status": "delivering", "lease": now + LEASE}},
             sort=[("next_at", ASCENDING)],
             return_document=ReturnDocument.AFTER,
         )
 
     async def _deliver_due(self) -> int:
+        """Start the delivery of every due notification whose subscription has none running."""
         n = 0
-        while not self.stopping:
+        while not self.stopping and len(self.in_flight) < MAX_IN_FLIGHT:
             doc = await self._claim_next()
             if doc is None:
                 return n
-            await self._deliver(doc)
+            sub_id = doc["subscription"]
+            self.in_flight[sub_id] = asyncio.create_task(self._deliver_then_wake(sub_id, doc), name=f"notify-{sub_id}")
             n += 1
         return n
+
+    async def _deliver_then_wake(self, sub_id: str, doc: dict) -> None:
+        try:
+            await self._deliver(doc)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # a failed bookkeeping write: the lease expires and it is retried
+            log.exception("delivery of notification %s failed", doc["_id"])
+        finally:
+            self.in_flight.pop(sub_id, None)
+            self.wake.set()  # this subscription's next notification may be due
 
     async def _deliver(self, doc: dict) -> None:
         stored = await self.storage.read("Subscription", doc["subscription"])
@@ -198,14 +230,21 @@ class SubscriptionService:
             return
         sub = read_subscription(stored.resource, stored.owner)
         headers = {"Content-Type": sub.payload_type}
-        for name, value in sub.headers:
+        for name, value in safe_headers(sub.headers):
             headers[name] = value
         error = None
         try:
-            resp = await self.client.post(sub.endpoint, content=doc["body"], headers=headers, timeout=min(sub.timeout, 30))
+            if self.state.settings.mode == "production":
+                await check_destination(sub.endpoint)
+            resp = await asyncio.wait_for(
+                self.client.post(sub.endpoint, content=doc["body"], headers=headers, timeout=min(sub.timeout, MAX_DELIVERY_SECONDS)),
+                MAX_DELIVERY_SECONDS,
+            )
             if not 200 <= resp.status_code < 300:
                 error = f"endpoint answered HTTP {resp.status_code}"
-        except httpx.HTTPError as exc:
+        except OutboundRefused as exc:
+            error = f"endpoint refused: {exc}"
+        except (httpx.HTTPError, asyncio.TimeoutError) as exc:
             error = f"{type(exc).__name__}: {str(exc)[:200]}"
         if error is None:
             await self.outbox.update_one({"_id": doc["_id"]}, {"$set": {"status": "delivered", "finished": utcnow(), "attempts": doc["attempts"] + 1}})
