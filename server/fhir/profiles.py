@@ -86,6 +86,13 @@ class Registry:
                     if res.get("version"):
                         self.resources.setdefault(f"{url}|{res['version']}", []).append((package, res))
 
+    def add(self, resource: dict, package: str = "local") -> None:
+        """Make one more StructureDefinition, ValueSet or CodeSystem known (Precert's own profiles)."""
+        self.resources.setdefault(resource["url"], []).append((package, resource))
+        _profiles.clear()
+        expand.cache_clear()
+        _codesystem_codes.cache_clear()
+
     def get(self, url: str, prefer: str | None = None) -> dict | None:
         found = self.resources.get(url)
         if not found:
@@ -432,7 +439,7 @@ class _Run:
 
     def _items(self, items, child: Node, profile: Profile, loc: str, resource: dict, type_path: str, cname: str,
                owner_type: str | None = None):
-        if not items:
+        if not items and not any(s.min for s in child.slices):
             return
         assigned: dict[int, Node] = {}
         if child.slices and child.slicing:
