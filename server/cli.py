@@ -65,6 +65,10 @@ def main(argv: list[str] | None = None) -> int:
     walk.add_argument("--password", default="reviewer-sandbox")
     walk.set_defaults(func=_walkthrough)
 
+    from server.fhir.validate_cli import add_subcommand as add_validate
+
+    add_validate(sub)
+
     args = parser.parse_args(argv)
     logging.basicConfig(level=getattr(logging, str(getattr(args, "log_level", "info")).upper(), logging.INFO),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

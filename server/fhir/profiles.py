@@ -765,7 +765,24 @@ def validate(resource: Any, profile: str | None = None, package: str | None = No
     """Validate ``resource`` against ``profile`` (or its ``meta.profile`` and base type).
 
     Returns an OperationOutcome; raises :class:`UnknownProfile` for a profile no package defines.
+    Without ``package``, an unversioned canonical that several shipped versions define (PAS 2.0.1 and
+    2.2.1) is met when any one version is met: the outcome is that of the best-matching version.
     """
+    if package is None and isinstance(resource, dict):
+        claimed = [profile] if profile else list((resource.get("meta") or {}).get("profile") or [])
+        packages = []
+        for url in claimed:
+            if isinstance(url, str) and "|" not in url:
+                packages = [pkg for pkg, res in registry().resources.get(url, []) if res.get("resourceType") == "StructureDefinition"]
+                if len(packages) > 1:
+                    break
+        if len(packages) > 1:
+            outcomes = [_validate(resource, profile, pkg) for pkg in dict.fromkeys(packages)]
+            return min(outcomes, key=lambda o: len(errors(o)))
+    return _validate(resource, profile, package)
+
+
+def _validate(resource: Any, profile: str | None, package: str | None) -> dict:
     if not isinstance(resource, dict) or not isinstance(resource.get("resourceType"), str):
         return {"resourceType": "OperationOutcome", "issue": [
             _issue("error", "structure", "type", "$this", "not a FHIR resource (no resourceType)")]}
