@@ -110,3 +110,25 @@ def test_cli_validate_exits_1_for_an_unknown_profile(tmp_path, capsys):
     path.write_text(json.dumps({"resourceType": "Patient"}))
     assert main(["validate", str(path), "--profile", "http://example.org/none"]) == 1
     assert "is not known" in capsys.readouterr().out
+
+
+def _nested(depth: int) -> dict:
+    ext = {"url": "http://example.org/a", "valueString": "x"}
+    for _ in range(depth):
+        ext = {"url": "http://example.org/a", "extension": [ext]}
+    return {"resourceType": "Patient", "extension": [ext]}
+
+
+def test_validate_refuses_a_resource_nested_too_deeply(client):
+    r = client.post("/fhir/$validate", content=json.dumps(_nested(100)).encode(), headers=FHIR)
+    assert r.status_code == 400
+    assert r.json()["issue"][0]["code"] == "too-costly"
+
+
+def test_validate_refuses_a_resource_with_too_many_values_instead_of_working_for_minutes(client):
+    bundle = {"resourceType": "Bundle", "type": "collection", "entry": [
+        {"fullUrl": f"urn:uuid:{i:08d}-0000-4000-8000-000000000000",
+         "resource": {"resourceType": "Patient", "id": str(i), "gender": "male"}} for i in range(20000)]}
+    r = client.post("/fhir/$validate", json=bundle, headers=FHIR)
+    assert r.status_code == 400
+    assert r.json()["issue"][0]["code"] == "too-costly"

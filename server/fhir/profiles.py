@@ -55,6 +55,32 @@ class UnknownProfile(LookupError):
     pass
 
 
+class TooCostly(ValueError):
+    """A resource too large or too deeply nested to validate in bounded time."""
+
+
+# Bounds on the work one validation may do: the cost grows with the number of JSON values, and
+# nesting deeper than any FHIR definition allows would only exhaust the stack.
+MAX_VALUES = 50_000
+MAX_DEPTH = 64
+
+
+def _check_cost(resource: Any) -> None:
+    count = 0
+    stack = [(resource, 0)]
+    while stack:
+        value, depth = stack.pop()
+        count += 1
+        if count > MAX_VALUES:
+            raise TooCostly(f"the resource has more than {MAX_VALUES} values; validate it in parts")
+        if depth > MAX_DEPTH:
+            raise TooCostly(f"the resource nests deeper than {MAX_DEPTH} levels")
+        if isinstance(value, dict):
+            stack.extend((v, depth + 1) for v in value.values())
+        elif isinstance(value, list):
+            stack.extend((v, depth + 1) for v in value)
+
+
 # --------------------------------------------------------------------------------------------- packages
 class Registry:
     """Conformance resources of every shipped package, by canonical URL (and ``url|version``)."""
@@ -304,14 +330,18 @@ def _as_list(value: Any) -> list:
 
 
 class _Run:
-    def __init__(self, root: dict, prefer: str | None):
+    def __init__(self, root: dict, prefer: str | None, parent: "_Run | None" = None):
         self.root = root
         self.prefer = prefer
         self.issues: list[dict] = []
+        self.ext_owner: list[str] = []
+        if parent is not None:
+            # A nested run (one candidate profile) shares the Bundle index and the caches.
+            self.bundle_index, self.conforms, self.invariants = parent.bundle_index, parent.conforms, parent.invariants
+            return
         self.bundle_index: dict[str, dict] = {}
         self.conforms: dict[tuple[int, str], bool] = {}
         self.invariants: dict[tuple[str, int], Any] = {}
-        self.ext_owner: list[str] = []
         if root.get("resourceType") == "Bundle":
             for entry in root.get("entry", []) or []:
                 res = entry.get("resource") if isinstance(entry, dict) else None
@@ -504,8 +534,7 @@ class _Run:
                     self.add("error", "structure", "type", loc, f"unknown resource type {rtype}")
                     return
                 prof = compile_profile(rtype)
-            sub = _Run(self.root, self.prefer)
-            sub.bundle_index, sub.conforms, sub.invariants = self.bundle_index, self.conforms, self.invariants
+            sub = _Run(self.root, self.prefer, self)
             sub.resource(item, prof, loc, item)
             n = sum(1 for i in sub.issues if i["severity"] == "error")
             if best is None or n < sum(1 for i in best if i["severity"] == "error"):
@@ -590,8 +619,7 @@ class _Run:
                 continue
             ck = (id(target), url)
             if ck not in self.conforms:
-                sub = _Run(self.root, self.prefer)
-                sub.bundle_index, sub.conforms, sub.invariants = self.bundle_index, self.conforms, self.invariants
+                sub = _Run(self.root, self.prefer, self)
                 sub.resource(target, compile_profile(url, self.prefer), rtype, target)
                 self.conforms[ck] = not any(i["severity"] == "error" for i in sub.issues)
             if self.conforms[ck]:
@@ -700,8 +728,7 @@ class _Run:
                             continue
                         ck = (id(v), purl)
                         if ck not in self.conforms:
-                            sub = _Run(self.root, self.prefer)
-                            sub.bundle_index, sub.conforms, sub.invariants = self.bundle_index, self.conforms, self.invariants
+                            sub = _Run(self.root, self.prefer, self)
                             sub.element(v, prof.root, prof, "x", v, prof.type)
                             self.conforms[ck] = not any(i["severity"] == "error" for i in sub.issues)
                         ok = ok or self.conforms[ck]
@@ -764,10 +791,12 @@ class _Run:
 def validate(resource: Any, profile: str | None = None, package: str | None = None) -> dict:
     """Validate ``resource`` against ``profile`` (or its ``meta.profile`` and base type).
 
-    Returns an OperationOutcome; raises :class:`UnknownProfile` for a profile no package defines.
+    Returns an OperationOutcome; raises :class:`UnknownProfile` for a profile no package defines and
+    :class:`TooCostly` for a resource beyond :data:`MAX_VALUES` or :data:`MAX_DEPTH`.
     Without ``package``, an unversioned canonical that several shipped versions define (PAS 2.0.1 and
     2.2.1) is met when any one version is met: the outcome is that of the best-matching version.
     """
+    _check_cost(resource)
     if package is None and isinstance(resource, dict):
         claimed = [profile] if profile else list((resource.get("meta") or {}).get("profile") or [])
         packages = []
@@ -803,9 +832,12 @@ def _validate(resource: Any, profile: str | None, package: str | None) -> dict:
                 run.add("warning", "not-supported", "profile-unknown", f"{rtype}.meta.profile", f"profile {purl} is not known")
             else:
                 urls.append(purl)
-    run.resource(resource, base, rtype, resource)
-    for purl in urls:
-        run.resource(resource, compile_profile(purl, package), rtype, resource)
+    try:
+        run.resource(resource, base, rtype, resource)
+        for purl in urls:
+            run.resource(resource, compile_profile(purl, package), rtype, resource)
+    except RecursionError:
+        raise TooCostly("the resource nests too deeply to validate") from None
     seen, unique = set(), []
     for i in run.issues:
         k = (i["severity"], i["details"]["coding"][0]["code"], i["expression"][0], i["diagnostics"])

@@ -35,6 +35,10 @@ def _run(args: argparse.Namespace) -> int:
             print(f"{name}: error: profile {args.profile} is not known")
             failed = True
             continue
+        except profiles.TooCostly as exc:
+            print(f"{name}: error: {exc}")
+            failed = True
+            continue
         errors = profiles.errors(outcome)
         failed = failed or bool(errors)
         for issue in outcome["issue"]:

@@ -84,6 +84,8 @@ async def _validate(call: OperationCall) -> Response:
         outcome = await run_in_threadpool(profiles.validate, resource, profile)
     except profiles.UnknownProfile:
         raise FHIRError.single(400, "not-supported", f"profile {profile[:200]} is not known to this server", "profile") from None
+    except profiles.TooCostly as exc:
+        raise FHIRError.single(400, "too-costly", str(exc)) from None
     return fhir_response(outcome, 200)
 
 
