@@ -39,7 +39,7 @@ CRD = "hl7.fhir.us.davinci-crd-2.0.1"
 COVERAGE_INFORMATION = "http://hl7.org/fhir/us/davinci-crd/StructureDefinition/ext-coverage-information"
 
 
-def test_crd_system_action_resources_carry_a_valid_coverage_information(client):
+def test_crd_system_action_resources_meet_their_crd_profile_and_coverage_information(client):
     from tests.test_crd_conformance import call, order_sign, service_request
 
     body = order_sign(service_request("sr-mri", "70551"), service_request("sr-visit", "99213"))
@@ -49,7 +49,8 @@ def test_crd_system_action_resources_carry_a_valid_coverage_information(client):
     for resource in resources:
         exts = [e for e in resource.get("extension", []) if e["url"] == COVERAGE_INFORMATION]
         assert exts
-        assert conformance_errors(resource, f"http://hl7.org/fhir/StructureDefinition/{resource['resourceType']}", CRD) == []
+        profile = f"http://hl7.org/fhir/us/davinci-crd/StructureDefinition/profile-{resource['resourceType'].lower()}"
+        assert conformance_errors(resource, profile, CRD) == []
 
 
 def test_a_broken_coverage_information_is_caught():
