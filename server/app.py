@@ -36,6 +36,7 @@ CAPABILITIES = (
     "server.subscriptions.routes",
     "server.review.routes",
     "server.auth.routes",
+    "server.fhir.validate_op",
 )
 
 

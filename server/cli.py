@@ -86,8 +86,10 @@ def main(argv: list[str] | None = None) -> int:
     walk.set_defaults(func=_walkthrough)
 
     from questionnaires.build import add_subcommand as add_build_libraries  # precert build-libraries
+    from server.fhir.validate_cli import add_subcommand as add_validate  # precert validate
 
     add_build_libraries(sub)
+    add_validate(sub)
 
     args = parser.parse_args(argv)
     logging.basicConfig(level=getattr(logging, str(getattr(args, "log_level", "info")).upper(), logging.INFO),

@@ -70,7 +70,7 @@ async def metadata(request: Request) -> Response:
 # ---------------------------------------------------------------------- operations
 async def dispatch_operation(request: Request, rtype: str | None, rid: str | None, name: str) -> Response:
     check_format(request)
-    if rtype is not None and rtype not in PROVIDERS:
+    if rtype is not None and rtype not in PROVIDERS and registry.find(name, rtype, instance=rid is not None) is None:
         provider_for(rtype, "read")
     op = registry.find(name, rtype, instance=rid is not None)
     if op is None:
