@@ -215,6 +215,18 @@ class Profile:
 
 
 _profiles: dict[tuple[str, str | None], Profile] = {}
+_declared: dict[tuple[str, str | None], frozenset[str]] = {}
+
+
+def _declared_extensions(profile: Profile) -> frozenset[tuple[str, str]]:
+    """The (element path, unversioned extension URL) pairs a profile slices in."""
+    key = (profile.url, profile.package)
+    found = _declared.get(key)
+    if found is None:
+        found = frozenset((n.path.rsplit(".", 1)[0], p.split("|")[0]) for n in profile.by_id.values() for t in n.types
+                          if t.get("code") == "Extension" for p in t.get("profile", []))
+        _declared[key] = found
+    return found
 
 
 def compile_profile(url_or_type: str, prefer: str | None = None) -> Profile:
@@ -565,7 +577,14 @@ class _Run:
         owner = type_path
         if owner == "Extension" and self.ext_owner:
             owner = self.ext_owner[-1]
-        if contexts and not self._context_ok(contexts, owner, owner_type):
+        # A profile that slices the extension in by name has placed it there itself: some published
+        # IGs (PAS's communicatedDiagnosis on ClaimResponse.item) declare contexts their own profiles
+        # contradict, and the profile is the more specific statement.
+        here = (owner, url.split("|")[0])
+        # Inside another extension, that extension's own definition slicing this one in places it.
+        nested = owner.endswith(".extension") and ("Extension", here[1]) in _declared_extensions(profile)
+        declared = nested or here in _declared_extensions(profile) or self._claimed_declares(resource, here)
+        if contexts and not declared and not self._context_ok(contexts, owner, owner_type):
             self.add("error", "structure", "extension-context", loc,
                      f"extension {url} is not allowed on {owner} (contexts: {', '.join(c.get('expression', '') for c in contexts)})")
         self.ext_owner.append(f"{owner}.extension")
@@ -573,6 +592,16 @@ class _Run:
             self.element(item, ext_prof.root, ext_prof, loc, resource, "Extension", owner_type="Extension")
         finally:
             self.ext_owner.pop()
+
+    def _claimed_declares(self, resource: dict, here: tuple[str, str]) -> bool:
+        """Whether a profile the resource claims (meta.profile) slices this extension in."""
+        for purl in (resource.get("meta") or {}).get("profile", []) or [] if isinstance(resource, dict) else []:
+            try:
+                if here in _declared_extensions(compile_profile(purl, self.prefer)):
+                    return True
+            except UnknownProfile:
+                continue
+        return False
 
     @staticmethod
     def _context_ok(contexts: list[dict], owner: str, owner_type: str | None) -> bool:

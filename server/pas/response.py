@@ -353,6 +353,8 @@ def _communication_request(pas: PasBundle, echo: Echo, cr: dict, d: ItemDecision
         "resourceType": "CommunicationRequest",
         "id": rid,
         "meta": {"profile": [PROFILE_COMMUNICATION_REQUEST]},
+        # PAS requires an identifier unless the request is verbal (IdentifierUnlessVO).
+        "identifier": [{"system": "urn:ietf:rfc:3986", "value": f"urn:uuid:{rid}"}],
     }
     if version != V201:
         resource["extension"] = [{"url": EXT_SERVICE_LINE, "valuePositiveInt": d.sequence}]

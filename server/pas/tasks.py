@@ -23,8 +23,10 @@ LOINC = "http://loinc.org"
 
 
 def _line(version: str, sequence: int) -> dict:
-    url = SD + ("extension-paLineNumber" if version == V201 else "extension-serviceLineNumber")
-    return {"url": url, "valuePositiveInt": sequence}
+    # 2.0.1's paLineNumber is an integer; 2.2.1's serviceLineNumber a positiveInt.
+    if version == V201:
+        return {"url": SD + "extension-paLineNumber", "valueInteger": sequence}
+    return {"url": SD + "extension-serviceLineNumber", "valuePositiveInt": sequence}
 
 
 def _type(code: str) -> dict:
