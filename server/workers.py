@@ -8,8 +8,8 @@ and staff sessions are in the database, and the short-lived member caches are in
 workers through a version stamp in the database (:mod:`server.shared_cache`).
 
 With no MongoDB configured, the supervisor itself starts the embedded database once, before the
-workers, and hands them its URI; the database stops when the supervisor does. The supervisor
-restarts a worker that dies.
+workers, and hands them its URI; the database stops when the supervisor does, and is restarted if it
+dies. The supervisor also restarts a worker that dies.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import os
 
-from server.embedded_db import EmbeddedDatabase
+from server.embedded_db import EmbeddedDatabase, exit_process
 from server.settings import Settings
 
 log = logging.getLogger("precert.workers")
@@ -51,6 +51,7 @@ def serve_workers(settings: Settings, workers: int, **uvicorn_options) -> int:
     if uri is None:
         embedded = EmbeddedDatabase(settings.data_dir / "db", command=settings.embedded_db_command)
         embedded.start()
+        embedded.supervise(exit_process)  # restarted if it dies; the supervisor exits if it keeps dying
         uri = embedded.uri
     os.environ.update(worker_environment(settings, uri))
     try:
