@@ -12,6 +12,37 @@ from server import __version__
 from server.settings import Settings
 
 
+class CommandError(Exception):
+    """A failure the user can act on: printed as one line, exit status 1."""
+
+
+def _check_port_free(host: str, port: int) -> None:
+    import socket
+
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            raise CommandError(f"port {port} on {host} is not available ({exc.strerror}); is another server running? "
+                               "choose another with --port") from None
+
+
+def _check_data_dir_free(data_dir: Path) -> None:
+    """The embedded database locks its files; a second server on them would fail deep in start-up."""
+    import fcntl
+
+    lock = data_dir / "db" / "WiredTiger.lock"
+    if not lock.exists():
+        return
+    with open(lock, "r+b") as f:
+        try:
+            fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise CommandError(f"the data directory {data_dir.resolve()} is in use by another Precert server; "
+                               "stop it or choose another with --data-dir") from None
+        fcntl.lockf(f, fcntl.LOCK_UN)
+
+
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -24,6 +55,9 @@ def _serve(args: argparse.Namespace) -> int:
     )
     if args.no_sandbox:
         settings = settings.with_overrides(load_sandbox=False)
+    _check_port_free(args.host, args.port)
+    if settings.mongodb_uri is None:
+        _check_data_dir_free(settings.data_dir)
     app = create_app(settings)
     where = settings.mongodb_uri and "MongoDB at PRECERT_MONGODB_URI" or f"embedded database in {settings.data_dir.resolve()}"
     print(f"Precert {__version__}: http://{args.host}:{args.port}/fhir/metadata ({where})", flush=True)
@@ -35,7 +69,16 @@ def _walkthrough(args: argparse.Namespace) -> int:
     from server.walkthrough import run
 
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    run(args.base_url, args.reviewer, args.password)
+    import httpx
+
+    try:
+        run(args.base_url, args.reviewer, args.password, verbose=args.verbose)
+    except httpx.TransportError as exc:
+        raise CommandError(f"cannot reach Precert at {args.base_url} ({exc.__class__.__name__}); "
+                           "start it with `precert serve` or pass --base-url") from None
+    except httpx.HTTPStatusError as exc:
+        r = exc.response
+        raise CommandError(f"{r.request.method} {r.request.url} answered {r.status_code}: {r.text[:300]}") from None
     return 0
 
 
@@ -63,12 +106,25 @@ def main(argv: list[str] | None = None) -> int:
     walk.add_argument("--base-url", default="http://127.0.0.1:8080")
     walk.add_argument("--reviewer", default="reviewer")
     walk.add_argument("--password", default="reviewer-sandbox")
+    walk.add_argument("--verbose", action="store_true", help="print each request and response")
     walk.set_defaults(func=_walkthrough)
 
     args = parser.parse_args(argv)
     logging.basicConfig(level=getattr(logging, str(getattr(args, "log_level", "info")).upper(), logging.INFO),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return args.func(args)
+    try:
+        return args.func(args)
+    except CommandError as exc:
+        print(f"precert: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # one line for the user; PRECERT_DEBUG=1 shows the traceback
+        if os.environ.get("PRECERT_DEBUG"):
+            raise
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+        print(f"precert: {args.command} failed: {first[:500]} (PRECERT_DEBUG=1 shows the traceback)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":
