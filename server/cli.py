@@ -59,9 +59,18 @@ def _serve(args: argparse.Namespace) -> int:
     if settings.mongodb_uri is None:
         _check_data_dir_free(settings.data_dir)
     app = create_app(settings)
+    tls = {}
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise CommandError("--tls-cert and --tls-key go together")
+    if args.tls_cert:
+        for name in (args.tls_cert, args.tls_key):
+            if not Path(name).is_file():
+                raise CommandError(f"TLS file not found: {name}")
+        tls = {"ssl_certfile": args.tls_cert, "ssl_keyfile": args.tls_key}
+    scheme = "https" if tls else "http"
     where = settings.mongodb_uri and "MongoDB at PRECERT_MONGODB_URI" or f"embedded database in {settings.data_dir.resolve()}"
-    print(f"Precert {__version__}: http://{args.host}:{args.port}/fhir/metadata ({where})", flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=args.access_log)
+    print(f"Precert {__version__}: {scheme}://{args.host}:{args.port}/fhir/metadata ({where})", flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=args.access_log, **tls)
     return 0
 
 
@@ -96,6 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--no-sandbox", action="store_true", help="do not load the demo payer, members and providers")
     serve.add_argument("--log-level", default="info")
     serve.add_argument("--access-log", action="store_true", help="log each request line (paths only; no bodies)")
+    serve.add_argument("--tls-cert", help="serve HTTPS with this PEM certificate (chain) file; needs --tls-key")
+    serve.add_argument("--tls-key", help="the PEM private key of --tls-cert")
     serve.set_defaults(func=_serve)
 
     from server.auth.cli import add_subcommands  # precert clients | staff | signing-key
