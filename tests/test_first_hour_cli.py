@@ -92,9 +92,12 @@ def test_serve_speaks_https_with_the_given_certificate(tmp_path, mongodb_uri):
     try:
         banner = proc.stdout.readline()
         assert banner.startswith("Precert ") and f"https://127.0.0.1:{port}/" in banner
-        for line in proc.stdout:  # start-up is complete once uvicorn says so
-            if "Application startup complete" in line or "Uvicorn running" in line:
+        seen = []
+        for line in proc.stdout:  # listening once uvicorn says so
+            seen.append(line)
+            if "Uvicorn running on" in line:
                 break
+        assert "Uvicorn running on" in seen[-1], "".join(seen)
         r = httpx.get(f"https://127.0.0.1:{port}/health/live", verify=str(cert_file), timeout=30)
         assert r.status_code == 200
     finally:
