@@ -122,7 +122,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         description="Payer-side HL7 Da Vinci prior authorization: CRD, DTR and PAS on FHIR R4",
         lifespan=lifespan,
-        docs_url="/docs",
+        docs_url=None,  # served by server.front from local assets
         redoc_url=None,
     )
     app.state.settings = settings
@@ -139,6 +139,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for module in CAPABILITIES:
         importlib.import_module(module).install(app)
     app.include_router(fhir_router)
+    importlib.import_module("server.front").install(app)
     # Outermost: bounds every request and turns any escaped failure into a response.
     from server.limits import RequestGuard, install_log_filter
 

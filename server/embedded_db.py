@@ -129,6 +129,16 @@ class EmbeddedDatabase:
         return None if self.storage_path == ":memory:" else Path(self.storage_path) / PIDFILE
 
     # ------------------------------------------------------------------ orphans
+    def orphaned(self) -> bool:
+        """Whether the data directory is held by a database whose Precert has died (start() ends it)."""
+        pidfile = self._pidfile
+        try:
+            record = json.loads(pidfile.read_text()) if pidfile is not None else None
+            db_pid, owner = int(record["db_pid"]), int(record["owner_pid"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return False
+        return _alive(db_pid) and self._ours(db_pid) and not (_alive(owner) and _parent(db_pid) == owner)
+
     def _ours(self, pid: int) -> bool:
         """Whether ``pid`` is a SecantusDB serving exactly this data directory."""
         args = _cmdline(pid)

@@ -93,14 +93,36 @@ def _review_action(response_bundle: dict) -> str:
     return "?"
 
 
-def run(base_url: str, reviewer: str = "reviewer", password: str = "reviewer-sandbox", out=print, timeout: float = 30) -> dict:
+def _exchange_printer(out):
+    """httpx event hooks that print each request and response (``precert walkthrough --verbose``)."""
+    def show(body: bytes, limit: int = 4000) -> str:
+        text = body.decode("utf-8", "replace")
+        return text if len(text) <= limit else text[:limit] + f"... ({len(text)} characters)"
+
+    def on_request(request: httpx.Request) -> None:
+        out(f"   > {request.method} {request.url}")
+        if request.content:
+            out(f"   > {show(request.content)}")
+
+    def on_response(response: httpx.Response) -> None:
+        response.read()
+        out(f"   < {response.status_code} {response.headers.get('content-type', '')}")
+        if response.content:
+            out(f"   < {show(response.content)}")
+
+    return {"request": [on_request], "response": [on_response]}
+
+
+def run(base_url: str, reviewer: str = "reviewer", password: str = "reviewer-sandbox", out=print, timeout: float = 30,
+        verbose: bool = False) -> dict:
     """Drive the walkthrough; returns what each step produced (for tests and scripts)."""
     result: dict = {}
     listener = HTTPServer(("127.0.0.1", 0), type("Listener", (_Listener,), {"received": []}))
     threading.Thread(target=listener.serve_forever, daemon=True).start()
     endpoint = f"http://127.0.0.1:{listener.server_address[1]}/pas-notifications"
     try:
-        with httpx.Client(base_url=base_url, timeout=30) as client:
+        hooks = _exchange_printer(out) if verbose else {}
+        with httpx.Client(base_url=base_url, timeout=30, event_hooks=hooks) as client:
             order = _mri_order(f"mri-{uuid.uuid4().hex[:8]}")
             out("1. CRD order-sign: the clinician signs an MRI order for Ana Rivera (pat-001)")
             hook = {

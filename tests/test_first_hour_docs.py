@@ -1,0 +1,36 @@
+"""The docs name files that exist and defaults the code really has."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from cds_hooks.config import CRDConfig
+from cds_hooks.coverage_info import V20
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+
+def test_every_repository_path_the_docs_name_exists():
+    missing = []
+    for doc in DOCS:
+        for path in re.findall(r"`((?:docs|cds_hooks|server|questionnaires|capability|fhir-packages|tests|examples)/[\w./-]+)`", doc.read_text()):
+            if not (ROOT / path.rstrip("/")).exists():
+                missing.append(f"{doc.name}: {path}")
+    assert missing == []
+
+
+def test_the_demo_ehr_key_pair_is_documented_where_it_is():
+    readme = (ROOT / "README.md").read_text()
+    assert "`cds_hooks/demo_ehr_private_key.pem`" in readme
+    assert (ROOT / "cds_hooks" / "demo_ehr_private_key.pem").exists()
+    assert "demo EHR key pair in `docs/sandbox-keys/`" not in readme
+
+
+def test_the_documented_default_crd_version_is_the_configured_one():
+    config = CRDConfig.from_env("sandbox", {})
+    assert config.default_version is V20
+    row = next(line for line in (ROOT / "README.md").read_text().splitlines() if "PRECERT_CRD_DEFAULT_VERSION" in line)
+    assert "`2.0` (answers as CRD 2.0.1)" in row
+    assert "(default `2.0`, which answers as CRD 2.0.1" in (ROOT / "docs" / "crd.md").read_text()
