@@ -6,6 +6,7 @@ import fcntl
 import socket
 import subprocess
 import sys
+import time
 
 from tests.support import free_port
 
@@ -98,7 +99,15 @@ def test_serve_speaks_https_with_the_given_certificate(tmp_path, mongodb_uri):
             if "Uvicorn running on" in line:
                 break
         assert "Uvicorn running on" in seen[-1], "".join(seen)
-        r = httpx.get(f"https://127.0.0.1:{port}/health/live", verify=str(cert_file), timeout=30)
+        deadline = time.monotonic() + 60  # the supervisor listens first; its workers start after
+        while True:
+            try:
+                r = httpx.get(f"https://127.0.0.1:{port}/health/live", verify=str(cert_file), timeout=30)
+                break
+            except httpx.ConnectError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
         assert r.status_code == 200
     finally:
         proc.terminate()

@@ -46,7 +46,7 @@ def test_a_2_0_1_task_uses_pa_line_numbers_and_questionnaires_needed(client):
     _, task = pended(client, "2.0.1")
     assert "questionnaires-needed" in input_codes(task) and "questionnaire-context" not in input_codes(task)
     needed = next(i for i in task["input"] if i["type"]["coding"][0]["code"] == "questionnaires-needed")
-    assert needed["extension"][0] == {"url": SD + "extension-paLineNumber", "valuePositiveInt": 1}
+    assert needed["extension"][0] == {"url": SD + "extension-paLineNumber", "valueInteger": 1}
     assert needed["valueIdentifier"]["value"].startswith("http")
 
 
