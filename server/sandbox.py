@@ -189,7 +189,8 @@ async def load_sandbox(storage: Storage) -> int:
         if existing is not None and not existing.deleted and _content(existing.resource) == _content(resource):
             continue
         try:
-            await storage.update(resource["resourceType"], resource["id"], dict(resource))
+            # Conditional on the version read, so two workers starting together write it once.
+            await storage.update(resource["resourceType"], resource["id"], dict(resource), existing.version if existing else None)
         except VersionConflict:
             continue  # another worker starting at the same moment wrote it
         written += 1
