@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import grimp
@@ -133,4 +134,37 @@ def test_the_projects_own_modules_are_imported_without_an_import_error_fallback(
             lines = _project_import_guarded_by_import_error(path)
             if lines:
                 offenders[str(path.relative_to(ROOT))] = lines
+    assert offenders == {}
+
+
+def _domain_modules() -> list[str]:
+    """The domain modules as the layer contract in pyproject.toml names them."""
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    for contract in config["tool"]["importlinter"]["contracts"]:
+        if contract["name"].startswith("Domain modules"):
+            return sorted(contract["source_modules"])
+    raise AssertionError("pyproject.toml names no domain-module contract")
+
+
+def _deferred_project_imports(path: Path) -> list[int]:
+    lines = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            continue
+        for stmt in ast.walk(node):
+            if isinstance(stmt, ast.Import) and any(a.name.split(".")[0] in PACKAGES for a in stmt.names):
+                lines.append(stmt.lineno)
+            elif isinstance(stmt, ast.ImportFrom) and (stmt.level or (stmt.module or "").split(".")[0] in PACKAGES):
+                lines.append(stmt.lineno)
+    return sorted(set(lines))
+
+
+def test_domain_modules_import_the_project_at_module_top():
+    offenders = {}
+    for module in _domain_modules():
+        path = ROOT / Path(*module.split("."))
+        path = path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
+        lines = _deferred_project_imports(path)
+        if lines:
+            offenders[module] = lines
     assert offenders == {}
