@@ -20,6 +20,7 @@ import time
 from typing import Any
 
 from cds_hooks.ids import new_hex, new_uuid
+from cds_hooks.coverage_info import EXT_URL
 from server.rules.model import Determination
 
 TOPIC_20 = "http://hl7.org/fhir/us/davinci-crd/CodeSystem/temp"
@@ -67,8 +68,6 @@ def _name(resource: dict, det: Determination) -> str:
 
 def _with_code(resource: dict, coding: dict) -> dict:
     """The draft order with its code replaced by an alternative (and no stale coverage information)."""
-    from cds_hooks.coverage_info import EXT_URL
-
     new = {k: v for k, v in resource.items()}
     new_coding = {k: coding[k] for k in ("system", "code", "display") if coding.get(k)}
     cc = {"coding": [new_coding], "text": coding.get("display") or coding["code"]}
@@ -93,8 +92,6 @@ _PERFORMER = {"ServiceRequest": ("performer", "list"), "DeviceRequest": ("perfor
 
 
 def _with_performer(resource: dict, site: dict) -> dict:
-    from cds_hooks.coverage_info import EXT_URL
-
     new = dict(resource)
     ref = {"reference": site["reference"], "display": site["display"]}
     new["performer"] = [ref] if _PERFORMER[resource["resourceType"]][1] == "list" else ref

@@ -21,7 +21,7 @@ import httpx
 import jwt
 from jwt import PyJWK
 
-from cds_hooks.config import CRDConfig, TrustedEHR
+from cds_hooks.config import DEMO_EHR_ISS, CRDConfig, TrustedEHR
 
 JWKS_TTL = 600.0
 JWKS_REFRESH_MIN = 30.0
@@ -212,8 +212,6 @@ def demo_token(audience: str, lifetime: int = 300) -> str:
     """A token signed with the sandbox demo EHR key (documented in docs/crd.md)."""
     import uuid
     from pathlib import Path
-
-    from cds_hooks.config import DEMO_EHR_ISS
 
     pem = (Path(__file__).resolve().parent / "demo_ehr_private_key.pem").read_text()
     now = int(time.time())

@@ -26,7 +26,12 @@ from fastapi import APIRouter, FastAPI, Request
 from pymongo import ASCENDING, DESCENDING
 from starlette.responses import JSONResponse, Response
 
+from capability.statement import claim
+from questionnaires.catalog import get_catalog
+from server.auth import audit, enforcing
 from server.shared_cache import SharedCache
+from cds_hooks import cards as cardlib
+from cds_hooks.assertions import CALLS, find_assertion
 from cds_hooks.config import CRDConfig
 from cds_hooks.discovery import SERVICE_HOOK, discovery_document
 from cds_hooks.jwt_auth import AuthError, JWKSCache, Verifier
@@ -36,12 +41,12 @@ from cds_hooks.ids import new_hex
 from server.fhir.errors import FHIRError, issue
 from server.fhir.jsonio import BodyTooLarge, MalformedJSON, parse_json, read_body
 from server.rules import get_rules
+from server.rules.engine import plan_of
 
 log = logging.getLogger("precert.crd")
 
 router = APIRouter()
 
-CALLS = "crd_hook_calls"
 MEMBER_TTL = 60.0
 MEMBER_CACHE_MAX = 10_000
 FLUSH_INTERVAL = 0.2
@@ -104,8 +109,6 @@ class CRDState:
         else:
             found = False
             try:
-                from questionnaires.catalog import get_catalog  # owned by DTR; may not exist yet
-
                 url, _, version = questionnaire.partition("|")
                 try:
                     catalog = get_catalog()
@@ -157,8 +160,6 @@ class CRDState:
             if not our_end:
                 changes["period"].pop("end", None)
             notes.append(f"coverage ends {our_end}" if our_end else "coverage has no end date")
-        from server.rules.engine import plan_of
-
         if plan_of(ours) and plan_of(coverage) and plan_of(ours) != plan_of(coverage):
             changes["class"] = ours.get("class")
             notes.append(f"plan is {plan_of(ours)}")
@@ -231,10 +232,6 @@ def _public_base(request: Request) -> str:
 def _server_enforcing(request: Request) -> bool:
     """Authentication required server-wide (production, or PRECERT_REQUIRE_AUTH=true) covers the
     CDS Hooks services too."""
-    try:
-        from server.auth import enforcing
-    except ImportError:
-        return False
     return enforcing(request)
 
 
@@ -260,8 +257,6 @@ def _security_audit(request: Request, caller: dict, status: int, service_id: str
     if not caller.get("iss") and status < 400:
         return
     try:
-        from server.auth import audit
-
         agent = {"kind": "ehr", "id": caller.get("iss") or "unverified"}
         audit(request, kind="rest", agent=agent, status=status, method="POST", path=request.url.path,
               operation="cds-hooks", resource_type="Patient" if patient else None, resource_id=patient,
@@ -346,8 +341,6 @@ async def call_service(service_id: str, request: Request) -> Response:
 
 
 def _technical(req, rules) -> dict:
-    from cds_hooks import cards as cardlib
-
     card = cardlib.instructions(req, "guideline", f"{rules.payer.name} could not determine coverage requirements right now",
                                 "A technical problem stopped Precert from evaluating this request. Try again, or contact the payer.",
                                 rules.payer.name, [])[1]
@@ -449,23 +442,7 @@ async def calls(request: Request) -> Response:
     return Response(orjson.dumps({"calls": out}), media_type="application/json")
 
 
-async def find_assertion(storage, assertion_id: str, crd: "CRDState | None" = None) -> dict | None:
-    """The stored CRD decision with this coverage-assertion-id (for PAS and reviewers). Pass the
-    CRD state (``state.services['crd']``) to see answers given in the last moments too."""
-    if crd is not None:
-        await crd.flush()
-    doc = await storage.collection(CALLS).find_one({"assertion_ids": assertion_id})
-    if not doc:
-        return None
-    for d in doc.get("decisions") or []:
-        if d.get("assertion_id") == assertion_id:
-            return {"hook_instance": doc.get("hook_instance"), "at": doc.get("at"), "patient": doc.get("patient"), **d}
-    return None
-
-
 def install(app: FastAPI) -> None:
-    from capability.statement import claim
-
     # Precert is a CRD server (the IG's server CapabilityStatement describes what it asks of EHRs' FHIR servers).
     claim("http://hl7.org/fhir/us/davinci-crd/CapabilityStatement/crd-server")
     async def start(state) -> None:

@@ -12,6 +12,8 @@ from __future__ import annotations
 import logging
 from typing import Awaitable, Callable
 
+from cds_hooks.assertions import find_assertion
+
 log = logging.getLogger("precert.dtr")
 
 Resolver = Callable[[object, str], Awaitable[dict | None]]
@@ -53,11 +55,7 @@ async def pas_case_resolver(app_state, context_id: str) -> dict | None:
 
 
 async def crd_assertion_resolver(app_state, context_id: str) -> dict | None:
-    """CRD coverage-assertion-ids: the forms CRD's decision named (``cds_hooks.find_assertion``)."""
-    try:
-        from cds_hooks.routes import find_assertion
-    except ImportError:  # CRD not installed
-        return None
+    """CRD coverage-assertion-ids: the forms CRD's decision named (``cds_hooks.assertions.find_assertion``)."""
     found = await find_assertion(app_state.storage, context_id, app_state.services.get("crd"))
     if not found:
         return None

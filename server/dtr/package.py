@@ -36,6 +36,8 @@ from server.fhir.errors import FHIRError, bad_request, issue
 from server.fhir.operations import OperationCall, operation
 from server.fhir.responses import base_url, fhir_response
 from server.fhir.validation import validate_resource
+from server.rules import get_rules
+from server.rules.model import EvaluationInput
 from server.storage import fhir_instant, utcnow
 
 OD_URL = "http://hl7.org/fhir/us/davinci-dtr/OperationDefinition/questionnaire-package"
@@ -235,8 +237,6 @@ def determine(rules, order: dict | None, coverage: dict, referenced: dict):
 
 
 def _evaluation_input(order: dict | None, coverage: dict, referenced: dict):
-    from server.rules.model import EvaluationInput
-
     if order is None:
         return EvaluationInput(codes=[], coverage=coverage)
     return EvaluationInput(
@@ -252,10 +252,6 @@ def _evaluation_input(order: dict | None, coverage: dict, referenced: dict):
 
 
 def _rules(state):
-    try:
-        from server.rules import get_rules
-    except ImportError:  # pragma: no cover - the rules package ships with Precert
-        return None
     return get_rules(state)
 
 

@@ -18,7 +18,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from questionnaires.criteria import assess, questionnaire_of
 from server.pas.request import PasBundle, ext_value
+from server.rules.model import EvaluationInput
 from server.pas.constants import EXT_REQUESTED_SERVICE, LEVEL_OF_SERVICE_CS, EXT_LEVEL_OF_SERVICE
 
 NPI = "http://hl7.org/fhir/sid/us-npi"
@@ -154,11 +156,7 @@ def _canonical_base(url: str) -> str:
 def _answers(qr: dict) -> str | None:
     """The form a response answers: its questionnaire canonical, or, for an adaptive response
     (whose questionnaire is a contained, grown copy), the Precert form it was derived from."""
-    try:
-        from questionnaires.criteria import questionnaire_of
-    except ImportError:
-        questionnaire_of = None
-    found = questionnaire_of(qr) if questionnaire_of else None
+    found = questionnaire_of(qr)
     if found:
         return found
     q = qr.get("questionnaire")
@@ -175,10 +173,6 @@ def _matching_response(responses: list[dict], canonical: str) -> dict | None:
 
 
 def _assess(qr: dict) -> dict | None:
-    try:
-        from questionnaires.criteria import assess
-    except ImportError:  # the DTR templates are not installed
-        return None
     result = assess(qr)
     return asdict(result) if hasattr(result, "__dataclass_fields__") else dict(result)
 
@@ -273,8 +267,6 @@ def decide_item(
 
 
 def evaluation_input(pas: PasBundle, item: dict, coverage: dict | None, patient: dict | None):
-    from server.rules.model import EvaluationInput
-
     claim = pas.claim
     order = pas.resource(ext_value(item, EXT_REQUESTED_SERVICE))
     diagnoses = [c for dx in claim.get("diagnosis") or [] if isinstance(dx, dict) for c in codings(dx.get("diagnosisCodeableConcept"))]

@@ -15,6 +15,7 @@ from starlette.responses import Response
 from server.fhir.errors import FHIRError, issue, operation_outcome
 from server.fhir.operations import OperationCall, operation
 from server.fhir.responses import base_url, fhir_response
+from server.auth import policy
 
 SUBMIT_ATTACHMENT_DEFINITION = {
     "resourceType": "OperationDefinition",
@@ -46,8 +47,6 @@ ACCEPTED_TYPES = ("DocumentReference", "QuestionnaireResponse")
 def declare_access() -> None:
     """Sending attachments for a prior authorization needs what submitting one needs (Claim
     create) or QuestionnaireResponse create, as a DTR client holds."""
-    from server.auth import policy
-
     policy.declare("/fhir/$submit-attachment", ["POST"], policy.smart(
         "Claim", "c", ("QuestionnaireResponse", "c"), phi=True, interaction="operation", operation="submit-attachment"))
 

@@ -25,6 +25,8 @@ from server.pas.request import (
 from server.pas.response import Echo, build_claim_response, needs_documentation, response_bundle
 from server.pas.tasks import CASE_SYSTEM, information_request_task
 from server.pas.versions import negotiate
+from server.rules import get_rules
+from server.fhir.errors import FHIRError
 from server.storage import fhir_instant, utcnow
 
 log = logging.getLogger("precert.pas")
@@ -105,8 +107,6 @@ class PasService:
 
     # ------------------------------------------------------------------ member checks
     async def check_member(self, pas: PasBundle) -> MemberCheck:
-        from server.rules import get_rules
-
         claim = pas.claim
         submitted = None
         for ins in claim.get("insurance") or []:
@@ -302,8 +302,6 @@ class PasService:
         return None
 
     def _decide(self, pas: PasBundle, member: MemberCheck, prior_case: dict | None) -> list[ItemDecision]:
-        from server.rules import get_rules
-
         rules = get_rules(self.state)
         responses = questionnaire_responses(pas)
         prior = {d["sequence"]: d for d in (prior_case or {}).get("decisions") or []}
@@ -397,8 +395,6 @@ class PasService:
 
     # ------------------------------------------------------------------ CDex $submit-attachment
     async def submit_attachment(self, params: dict, owner: str | None, base: str) -> str:
-        from server.fhir.errors import FHIRError
-
         case_id = params["trackingId"]["value"]
         case = await self.cases.find_one({"_id": case_id, "owner": owner})
         member = params["memberId"]
@@ -426,8 +422,6 @@ class PasService:
         pas = PasBundle(request_bundle)
         member_check = await self.check_member(pas)
         responses = questionnaire_responses(pas)
-        from server.rules import get_rules
-
         rules = get_rules(self.state)
         items = {int(i.get("sequence") or 0): i for i in pas.claim.get("item") or [] if isinstance(i, dict)}
         history = [case_store.event("attachments-received", "provider", f"{len(fresh)} attachment(s)")]
@@ -484,6 +478,4 @@ class PasService:
 
 def rules_clocks(state) -> dict:
     """The payer's decision clocks by service category (see server.pas.cases.due_time)."""
-    from server.rules import get_rules
-
     return getattr(get_rules(state).payer, "clocks", None) or {}

@@ -34,8 +34,9 @@ from datetime import datetime, timedelta
 from pymongo import ASCENDING
 
 from server.pas import cases as case_store
+from server.pas.decisions import overturn
 from server.review import clock
-from server.review.workbench import LIST_FIELDS, ReviewError, clean_text
+from server.review.errors import LIST_FIELDS, ReviewError, clean_text
 
 STAGES = ("first-level", "peer-to-peer", "second-level", "external-review")
 STAGE_NAMES = {
@@ -210,8 +211,6 @@ async def decide(state, appeal_id: str, body, who, base: str) -> dict:
     if final:
         change["$set"].update({"status": "closed", "outcome": decision, "closed": now, "due": None})
     if decision == "overturned":
-        from server.pas.decisions import overturn
-
         async def record(session):
             result = await appeals.update_one(guard, change, session=session)
             if result.matched_count != 1:

@@ -29,6 +29,7 @@ from datetime import date, datetime, time, timedelta, timezone
 
 from server.pas import cases as case_store
 from server.review import clock
+from server.rules import get_rules
 
 URGENCIES = ("standard", "expedited")
 FIELDS = ("requests", "approved", "denied", "approved_after_appeal", "extended", "approved_after_extension", "decided_late",
@@ -200,8 +201,6 @@ async def load_cases(state, period: Period) -> list[dict]:
 
 
 async def report(state, period: Period, unit: str | None = None) -> dict:
-    from server.rules import get_rules
-
     result = compute(await load_cases(state, period), period, unit)
     rules = get_rules(state)
     result["payer"] = rules.payer.name

@@ -16,6 +16,8 @@ from typing import Any
 import orjson
 
 from server.pas.request import PasBundle
+from questionnaires.catalog import expansion_contains, get_catalog
+from server.pas.adjudicate import questionnaire_responses
 
 SYSTEMS = {
     "http://www.ama-assn.org/go/cpt": "CPT",
@@ -48,8 +50,6 @@ def _code_names() -> dict:
     """Code -> display from the DTR value sets (procedure, drug, device and diagnosis codes)."""
     names: dict = {}
     try:
-        from questionnaires.catalog import expansion_contains, get_catalog
-
         for vs in get_catalog().valuesets.values():
             for c in expansion_contains(vs):
                 if c.get("code") and c.get("display"):
@@ -219,8 +219,6 @@ def criteria_rows(assessment: dict | None, answers: list[dict]) -> list[dict]:
     by_link = {a["link_id"]: a for a in answers}
     rules: dict = {}
     try:
-        from questionnaires.catalog import get_catalog
-
         url = str(assessment.get("questionnaire") or "").split("|")[0]
         template = next((t for t in get_catalog().templates.values() if t.url == url), None)
         if template is not None:
@@ -390,8 +388,6 @@ def request_view(case: dict) -> dict:
             "trace": [str(t) for t in as_list(d.get("trace"))],
         })
     forms = []
-    from server.pas.adjudicate import questionnaire_responses
-
     responses = questionnaire_responses(pas)
     for d in decisions.values():
         assessment = d.get("assessment") if isinstance(d.get("assessment"), dict) else None

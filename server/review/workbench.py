@@ -11,21 +11,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from server.pas import cases as case_store
-from server.review import clock
+from server.review import appeals, clock
+from server.review.errors import LIST_FIELDS, ReviewError, clean_text
+from server.review.labels import CATEGORIES
 from server.review.view import member_name
 
-LIST_FIELDS = {"request": 0, "response": 0}
 QUEUE_LIMIT = 200
 NOTE_MAX = 4000
-
-
-class ReviewError(Exception):
-    """A refusal with an HTTP status and a message for people."""
-
-    def __init__(self, status: int, message: str):
-        super().__init__(message)
-        self.status = status
-        self.message = message
 
 
 @dataclass
@@ -102,8 +94,6 @@ async def counts(state, username: str | None = None) -> dict:
         "unassigned": await cases.count_documents({**base, "assignee": None}),
     }
     out["standard"] = out["pended"] - out["expedited"]
-    from server.review import appeals
-
     out["appeals"] = await appeals.collection(state.storage).count_documents({"status": "open"})
     if username:
         out["mine"] = await cases.count_documents({**base, "assignee": username})
@@ -116,8 +106,6 @@ async def categories(state) -> list[str]:
         found = await cases.distinct("categories", {"status": "pended"})
     except Exception:  # a database without distinct: fall back to the fixed list
         found = []
-    from server.review.labels import CATEGORIES
-
     return sorted(set(CATEGORIES) | {c for c in found if isinstance(c, str)})
 
 
@@ -129,16 +117,6 @@ async def load(state, case_id: str, with_request: bool = True) -> dict:
     if case is None:
         raise ReviewError(404, f"case {case_id[:40]} is not known")
     return case
-
-
-def clean_text(value, limit: int) -> str:
-    """Text from a form or JSON: a string, control characters other than newlines and tabs removed,
-    cut to ``limit``."""
-    if value is None:
-        return ""
-    if not isinstance(value, str):
-        raise ReviewError(400, "text fields must be strings")
-    return "".join(ch for ch in value if ch in "\n\t" or ord(ch) >= 32).strip()[:limit]
 
 
 async def add_note(state, case_id: str, text, who: str) -> dict:
@@ -188,8 +166,6 @@ async def extend(state, case_id: str, days, reason_code, text, who: str) -> dict
 
 async def clock_snapshot(state) -> dict:
     """Every open clock, for an operator's monitoring: pended cases and open appeal stages."""
-    from server.review import appeals
-
     now = clock.now()
     cases = case_store.collection(state.storage)
     open_cases = [row(c, now, with_member=False) async for c in cases.find({"status": "pended"}, LIST_FIELDS).sort("due", 1).limit(5000)]

@@ -18,7 +18,7 @@ from datetime import date
 from typing import Any, Iterable
 
 from server.rules import codes as codesys
-from server.rules.loader import Condition, GoldCard, Payer, Rule, _ref_id
+from server.rules.definitions import Condition, GoldCard, Payer, Rule, _ref_id
 from server.rules.model import CRD_TEMP, Determination, EvaluationInput
 
 log = logging.getLogger("precert.rules")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,8 @@ import yaml
 from antlr4.error.ErrorListener import ErrorListener
 
 from server.rules import codes as codesys
+from server.rules.definitions import CodeMatcher, Condition, GoldCard, Payer, Rule, _ref_id
+from server.rules.engine import RuleSet
 from server.rules.model import (
     CATEGORIES, COVERED, CRD_TEMP, DOC_NEEDED, DOC_PURPOSE, INFO_NEEDED, PA_NEEDED, REVIEW, questionnaire_for,
 )
@@ -114,87 +115,6 @@ class _Errors:
 
     def add(self, file: str, line: int, path: str, message: str) -> None:
         self.items.append(f"{file}:{line}: {path}: {message}")
-
-
-@dataclass
-class Condition:
-    id: str
-    when: str
-    explain: str
-    set: dict
-    if_unknown: dict | None
-    fn: Any = field(repr=False, default=None)
-
-
-@dataclass
-class CodeMatcher:
-    alias: str
-    family: str
-    code: str | None = None
-    low: str | None = None
-    high: str | None = None
-
-    def describe(self) -> dict:
-        out = {"system": codesys.system_uri(self.alias)}
-        if self.code is not None:
-            out["code"] = self.code
-        else:
-            out["range"] = f"{self.low}-{self.high}"
-        return out
-
-
-@dataclass
-class Rule:
-    id: str
-    title: str
-    description: str | None
-    category: str | None
-    plans: tuple[str, ...]
-    matchers: list[CodeMatcher]
-    values: dict
-    gold_card: bool
-    conditions: list[Condition]
-    priority: int
-    file: str
-    line: int
-    order: int = 0
-
-    def summary(self) -> dict:
-        out = {"id": self.id, "title": self.title, "category": self.category, "file": self.file, "line": self.line,
-               "plans": list(self.plans) or "all", "codes": [m.describe() for m in self.matchers]}
-        out.update({k: v for k, v in self.values.items() if v not in (None, [], {})})
-        out["gold_card"] = self.gold_card
-        if self.conditions:
-            out["conditions"] = [{"id": c.id, "when": c.when, "explain": c.explain, "set": dict(c.set),
-                                  **({"if_unknown": dict(c.if_unknown)} if c.if_unknown else {})} for c in self.conditions]
-        return out
-
-
-@dataclass
-class GoldCard:
-    npi: str
-    name: str | None
-    categories: tuple[str, ...]   # empty = every category
-    rules: tuple[str, ...]        # empty = every rule
-    until: str | None
-
-
-@dataclass
-class Payer:
-    id: str
-    name: str
-    aliases: tuple[str, ...]
-    identifiers: tuple[tuple[str | None, str], ...]
-    references: tuple[str, ...]
-    unidentified_payor: str          # "assume-member" | "not-member"
-    plans: tuple[str, ...]
-    contact: dict
-    network_npis: frozenset[str]
-    network_orgs: frozenset[str]
-    preferred_sites: tuple[dict, ...] = ()   # in-network places to propose: {reference, display}
-    # Decision clocks: {category or "default": {"expedited": hours, "standard": hours}}; a category
-    # not named keeps the CMS-0057-F default (72 hours expedited, 7 days standard).
-    clocks: dict = field(default_factory=dict)
 
 
 def _as_list(value: Any) -> list:
@@ -652,13 +572,6 @@ def fhirpath_problem(expression: str) -> str | None:
     return None
 
 
-def _ref_id(ref: str) -> str:
-    """'Organization/x', 'https://h/fhir/Organization/x' and 'x' all become 'Organization/x' (or 'x')."""
-    ref = ref.strip().split("/_history/")[0]
-    parts = ref.rstrip("/").split("/")
-    return "/".join(parts[-2:]) if len(parts) >= 2 else parts[-1]
-
-
 def rule_files(directory: Path) -> list[Path]:
     return sorted(p for p in directory.iterdir() if p.is_file() and p.suffix in RULE_FILE_SUFFIXES and not p.name.startswith("."))
 
@@ -674,8 +587,6 @@ def signature(directory: Path) -> tuple:
 
 def load_directory(directory: Path):
     """Read and validate every rule file in ``directory``; raise :class:`RulesError` listing all problems."""
-    from server.rules.engine import RuleSet
-
     directory = Path(directory)
     if not directory.is_dir():
         raise RulesError([f"{directory}: the rules directory does not exist"])

@@ -26,6 +26,7 @@ import orjson
 from pymongo import ASCENDING, ReturnDocument
 
 from server.outbound import OutboundRefused, check_destination, safe_headers
+from server.fhir.responses import base_url
 from server.storage import StoredResource, utcnow
 from server.subscriptions.model import (
     PAS_TOPIC, TopicSubscription, check_subscription, notification_bundle, read_subscription, status_parameters,
@@ -100,8 +101,6 @@ class SubscriptionService:
             return
         resource = stored.resource
         sub = read_subscription(resource, stored.owner)
-        from server.fhir.responses import base_url
-
         base = base_url(request)
         heartbeat = int(sub.heartbeat) if sub.heartbeat else None
         await self.subs.update_one(
