@@ -28,6 +28,7 @@ from cds_hooks.discovery import PRIMARY, option_defaults
 from cds_hooks.prefetch import DataPool, Fetcher, reference_parts, resources_in
 from cds_hooks.templates import PREFETCH
 from cds_hooks.ids import new_hex
+from server.fhir import profiles
 from server.fhir.errors import FHIRError, issue
 from server.rules.model import Determination, EvaluationInput
 
@@ -191,6 +192,7 @@ def validate_request(body: Any, service_hook: str, service_id: str, config: CRDC
             ignored.append(code)
 
     _validate_context(hook, context)
+    _validate_fhir(context, prefetch)
     return HookRequest(hook, service_id, body, instance, context, prefetch, fhir_server, token, version, options, ignored)
 
 
@@ -237,6 +239,42 @@ def _validate_context(hook: str, context: dict) -> None:
         _string(context, "encounterId", required=False)
     else:
         _string(context, "encounterId")
+
+
+# Context keys that hold FHIR resources (a Bundle, or a list of resources).
+FHIR_CONTEXT_KEYS = ("draftOrders", "appointments", "fulfillmentTasks")
+
+
+def _validate_fhir(context: dict, prefetch: dict) -> None:
+    """Context resources and prefetch must be valid FHIR R4: every error the validator finds in them
+    is listed in one 400, located from the request root (``context.draftOrders.entry[0].resource.status``).
+
+    Each is checked against its base resource type and the profiles it claims in ``meta.profile`` (those
+    the shipped packages define; others are only warnings), as the official validator would."""
+    items: list[tuple[str, dict]] = []
+    for key in FHIR_CONTEXT_KEYS:
+        value = context.get(key)
+        if isinstance(value, dict):
+            items.append((f"context.{key}", value))
+        elif isinstance(value, list):
+            items += [(f"context.{key}[{i}]", v) for i, v in enumerate(value) if isinstance(v, dict)]
+    items += [(f"prefetch.{key[:60]}", value) for key, value in prefetch.items() if isinstance(value, dict)]
+    problems: list[dict] = []
+    for where, resource in items:
+        try:
+            outcome = profiles.validate(resource)
+        except profiles.UnknownProfile:
+            problems.append(issue("invalid", f"{where} is a '{str(resource.get('resourceType'))[:40]}', which is not an R4 resource type", where))
+            continue
+        except profiles.TooCostly as exc:
+            raise bad(f"{where}: {exc}", where, code="too-costly") from None
+        for found in profiles.errors(outcome):
+            location = (found.get("expression") or [""])[0]
+            location = where + location[location.find("."):] if "." in location else where
+            key = found.get("details", {}).get("coding", [{}])[0].get("code")
+            problems.append(issue(found.get("code", "invalid"), f"{location}: {found['diagnostics']}" + (f" [{key}]" if key else ""), location))
+    if problems:
+        raise FHIRError(400, problems)
 
 
 # ----------------------------------------------------------------------------- gathering data
