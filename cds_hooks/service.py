@@ -662,7 +662,7 @@ async def answer(req: HookRequest, gathered: Gathered, rules, crd_state) -> tupl
         for cov, det in determinations:
             if not det.payer_match or not det.coverage_active:
                 continue
-            cards += cardlib.for_determination(req, resource, det, source_label, gathered, crd_state, dtr_cache)
+            cards += cardlib.for_determination(req, resource, det, source_label, gathered, crd_state, dtr_cache, payer=payer)
             break  # cards speak for the first (primary) Coverage this payer holds
 
     if opts.get("insurance", False):
