@@ -645,7 +645,14 @@ async def answer(req: HookRequest, gathered: Gathered, rules, crd_state) -> tupl
             ))
             decisions.append(Decision(target, coverage_ref(cov), det, assertion_ids[id(cov)], label_for(resource, det)))
 
-        if opts.get("coverage-info", True) and resource.get("id") and _may_carry(resource, req):
+        existing = _unchanged(resource, reps)
+        if existing is not None:
+            # The order already carries this very coverage-information (an earlier call's answer): no
+            # update is sent, and the decisions keep the assertion ids the order holds.
+            for d in decisions:
+                if d.target == target and d.coverage in existing:
+                    d.assertion_id = existing[d.coverage]
+        elif opts.get("coverage-info", True) and resource.get("id") and _may_carry(resource, req):
             actions.append({
                 "type": "update",
                 "description": f"Record {payer.name} coverage requirements on {label_for(resource, determinations[0][1] if determinations else None)}",
@@ -655,7 +662,7 @@ async def answer(req: HookRequest, gathered: Gathered, rules, crd_state) -> tupl
             # An appointment based on a ServiceRequest: the ServiceRequest carries the coverage too.
             for based in resource.get("basedOn") or []:
                 sr = gathered.pool.resolve(based)
-                if sr and sr.get("resourceType") == "ServiceRequest" and sr.get("id"):
+                if sr and sr.get("resourceType") == "ServiceRequest" and sr.get("id") and _unchanged(sr, reps) is None:
                     actions.append({"type": "update", "description": f"Record {payer.name} coverage requirements on ServiceRequest/{sr['id']}",
                                     "resource": with_coverage_information(sr, reps)})
 
@@ -687,6 +694,37 @@ def unknown_service(det: Determination, resource: dict) -> Determination:
                    questionnaires=[], reason={"code": None, "system": None,
                                               "display": f"The {what} names no service code, so coverage depends on the service to be performed."},
                    trace=det.trace + [f"No service code on the {what}: coverage is conditional on the service"])
+
+
+# Sub-extensions that differ between two answers saying the same thing: when the assertion was made and
+# the identifiers given to it.
+VOLATILE = ("date", "coverage-assertion-id", "satisfied-pa-id")
+
+
+def _essence(rep: Any) -> str:
+    import json
+
+    subs = rep.get("extension") if isinstance(rep, dict) else None
+    subs = [e for e in subs if isinstance(e, dict) and e.get("url") not in VOLATILE] if isinstance(subs, list) else []
+    return json.dumps(sorted(json.dumps(e, sort_keys=True) for e in subs))
+
+
+def _unchanged(resource: dict, reps: list[dict]) -> dict[str, str] | None:
+    """When ``resource`` already carries coverage-information equal to ``reps`` apart from dates and
+    identifiers, the {coverage reference: assertion id} it holds; otherwise None (an update is due)."""
+    from cds_hooks.coverage_info import EXT_URL
+
+    current = [e for e in resource.get("extension") or [] if isinstance(e, dict) and e.get("url") == EXT_URL]
+    if not current or sorted(map(_essence, current)) != sorted(map(_essence, reps)):
+        return None
+    ids: dict[str, str] = {}
+    for rep in current:
+        subs = {e.get("url"): e for e in rep.get("extension") or [] if isinstance(e, dict)}
+        cov = ((subs.get("coverage") or {}).get("valueReference") or {}).get("reference")
+        aid = (subs.get("coverage-assertion-id") or {}).get("valueString")
+        if isinstance(cov, str) and isinstance(aid, str):
+            ids[cov] = aid
+    return ids
 
 
 def _may_carry(resource: dict, req: HookRequest) -> bool:
