@@ -399,6 +399,10 @@ class _Run:
         children = node.children
         if not children:
             children = self._type_children(node, owner_type)
+        elif len(node.types) > 1:
+            # A choice element constrained in a profile lists only the children its types share (id,
+            # extension); the chosen type's own elements come from that type.
+            children = {**self._type_children(node, owner_type), **children}
         if "resourceType" in value and node is profile.root:
             pass
         seen_names: set[str] = set()
