@@ -102,7 +102,8 @@ def _with_performer(resource: dict, site: dict) -> dict:
     return new
 
 
-def for_determination(req, resource: dict, det: Determination, source_label: str, gathered, crd_state, dtr_cache: dict) -> list[tuple[int, dict]]:
+def for_determination(req, resource: dict, det: Determination, source_label: str, gathered, crd_state, dtr_cache: dict,
+                      payer=None) -> list[tuple[int, dict]]:
     opts = req.options
     ref = f"{resource.get('resourceType')}/{resource.get('id')}"
     name = _name(resource, det)
@@ -164,11 +165,36 @@ def for_determination(req, resource: dict, det: Determination, source_label: str
         for q in det.questionnaires:
             if crd_state.dtr_available(q, dtr_cache):
                 continue
-            out.append((1, form_completion(req, resource, q, source_label, name)))
+            out.append((1, form_completion(req, resource, q, source_label, name, payer_reference(payer, gathered))))
     return out
 
 
-def form_completion(req, resource: dict, questionnaire: str, source_label: str, name: str) -> dict:
+def payer_reference(payer, gathered) -> dict:
+    """The payer as the EHR knows it: the Coverage's own payor reference where it names an Organization,
+    with the payer's identifier and name so that it reads without resolving anything."""
+    out: dict = {}
+    for cov in (getattr(gathered, "coverages", None) or []):
+        for p in cov.get("payor") or []:
+            if isinstance(p, dict) and isinstance(p.get("reference"), str) and p["reference"].split("/")[-2:-1] == ["Organization"]:
+                out["reference"] = p["reference"]
+                break
+        if out:
+            break
+    if payer is not None:
+        ident = next(((s, v) for s, v in payer.identifiers if s), None)
+        if ident:
+            out["identifier"] = {"system": ident[0], "value": ident[1]}
+        out["display"] = payer.name
+    return out or {"display": "payer"}
+
+
+def _unversioned(canonical: str) -> str:
+    # Task.input carries the Questionnaire's canonical URL without its "|version": a plain http(s) URL is
+    # what CRD clients (and the Inferno CRD kit, which parses it as a URI) can resolve.
+    return canonical.split("|", 1)[0]
+
+
+def form_completion(req, resource: dict, questionnaire: str, source_label: str, name: str, requester: dict | None = None) -> dict:
     ref = f"{resource['resourceType']}/{resource['id']}"
     task: dict = {
         "resourceType": "Task",
@@ -179,8 +205,10 @@ def form_completion(req, resource: dict, questionnaire: str, source_label: str, 
         "code": {"coding": [{"system": SDC_TEMP, "code": "complete-questionnaire"}]},
         "for": {"reference": f"Patient/{req.patient_id}"},
         "authoredOn": time.strftime("%Y-%m-%d", time.gmtime()),
+        "requester": requester or {"display": source_label},
         "reasonCode": {"coding": [{"system": CRD_TEMP, "code": "reason-prior-auth"}], "text": "Needed for prior authorization"},
-        "input": [{"type": {"coding": [{"system": SDC_TEMP, "code": "questionnaire"}], "text": "questionnaire"}, "valueCanonical": questionnaire}],
+        "input": [{"type": {"coding": [{"system": SDC_TEMP, "code": "questionnaire"}], "text": "questionnaire"},
+                   "valueCanonical": _unversioned(questionnaire)}],
     }
     if not req.version.is22:
         task["input"].append({"type": {"coding": [{"system": CRD_TEMP, "code": "after-completion-action"}], "text": "afterCompletion"},

@@ -28,6 +28,7 @@ from cds_hooks.discovery import PRIMARY, option_defaults
 from cds_hooks.prefetch import DataPool, Fetcher, reference_parts, resources_in
 from cds_hooks.templates import PREFETCH
 from cds_hooks.ids import new_hex
+from server.fhir import profiles
 from server.fhir.errors import FHIRError, issue
 from server.rules.model import Determination, EvaluationInput
 
@@ -191,6 +192,7 @@ def validate_request(body: Any, service_hook: str, service_id: str, config: CRDC
             ignored.append(code)
 
     _validate_context(hook, context)
+    _validate_fhir(context, prefetch)
     return HookRequest(hook, service_id, body, instance, context, prefetch, fhir_server, token, version, options, ignored)
 
 
@@ -237,6 +239,42 @@ def _validate_context(hook: str, context: dict) -> None:
         _string(context, "encounterId", required=False)
     else:
         _string(context, "encounterId")
+
+
+# Context keys that hold FHIR resources (a Bundle, or a list of resources).
+FHIR_CONTEXT_KEYS = ("draftOrders", "appointments", "fulfillmentTasks")
+
+
+def _validate_fhir(context: dict, prefetch: dict) -> None:
+    """Context resources and prefetch must be valid FHIR R4: every error the validator finds in them
+    is listed in one 400, located from the request root (``context.draftOrders.entry[0].resource.status``).
+
+    Each is checked against its base resource type and the profiles it claims in ``meta.profile`` (those
+    the shipped packages define; others are only warnings), as the official validator would."""
+    items: list[tuple[str, dict]] = []
+    for key in FHIR_CONTEXT_KEYS:
+        value = context.get(key)
+        if isinstance(value, dict):
+            items.append((f"context.{key}", value))
+        elif isinstance(value, list):
+            items += [(f"context.{key}[{i}]", v) for i, v in enumerate(value) if isinstance(v, dict)]
+    items += [(f"prefetch.{key[:60]}", value) for key, value in prefetch.items() if isinstance(value, dict)]
+    problems: list[dict] = []
+    for where, resource in items:
+        try:
+            outcome = profiles.validate(resource)
+        except profiles.UnknownProfile:
+            problems.append(issue("invalid", f"{where} is a '{str(resource.get('resourceType'))[:40]}', which is not an R4 resource type", where))
+            continue
+        except profiles.TooCostly as exc:
+            raise bad(f"{where}: {exc}", where, code="too-costly") from None
+        for found in profiles.errors(outcome):
+            location = (found.get("expression") or [""])[0]
+            location = where + location[location.find("."):] if "." in location else where
+            key = found.get("details", {}).get("coding", [{}])[0].get("code")
+            problems.append(issue(found.get("code", "invalid"), f"{location}: {found['diagnostics']}" + (f" [{key}]" if key else ""), location))
+    if problems:
+        raise FHIRError(400, problems)
 
 
 # ----------------------------------------------------------------------------- gathering data
@@ -607,7 +645,14 @@ async def answer(req: HookRequest, gathered: Gathered, rules, crd_state) -> tupl
             ))
             decisions.append(Decision(target, coverage_ref(cov), det, assertion_ids[id(cov)], label_for(resource, det)))
 
-        if opts.get("coverage-info", True) and resource.get("id") and _may_carry(resource, req):
+        existing = _unchanged(resource, reps)
+        if existing is not None:
+            # The order already carries this very coverage-information (an earlier call's answer): no
+            # update is sent, and the decisions keep the assertion ids the order holds.
+            for d in decisions:
+                if d.target == target and d.coverage in existing:
+                    d.assertion_id = existing[d.coverage]
+        elif opts.get("coverage-info", True) and resource.get("id") and _may_carry(resource, req):
             actions.append({
                 "type": "update",
                 "description": f"Record {payer.name} coverage requirements on {label_for(resource, determinations[0][1] if determinations else None)}",
@@ -617,14 +662,14 @@ async def answer(req: HookRequest, gathered: Gathered, rules, crd_state) -> tupl
             # An appointment based on a ServiceRequest: the ServiceRequest carries the coverage too.
             for based in resource.get("basedOn") or []:
                 sr = gathered.pool.resolve(based)
-                if sr and sr.get("resourceType") == "ServiceRequest" and sr.get("id"):
+                if sr and sr.get("resourceType") == "ServiceRequest" and sr.get("id") and _unchanged(sr, reps) is None:
                     actions.append({"type": "update", "description": f"Record {payer.name} coverage requirements on ServiceRequest/{sr['id']}",
                                     "resource": with_coverage_information(sr, reps)})
 
         for cov, det in determinations:
             if not det.payer_match or not det.coverage_active:
                 continue
-            cards += cardlib.for_determination(req, resource, det, source_label, gathered, crd_state, dtr_cache)
+            cards += cardlib.for_determination(req, resource, det, source_label, gathered, crd_state, dtr_cache, payer=payer)
             break  # cards speak for the first (primary) Coverage this payer holds
 
     if opts.get("insurance", False):
@@ -649,6 +694,37 @@ def unknown_service(det: Determination, resource: dict) -> Determination:
                    questionnaires=[], reason={"code": None, "system": None,
                                               "display": f"The {what} names no service code, so coverage depends on the service to be performed."},
                    trace=det.trace + [f"No service code on the {what}: coverage is conditional on the service"])
+
+
+# Sub-extensions that differ between two answers saying the same thing: when the assertion was made and
+# the identifiers given to it.
+VOLATILE = ("date", "coverage-assertion-id", "satisfied-pa-id")
+
+
+def _essence(rep: Any) -> str:
+    import json
+
+    subs = rep.get("extension") if isinstance(rep, dict) else None
+    subs = [e for e in subs if isinstance(e, dict) and e.get("url") not in VOLATILE] if isinstance(subs, list) else []
+    return json.dumps(sorted(json.dumps(e, sort_keys=True) for e in subs))
+
+
+def _unchanged(resource: dict, reps: list[dict]) -> dict[str, str] | None:
+    """When ``resource`` already carries coverage-information equal to ``reps`` apart from dates and
+    identifiers, the {coverage reference: assertion id} it holds; otherwise None (an update is due)."""
+    from cds_hooks.coverage_info import EXT_URL
+
+    current = [e for e in resource.get("extension") or [] if isinstance(e, dict) and e.get("url") == EXT_URL]
+    if not current or sorted(map(_essence, current)) != sorted(map(_essence, reps)):
+        return None
+    ids: dict[str, str] = {}
+    for rep in current:
+        subs = {e.get("url"): e for e in rep.get("extension") or [] if isinstance(e, dict)}
+        cov = ((subs.get("coverage") or {}).get("valueReference") or {}).get("reference")
+        aid = (subs.get("coverage-assertion-id") or {}).get("valueString")
+        if isinstance(cov, str) and isinstance(aid, str):
+            ids[cov] = aid
+    return ids
 
 
 def _may_carry(resource: dict, req: HookRequest) -> bool:

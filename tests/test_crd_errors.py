@@ -128,7 +128,7 @@ def test_non_json_content_type_is_415(client):
 def test_hostile_strings_are_answered_safely(client):
     evil = "<script>alert(1)</script>'; db.dropDatabase(); {{7*7}} $where"
     body = mutate(lambda b: b.update(hookInstance=evil))
-    body["context"]["draftOrders"]["entry"][0]["resource"]["code"]["coding"][0].update(code=evil, system=evil)
+    body["context"]["draftOrders"]["entry"][0]["resource"]["code"]["coding"][0].update(code=evil, display=evil)
     r = post(client, body)
     assert r.status_code == 200
     assert r.headers["content-type"].startswith("application/json")

@@ -355,10 +355,11 @@ class _Run:
         self.conforms: dict[tuple[int, str], bool] = {}
         self.invariants: dict[tuple[str, int], Any] = {}
         if root.get("resourceType") == "Bundle":
-            for entry in root.get("entry", []) or []:
+            entries = root.get("entry")
+            for entry in entries if isinstance(entries, list) else []:
                 res = entry.get("resource") if isinstance(entry, dict) else None
                 if isinstance(res, dict):
-                    if entry.get("fullUrl"):
+                    if isinstance(entry.get("fullUrl"), str):
                         self.bundle_index[entry["fullUrl"]] = res
                     if res.get("resourceType") and res.get("id"):
                         self.bundle_index[f"{res['resourceType']}/{res['id']}"] = res
@@ -410,6 +411,10 @@ class _Run:
         children = node.children
         if not children:
             children = self._type_children(node, owner_type)
+        elif len(node.types) > 1:
+            # A choice element constrained in a profile lists only the children its types share (id,
+            # extension); the chosen type's own elements come from that type.
+            children = {**self._type_children(node, owner_type), **children}
         if "resourceType" in value and node is profile.root:
             pass
         seen_names: set[str] = set()
@@ -671,7 +676,8 @@ class _Run:
         if not isinstance(value, dict):
             return
         codings = value.get("coding") if "coding" in value or "text" in value else [value]
-        codings = [c for c in (codings or []) if isinstance(c, dict) and c.get("code")]
+        codings = [c for c in (codings if isinstance(codings, list) else []) if isinstance(c, dict) and isinstance(c.get("code"), str)
+                   and isinstance(c.get("system"), (str, type(None)))]
         if not codings:
             return
         if not any((c.get("system"), c["code"]) in members for c in codings):
