@@ -62,11 +62,34 @@ class Process:
                 self.proc.kill()
 
 
-def start_precert(data_dir: Path, extra_env: dict | None = None, workers: int = 1) -> tuple[Process, int]:
+def start_precert(data_dir: Path, extra_env: dict | None = None, workers: int = 1, mongodb_uri: str = "") -> tuple[Process, int]:
+    """Precert on its own embedded database in ``data_dir``, or on ``mongodb_uri`` when given."""
     port = free_port()
     proc = Process([sys.executable, "-m", "server.cli", "serve", "--port", str(port), "--data-dir", str(data_dir), "--log-level", "warning", "--workers", str(workers)],
-                   f"http://127.0.0.1:{port}/health/ready", {"PRECERT_MONGODB_URI": "", **(extra_env or {})})
+                   f"http://127.0.0.1:{port}/health/ready", {"PRECERT_MONGODB_URI": mongodb_uri, **(extra_env or {})})
     return proc, port
+
+
+def start_database(data_dir: Path):
+    """One embedded database (SecantusDB on disk, as ``precert serve`` starts it) that Precert and
+    the durable-write floor share, so both write to the same server with the same write concern."""
+    from server.embedded_db import EmbeddedDatabase
+
+    db = EmbeddedDatabase(data_dir / "db")
+    db.start()
+    return db
+
+
+def start_durable_floor(mongodb_uri: str) -> tuple[Process, int]:
+    port = free_port()
+    proc = Process([sys.executable, "-m", "uvicorn", "bench.durable_floor_app:app", "--port", str(port), "--log-level", "warning", "--no-access-log"],
+                   f"http://127.0.0.1:{port}/ready", {"BENCH_FLOOR_MONGODB_URI": mongodb_uri})
+    return proc, port
+
+
+def load_average() -> str:
+    one, five, fifteen = os.getloadavg()
+    return f"load average {one:.2f} / {five:.2f} / {fifteen:.2f} (1 / 5 / 15 min)"
 
 
 def start_floor() -> tuple[Process, int]:
