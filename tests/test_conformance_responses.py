@@ -85,15 +85,7 @@ def test_next_question_output_meets_the_dtr_questionnaire_response_profile(clien
     raise AssertionError("the adaptive form never completed")
 
 
-# Known errors, listed so that the fix shows up as an unexpected pass.
-INQUIRY_ERRORS = pytest.mark.xfail(strict=True, reason=(
-    "the inquiry ClaimResponse puts PAS extensions where their context forbids: communicatedDiagnosis on "
-    "ClaimResponse.item (both versions); in 2.2.1 also reviewActionCode nested in ClaimResponse.adjudication.extension"))
-TASK_ERRORS_2_0_1 = pytest.mark.xfail(strict=True, reason=(
-    "2.0.1 Task.input[1].extension[0].valuePositiveInt: the validator expects another type there"))
-
-
-@pytest.mark.parametrize("version", [pytest.param("2.0.1", marks=INQUIRY_ERRORS), pytest.param("2.2.1", marks=INQUIRY_ERRORS)])
+@pytest.mark.parametrize("version", ["2.0.1", "2.2.1"])
 def test_inquiry_response_bundle_meets_the_pas_inquiry_response_profile(client, version):
     request = pas_request(version)
     assert submit(client, request).status_code == 200
@@ -109,7 +101,7 @@ def test_inquiry_response_bundle_meets_the_pas_inquiry_response_profile(client, 
         check(bundle, PAS_SD + "profile-pas-inquiry-response-bundle", f"hl7.fhir.us.davinci-pas-{version}")
 
 
-@pytest.mark.parametrize("version", [pytest.param("2.0.1", marks=TASK_ERRORS_2_0_1), "2.2.1"])
+@pytest.mark.parametrize("version", ["2.0.1", "2.2.1"])
 def test_pas_information_request_task_meets_its_pas_profile(client, version):
     body = submit(client, pas_request(version, code=(CPT, "70551"), member="PCM000004")).json()
     tasks = [e["resource"] for e in body["entry"] if e["resource"]["resourceType"] == "Task"]
