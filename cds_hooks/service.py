@@ -23,7 +23,7 @@ from typing import Any
 
 from cds_hooks import cards as cardlib
 from cds_hooks.config import CRDConfig, parse_version
-from cds_hooks.coverage_info import CRDVersion, coverage_information, with_coverage_information
+from cds_hooks.coverage_info import EXT_URL, CRDVersion, coverage_information, with_coverage_information
 from cds_hooks.discovery import PRIMARY, option_defaults
 from cds_hooks.prefetch import DataPool, Fetcher, reference_parts, resources_in
 from cds_hooks.templates import PREFETCH
@@ -712,8 +712,6 @@ def _essence(rep: Any) -> str:
 def _unchanged(resource: dict, reps: list[dict]) -> dict[str, str] | None:
     """When ``resource`` already carries coverage-information equal to ``reps`` apart from dates and
     identifiers, the {coverage reference: assertion id} it holds; otherwise None (an update is due)."""
-    from cds_hooks.coverage_info import EXT_URL
-
     current = [e for e in resource.get("extension") or [] if isinstance(e, dict) and e.get("url") == EXT_URL]
     if not current or sorted(map(_essence, current)) != sorted(map(_essence, reps)):
         return None
