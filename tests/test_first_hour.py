@@ -94,3 +94,13 @@ def test_every_operation_in_the_api_document_has_its_own_id(client):
 def test_an_unknown_guide_is_a_404_page(client):
     assert client.get("/guide/..%2Fpyproject").status_code == 404
     assert client.get("/guide/nope").status_code == 404
+
+
+def test_api_docs_policy_allows_only_this_server(client):
+    """Swagger UI is served from this server's own assets, so its page trusts no CDN."""
+    r = client.get("/docs", headers={"Accept": "text/html"})
+    assert r.status_code == 200
+    csp = r.headers["content-security-policy"]
+    assert "jsdelivr" not in csp and "https:" not in csp
+    assert "script-src 'self' 'unsafe-inline'" in csp
+    assert "default-src 'self'" in csp

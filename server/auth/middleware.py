@@ -28,10 +28,9 @@ log = logging.getLogger("precert.auth")
 
 CSP_HTML = ("default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; script-src 'self'; "
             "frame-ancestors 'none'; base-uri 'none'; form-action 'self'; object-src 'none'")
-# FastAPI's Swagger UI loads its script and styles from jsDelivr and starts with an inline script.
-CSP_DOCS = ("default-src 'self'; img-src 'self' data: https://fastapi.tiangolo.com; "
-            "style-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; script-src 'self' 'unsafe-inline' "
-            "https://cdn.jsdelivr.net; frame-ancestors 'none'; base-uri 'none'; object-src 'none'")
+# The Swagger UI page (served from this server's own assets) starts with an inline script.
+CSP_DOCS = ("default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
+            "script-src 'self' 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'; object-src 'none'")
 
 _UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
