@@ -4,7 +4,9 @@ Checked, in order: the header (``alg`` asymmetric and allowed, ``kid``, ``typ`` 
 the allow-list, and its ``jku`` (when given) one the allow-list names for it; the signature, with the
 key whose ``kid`` matches in the issuer's JWK Set (fetched from ``jku`` over httpx and cached; fetched
 again once when a ``kid`` is new, so key rotation works); ``aud`` is the URL of the endpoint called;
-``exp`` in the future, ``iat`` not; ``jti`` not seen before within the token's life.
+``exp`` in the future, ``iat`` not; ``jti`` not seen before within the token's life (unless the
+operator lets a test laboratory reuse a token, ``PRECERT_CRD_ALLOW_JWT_REUSE=true``: test kits send one
+JWT with several requests).
 
 Problems give 401 (``WWW-Authenticate: Bearer error="invalid_token"``), or 403 when the token is
 well formed but its issuer or key location is not trusted.
@@ -124,10 +126,12 @@ def _find_key(jwks: dict, kid: str, alg: str):
 
 
 class Verifier:
-    def __init__(self, config: CRDConfig, jwks: JWKSCache):
+    def __init__(self, config: CRDConfig, jwks: JWKSCache, allow_reuse: bool = False):
         self.config = config
         self.jwks = jwks
         self.replay = ReplayCache()
+        # A token reused within its lifetime by the same issuer is accepted (test laboratories only).
+        self.allow_reuse = allow_reuse
 
     def _trusted(self, iss: str) -> list[TrustedEHR]:
         return [t for t in self.config.trusted if t.iss.rstrip("/") == iss.rstrip("/")]
@@ -203,7 +207,7 @@ class Verifier:
         jti = claims.get("jti")
         if not isinstance(jti, str) or not jti:
             raise AuthError(401, "the JWT 'jti' must be a non-empty string")
-        if not await self.replay.check_and_add(iss, jti, float(exp) + self.config.clock_skew):
+        if not self.allow_reuse and not await self.replay.check_and_add(iss, jti, float(exp) + self.config.clock_skew):
             raise AuthError(401, "the JWT has been used before (jti replay)")
         return Verified(iss=iss, jti=jti, kid=kid, claims=claims)
 

@@ -70,7 +70,8 @@ class CRDState:
         self.config = config
         self.http = httpx.AsyncClient(timeout=httpx.Timeout(config.fhir_timeout, connect=min(2.0, config.fhir_timeout)),
                                       follow_redirects=False, limits=httpx.Limits(max_connections=50, max_keepalive_connections=10))
-        self.verifier = Verifier(config, JWKSCache(self.http, timeout=config.fhir_timeout))
+        self.verifier = Verifier(config, JWKSCache(self.http, timeout=config.fhir_timeout),
+                                 allow_reuse=app_state.settings.crd_allow_jwt_reuse)
         # EHR token ids are remembered in the database, so a replay to another worker is refused too.
         self.verifier.replay.collection = app_state.storage.collection("crd_jwt_jti")
         self._dtr: dict[str, tuple[float, bool]] = {}
@@ -460,6 +461,8 @@ def install(app: FastAPI) -> None:
                 await state.services["crd"].members.invalidate()
 
         state.after_write_hooks.append(coverage_written)
+        if state.settings.crd_allow_jwt_reuse:
+            log.warning("CRD: an EHR JWT may be reused within its lifetime (PRECERT_CRD_ALLOW_JWT_REUSE=true); for test laboratories only")
         if state.settings.mode == "production" and not config.require_jwt:
             log.warning("CRD: EHR JWTs are not required (PRECERT_CRD_REQUIRE_JWT=off) in production mode")
 

@@ -35,6 +35,8 @@ class Settings:
     cors_origins: tuple[str, ...] = ()
     # Seconds a request body may go without a byte before it is refused (408).
     body_read_timeout: float = 10.0
+    # A test laboratory replays one EHR JWT within its lifetime (CRD jti replay is refused otherwise).
+    crd_allow_jwt_reuse: bool = False
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> "Settings":
@@ -50,6 +52,7 @@ class Settings:
             load_sandbox=_bool(env.get("PRECERT_SANDBOX"), mode == "sandbox"),
             cors_origins=tuple(o.strip() for o in env.get("PRECERT_CORS_ORIGINS", "").split(",") if o.strip()),
             body_read_timeout=float(env.get("PRECERT_BODY_READ_TIMEOUT", "10")),
+            crd_allow_jwt_reuse=_bool(env.get("PRECERT_CRD_ALLOW_JWT_REUSE"), False),
         )
 
     def with_overrides(self, **changes) -> "Settings":

@@ -245,3 +245,35 @@ def test_trusted_ehrs_from_the_environment(tmp_path):
     path = tmp_path / "ehrs.json"
     path.write_text(json.dumps(entries))
     assert CRDConfig.from_env("production", {"PRECERT_CRD_TRUSTED_EHRS": str(path)}).trusted[0].iss == "https://a.example.org"
+
+
+def test_jwt_reuse_is_refused_by_default(server):
+    from server.settings import Settings
+
+    assert Settings.from_env({}).crd_allow_jwt_reuse is False
+    assert server.app.state.precert.services["crd"].verifier.allow_reuse is False
+
+
+@pytest.fixture
+def reuse_allowed(server):
+    """PRECERT_CRD_ALLOW_JWT_REUSE=true, as a test laboratory runs the server."""
+    from server.settings import Settings
+
+    assert Settings.from_env({"PRECERT_CRD_ALLOW_JWT_REUSE": "true"}).crd_allow_jwt_reuse is True
+    verifier = server.app.state.precert.services["crd"].verifier
+    verifier.allow_reuse = True
+    try:
+        yield
+    finally:
+        verifier.allow_reuse = False
+
+
+def test_a_test_laboratory_may_reuse_a_jwt_within_its_lifetime(client, server, enforced, ehr_keys, reuse_allowed):
+    token = ehr_keys["ES384"].token(aud(server), jku=enforced["jku"])
+    assert [hook(client, token).status_code for _ in range(3)] == [200, 200, 200]
+
+
+def test_a_reused_jwt_past_its_lifetime_is_still_refused(client, server, enforced, ehr_keys, reuse_allowed):
+    now = int(time.time())
+    token = ehr_keys["ES384"].token(aud(server), jku=enforced["jku"], claims={"iat": now - 400, "exp": now - 100})
+    refused(hook(client, token), 401, "expired")
