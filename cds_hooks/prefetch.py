@@ -3,7 +3,9 @@
 Data is found in this order (CRD foundation.md): resources in the hook context; prefetch values,
 recognised by what they contain rather than by key name (clients rename keys: the IG's own example
 sends ``device`` where discovery says ``devices``); then queries against the client's ``fhirServer``
-with its ``fhirAuthorization`` bearer token, running the same templates Precert advertises.
+with its ``fhirAuthorization`` bearer token, running the same templates Precert advertises. In the
+sandbox, a call with neither prefetch nor ``fhirServer`` runs those templates against Precert's own
+sandbox records instead (:class:`LocalFetcher`), so a developer's first hook call needs no EHR.
 
 Templates come in two dialects, both rendered here:
 - CRD 2.0.1 / CDS Hooks 2.0: ``{{context.patientId}}``, and ``{{context.draftOrders.ServiceRequest.id}}``
@@ -22,8 +24,14 @@ import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Iterable
+from urllib.parse import parse_qsl
 
 import httpx
+
+from server.fhir.errors import FHIRError
+from server.fhir.search import parse_search
+from server.outbound import OutboundRefused, check_destination
+from server.storage import criteria_filter
 
 log = logging.getLogger("precert.crd.prefetch")
 
@@ -236,37 +244,11 @@ class FetchFailed(Exception):
     """The FHIR server could not give the data (network, timeout, HTTP error, not FHIR)."""
 
 
-@dataclass
-class Fetcher:
-    """Runs prefetch queries against the client's FHIR server, in parallel, with short timeouts."""
+class Queries:
+    """Runs a hook's prefetch templates through ``get``, in dependency order, each layer in parallel."""
 
-    client: httpx.AsyncClient
-    base: str
-    token: str | None
-    timeout: float = 3.0
-
-    async def get(self, query: str) -> Any:
-        url = query if query.startswith(("http://", "https://")) else f"{self.base.rstrip('/')}/{query.lstrip('/')}"
-        headers = {"Accept": "application/fhir+json"}
-        if self.token:
-            headers["Authorization"] = f"Bearer {self.token}"
-        try:
-            resp = await asyncio.wait_for(self.client.get(url, headers=headers), self.timeout)
-        except (httpx.HTTPError, asyncio.TimeoutError, OSError) as exc:
-            raise FetchFailed(f"GET {url[:200]} failed: {type(exc).__name__} {str(exc)[:120]}") from None
-        if resp.status_code == 404 and "?" not in query:
-            return None
-        if resp.status_code >= 400:
-            raise FetchFailed(f"GET {url[:200]} returned HTTP {resp.status_code}")
-        try:
-            body = resp.json()
-        except ValueError:
-            raise FetchFailed(f"GET {url[:200]} did not return JSON") from None
-        if not isinstance(body, dict) or not isinstance(body.get("resourceType"), str):
-            raise FetchFailed(f"GET {url[:200]} did not return a FHIR resource")
-        if body["resourceType"] == "OperationOutcome":
-            raise FetchFailed(f"GET {url[:200]} returned an OperationOutcome")
-        return body
+    async def get(self, query: str) -> Any:  # pragma: no cover - each fetcher has its own
+        raise NotImplementedError
 
     async def run(self, templates: dict[str, str], context: dict, results: dict, wanted: Iterable[str]) -> dict[str, str]:
         """Fill ``results`` for the ``wanted`` keys, in dependency order, each layer in parallel.
@@ -298,3 +280,79 @@ class Fetcher:
                     results[key] = outcome
             pending = [k for k in pending if k not in ready]
         return errors
+
+
+@dataclass
+class Fetcher(Queries):
+    """Runs prefetch queries against the client's FHIR server, in parallel, with short timeouts."""
+
+    client: httpx.AsyncClient
+    base: str
+    token: str | None
+    timeout: float = 3.0
+    # In production the EHR names the server Precert calls: it must not be the payer's own network
+    # (server.outbound), checked at each request, after name resolution.
+    guarded: bool = False
+
+    async def get(self, query: str) -> Any:
+        url = query if query.startswith(("http://", "https://")) else f"{self.base.rstrip('/')}/{query.lstrip('/')}"
+        if self.guarded:
+            try:
+                await check_destination(url)
+            except OutboundRefused as exc:
+                raise FetchFailed(f"GET {url[:200]} refused: {exc}") from None
+        headers = {"Accept": "application/fhir+json"}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        try:
+            resp = await asyncio.wait_for(self.client.get(url, headers=headers), self.timeout)
+        except (httpx.HTTPError, asyncio.TimeoutError, OSError) as exc:
+            raise FetchFailed(f"GET {url[:200]} failed: {type(exc).__name__} {str(exc)[:120]}") from None
+        if resp.status_code == 404 and "?" not in query:
+            return None
+        if resp.status_code >= 400:
+            raise FetchFailed(f"GET {url[:200]} returned HTTP {resp.status_code}")
+        try:
+            body = resp.json()
+        except ValueError:
+            raise FetchFailed(f"GET {url[:200]} did not return JSON") from None
+        if not isinstance(body, dict) or not isinstance(body.get("resourceType"), str):
+            raise FetchFailed(f"GET {url[:200]} did not return a FHIR resource")
+        if body["resourceType"] == "OperationOutcome":
+            raise FetchFailed(f"GET {url[:200]} returned an OperationOutcome")
+        return body
+
+
+
+@dataclass
+class LocalFetcher(Queries):
+    """Runs the same prefetch queries against Precert's own records, for the sandbox only: the
+    sandbox's members, Coverages, providers and any orders a developer stored through ``/fhir``.
+
+    ``repository`` is a read-only view (``server.fhir.repository.Repository`` with a reading
+    principal): this path only ever reads, and reads what the FHIR API would show.
+    """
+
+    repository: Any
+    max_results: int = 50
+
+    async def get(self, query: str) -> Any:
+        path, _, params = query.partition("?")
+        path = path.strip("/")
+        if "/" in path and not params:
+            rtype, rid = path.split("/", 1)
+            try:
+                stored = await self.repository.read(rtype, rid)
+            except Exception as exc:  # an id the store refuses is simply not there
+                log.debug("local read %s failed: %s", path[:100], exc)
+                return None
+            return None if stored is None or stored.deleted else stored.resource
+        try:
+            req = parse_search(path, parse_qsl(params, keep_blank_values=True), default_count=self.max_results,
+                               max_count=self.max_results)
+        except FHIRError as exc:
+            raise FetchFailed(f"{query[:200]} cannot be searched here: {exc}") from None
+        found, _ = await self.repository.search(path, criteria_filter(req.criteria) or None, count=self.max_results,
+                                                with_total=False)
+        return {"resourceType": "Bundle", "type": "searchset", "total": len(found),
+                "entry": [{"resource": r.resource} for r in found]}

@@ -29,16 +29,19 @@ from starlette.responses import JSONResponse, Response
 from capability.statement import claim
 from questionnaires.catalog import get_catalog
 from server.auth import audit, enforcing
+from server.auth.principal import Principal
+from server.auth.scopes import Permissions
 from server.shared_cache import SharedCache
 from cds_hooks import cards as cardlib
 from cds_hooks.assertions import CALLS, find_assertion
 from cds_hooks.config import CRDConfig
 from cds_hooks.discovery import SERVICE_HOOK, discovery_document
 from cds_hooks.jwt_auth import AuthError, JWKSCache, Verifier
-from cds_hooks.prefetch import Fetcher
+from cds_hooks.prefetch import Fetcher, LocalFetcher, Queries
 from cds_hooks.service import answer, gather, validate_request
 from cds_hooks.ids import new_hex
 from server.fhir.errors import FHIRError, issue
+from server.fhir.repository import Repository
 from server.fhir.jsonio import BodyTooLarge, MalformedJSON, parse_json, read_body
 from server.rules import get_rules
 from server.rules.engine import plan_of
@@ -60,6 +63,8 @@ def _pack(body: bytes) -> bytes:
     return zlib.compress(body, 1) if COMPRESS_AUDIT else body
 FEEDBACK = "crd_feedback"
 JSON_TYPES = ("application/json", "application/fhir+json", "text/json")
+# Who reads Precert's own records for a sandbox hook call that brought no data: any type, read only.
+SANDBOX_READER = Principal("system", permissions=Permissions.from_scopes("system/*.rs"))
 
 
 class CRDState:
@@ -94,8 +99,17 @@ class CRDState:
         """In-network places the payer proposes when an order goes out of network."""
         return list(get_rules(self.app_state).payer.preferred_sites)
 
-    def fetcher(self, req) -> Fetcher:
-        return Fetcher(self.http, req.fhir_server, req.token, self.config.fhir_timeout)
+    def fetcher(self, req, request: Request | None = None) -> Queries | None:
+        """Where missing data comes from: the client's FHIR server; in the sandbox, with no
+        ``fhirServer``, Precert's own records (read only); otherwise nowhere (the call may get 412)."""
+        if req.fhir_server:
+            return Fetcher(self.http, req.fhir_server, req.token, self.config.fhir_timeout,
+                           guarded=self.app_state.settings.mode == "production")
+        if self.config.sandbox and request is not None:
+            repository = Repository(request)
+            repository.principal = SANDBOX_READER
+            return LocalFetcher(repository)
+        return None
 
     def dtr_available(self, questionnaire: str, cache: dict | None = None) -> bool:
         """Can Precert's DTR serve this Questionnaire? (If not, CRD asks for form completion.)"""
@@ -311,7 +325,7 @@ async def call_service(service_id: str, request: Request) -> Response:
         rules = get_rules(request.app.state.precert)
         gathered = None
         try:
-            gathered = await gather(req, crd.fetcher)
+            gathered = await gather(req, lambda r: crd.fetcher(r, request))
             result, decisions = await answer(req, gathered, rules, crd)
         except FHIRError:
             raise

@@ -346,7 +346,7 @@ async def gather(req: HookRequest, fetcher_factory) -> Gathered:
     fetched: list[str] = []
     errors: dict[str, str] = {}
     if missing:
-        fetcher: Fetcher | None = fetcher_factory(req) if req.fhir_server else None
+        fetcher: Fetcher | None = fetcher_factory(req)  # None: nowhere to ask
         if fetcher is None:
             if critical:
                 raise bad(f"the request has no prefetch for {', '.join(sorted(critical))} and no fhirServer to query; "

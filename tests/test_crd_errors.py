@@ -89,9 +89,15 @@ def test_missing_dispatch_orders_is_400(client):
     assert "dispatchedOrders is required" in outcome(post(client, body, "order-dispatch-crd"), 400)
 
 
-def test_no_prefetch_and_no_fhir_server_is_412(client):
-    body = order_sign(service_request("e-3", "70551"), prefetch=None)
-    assert "no fhirServer" in outcome(post(client, body), 412)
+def test_no_prefetch_and_no_fhir_server_is_412_outside_the_sandbox(client, server):
+    """(The sandbox reads its own records instead: tests/test_first_hour_crd.py.)"""
+    config = server.app.state.precert.services["crd"].config
+    config.sandbox = False
+    try:
+        body = order_sign(service_request("e-3", "70551"), prefetch=None)
+        assert "no fhirServer" in outcome(post(client, body), 412)
+    finally:
+        config.sandbox = True
 
 
 def test_an_unreachable_fhir_server_is_412_for_essential_data(client):
