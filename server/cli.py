@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -111,6 +112,32 @@ def _walkthrough(args: argparse.Namespace) -> int:
     return 0
 
 
+def _example(args: argparse.Namespace) -> int:
+    import httpx
+
+    from server import examples
+
+    if not (examples.EXAMPLES / "index.json").is_file():
+        raise CommandError(f"no examples at {examples.EXAMPLES}; run `precert example` from a clone of the repository")
+    if not args.name:
+        print(examples.listing())
+        return 0
+    example = examples.find(args.name)
+    if example is None:
+        raise CommandError(f"no example '{args.name}'; `precert example` lists them")
+    try:
+        response = examples.send(example, args.url)
+    except httpx.TransportError as exc:
+        raise CommandError(f"cannot reach Precert at {args.url} ({exc.__class__.__name__}); "
+                           "start it with `precert serve` or pass --url") from None
+    print(f"{response.status_code} {response.reason_phrase} (expected: {example.outcome})")
+    try:
+        print(json.dumps(response.json(), indent=2, ensure_ascii=False))
+    except ValueError:
+        print(response.text)
+    return 0 if response.status_code < 400 else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="precert", description="Payer-side Da Vinci prior-authorization server")
     parser.add_argument("--version", action="version", version=f"precert {__version__}")
@@ -141,6 +168,11 @@ def main(argv: list[str] | None = None) -> int:
     walk.add_argument("--password", default="reviewer-sandbox")
     walk.add_argument("--verbose", action="store_true", help="print each request and response")
     walk.set_defaults(func=_walkthrough)
+
+    ex = sub.add_parser("example", help="send one of the examples/ requests to a running server (no name: list them)")
+    ex.add_argument("name", nargs="?")
+    ex.add_argument("--url", default="http://127.0.0.1:8080", help="the server's base URL")
+    ex.set_defaults(func=_example)
 
     from questionnaires.build import add_subcommand as add_build_libraries  # precert build-libraries
     from server.fhir.validate_cli import add_subcommand as add_validate  # precert validate
