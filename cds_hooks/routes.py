@@ -19,12 +19,14 @@ import os
 import time
 import zlib
 from datetime import datetime, timezone
+from pathlib import Path
 
 import httpx
 import orjson
 from fastapi import APIRouter, FastAPI, Request
 from pymongo import ASCENDING, DESCENDING
-from starlette.responses import JSONResponse, Response
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from starlette.responses import HTMLResponse, JSONResponse, Response
 
 from capability.statement import claim
 from questionnaires.catalog import get_catalog
@@ -263,7 +265,9 @@ async def _authenticate(request: Request, crd: CRDState, path: str) -> dict:
     except AuthError as exc:
         if required:
             raise
-        return {"iss": None, "verified": False, "error": exc.message}
+        # The sandbox answers anyway, and says why the token failed (header and card), so an EHR
+        # developer can fix it before production refuses it.
+        return {"iss": None, "verified": False, "error": exc.message, "problem": exc.message}
 
 
 def _security_audit(request: Request, caller: dict, status: int, service_id: str, patient: str | None = None) -> None:
@@ -336,7 +340,11 @@ async def call_service(service_id: str, request: Request) -> Response:
     except FHIRError as exc:
         await crd.record(_audit(service_id, hook, body, raw, exc.status, started, caller, response=exc.outcome()))
         _security_audit(request, caller, exc.status, service_id)
+        if caller.get("problem"):
+            exc.headers = {**exc.headers, **_problem_header(caller["problem"])}
         raise
+    if caller.get("problem"):
+        result = {**result, "cards": [_jwt_problem_card(req, caller["problem"]), *result.get("cards", [])]}
     payload = orjson.dumps(result)
     doc = _audit(service_id, hook, body, raw, 200, started, caller, response_bytes=payload)
     doc.update({
@@ -352,7 +360,26 @@ async def call_service(service_id: str, request: Request) -> Response:
     })
     await crd.record(doc)
     _security_audit(request, caller, 200, service_id, req.patient_id)
-    return Response(payload, media_type="application/json")
+    return Response(payload, media_type="application/json", headers=_problem_header(caller.get("problem")))
+
+
+JWT_PROBLEM_HEADER = "X-Precert-JWT-Problem"
+
+
+def _problem_header(problem: str | None) -> dict:
+    """Why the EHR's JWT failed, as a header value (printable ASCII, one line)."""
+    if not problem:
+        return {}
+    return {JWT_PROBLEM_HEADER: "".join(c if " " <= c <= "~" else "?" for c in problem)[:300]}
+
+
+def _jwt_problem_card(req, problem: str) -> dict:
+    """An informational card telling the EHR developer what production would refuse, and why."""
+    return cardlib.instructions(
+        req, "guideline", "Sandbox: the EHR's JWT was not accepted and would be refused in production",
+        f"The Authorization token failed a check: {problem}. The sandbox answered anyway; in production this "
+        "call gets 401 or 403. See the EHR authentication section of docs/crd.md (the demo EHR key is "
+        "cds_hooks/demo_ehr_private_key.pem).", "Precert sandbox", [])[1]
 
 
 def _technical(req, rules) -> dict:
@@ -421,7 +448,7 @@ async def feedback(service_id: str, request: Request) -> Response:
             "outcome_timestamp": f["outcomeTimestamp"][:40], "received_at": datetime.now(timezone.utc), "client": caller,
         })
     await crd.storage.collection(FEEDBACK).insert_many(items)
-    return JSONResponse({})
+    return JSONResponse({}, headers=_problem_header(caller.get("problem")))
 
 
 # ----------------------------------------------------------------------------- audit lookup
@@ -454,7 +481,28 @@ async def calls(request: Request) -> Response:
                 except (orjson.JSONDecodeError, zlib.error):
                     doc[key] = bytes(doc[key]).decode("utf-8", "replace")
         out.append(doc)
+    if _wants_html(request):
+        page = PAGES.get_template("crd_calls.html").render(calls=out, query=q, pretty=_pretty, jwt_header=JWT_PROBLEM_HEADER)
+        return HTMLResponse(page)
     return Response(orjson.dumps({"calls": out}), media_type="application/json")
+
+
+# The page template ships inside the package (package-data), beside this module.
+PAGES = Environment(loader=FileSystemLoader(Path(__file__).resolve().parent), autoescape=select_autoescape())
+
+
+def _wants_html(request: Request) -> bool:
+    """A browser (``text/html`` before any JSON type in Accept) gets the page; everyone else JSON."""
+    accept = request.headers.get("accept", "").lower()
+    html_at = accept.find("text/html")
+    if html_at < 0:
+        return False
+    json_at = min((i for i in (accept.find("application/json"), accept.find("application/fhir+json")) if i >= 0), default=-1)
+    return json_at < 0 or html_at < json_at
+
+
+def _pretty(value) -> str:
+    return orjson.dumps(value, option=orjson.OPT_INDENT_2).decode() if not isinstance(value, str) else value
 
 
 def install(app: FastAPI) -> None:

@@ -277,3 +277,73 @@ def test_a_reused_jwt_past_its_lifetime_is_still_refused(client, server, enforce
     now = int(time.time())
     token = ehr_keys["ES384"].token(aud(server), jku=enforced["jku"], claims={"iat": now - 400, "exp": now - 100})
     refused(hook(client, token), 401, "expired")
+
+
+# ----------------------------------------------------------------------------- the sandbox says why
+def _demo_claims_token(server, *, aud_url: str | None = None, kid: str = "precert-demo-ehr-es384", key=None, lifetime: int = 300) -> str:
+    from pathlib import Path
+
+    import cds_hooks
+
+    pem = key or (Path(cds_hooks.__file__).parent / "demo_ehr_private_key.pem").read_text()
+    now = int(time.time())
+    return jwt.encode({"iss": DEMO_EHR_ISS, "aud": aud_url or aud(server), "iat": now - 10, "exp": now + lifetime,
+                       "jti": uuid.uuid4().hex}, pem, algorithm="ES384", headers={"kid": kid, "typ": "JWT"})
+
+
+@pytest.mark.parametrize("problem,reason", [
+    ("wrong-aud", "'aud' must be"),
+    ("unknown-kid", "no key 'not-a-demo-key'"),
+    ("bad-signature", "signature does not verify"),
+    ("expired", "expired"),
+])
+def test_in_the_sandbox_a_failing_jwt_is_answered_and_the_reason_given(client, server, problem, reason):
+    other = ec.generate_private_key(ec.SECP384R1())
+    token = {
+        "wrong-aud": lambda: _demo_claims_token(server, aud_url="https://somewhere.else.example/cds-services/order-sign-crd"),
+        "unknown-kid": lambda: _demo_claims_token(server, kid="not-a-demo-key"),
+        "bad-signature": lambda: _demo_claims_token(server, key=other),
+        "expired": lambda: _demo_claims_token(server, lifetime=-120),
+    }[problem]()
+    r = hook(client, token)
+    assert r.status_code == 200, r.text
+    assert reason in r.headers["x-precert-jwt-problem"]
+    first = r.json()["cards"][0]
+    assert first["indicator"] == "info" and first["summary"].startswith("Sandbox: the EHR's JWT was not accepted")
+    assert reason in first["detail"]
+    assert any(a["resource"]["resourceType"] == "ServiceRequest" for a in r.json().get("systemActions", []))
+
+
+def test_in_the_sandbox_a_good_jwt_or_none_adds_no_problem(client, server):
+    for token in (demo_token(aud(server)), None):
+        r = hook(client, token)
+        assert r.status_code == 200
+        assert "x-precert-jwt-problem" not in r.headers
+        assert not any(c["summary"].startswith("Sandbox: the EHR's JWT") for c in r.json()["cards"])
+
+
+def test_a_failing_jwt_is_still_refused_when_tokens_are_required(client, server, enforced):
+    r = hook(client, _demo_claims_token(server, kid="not-a-demo-key"))
+    refused(r, 401, "no key 'not-a-demo-key'")
+
+
+def test_the_calls_page_shows_each_call_and_why_its_token_failed(client, server):
+    body = order_sign(service_request("j-page", "70551"))
+    r = client.post("/cds-services/order-sign-crd", json=body,
+                    headers={"Authorization": f"Bearer {_demo_claims_token(server, kid='not-a-demo-key')}"})
+    assert r.status_code == 200
+    page = fresh(client).get("/admin/crd/calls", params={"hookInstance": body["hookInstance"]},
+                             headers={"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"})
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "no key &#39;not-a-demo-key&#39;" in page.text and "order-sign-crd" in page.text
+    assert page.text.count('class="call"') == 1
+    as_json = fresh(client).get("/admin/crd/calls", params={"hookInstance": body["hookInstance"]}, headers={"Accept": "application/json"})
+    assert as_json.headers["content-type"].startswith("application/json")
+    assert "not-a-demo-key" in as_json.json()["calls"][0]["client"]["error"]
+
+
+def test_the_calls_page_needs_a_staff_sign_in_when_authentication_is_enforced(http, harness):
+    html = {"Accept": "text/html"}
+    assert http.get("/admin/crd/calls", headers=html).status_code == 401
+    r = http.get("/admin/crd/calls", headers={**html, **harness.admin_headers})
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
