@@ -2,8 +2,9 @@
 
 Checked, in order: the header (``alg`` asymmetric and allowed, ``kid``, ``typ`` JWT); the issuer on
 the allow-list, and its ``jku`` (when given) one the allow-list names for it; the signature, with the
-key whose ``kid`` matches in the issuer's JWK Set (fetched from ``jku`` over httpx and cached; fetched
-again once when a ``kid`` is new, so key rotation works); ``aud`` is the URL of the endpoint called;
+key whose ``kid`` matches in the issuer's JWK Set (fetched from ``jku`` by the application's one JWK
+Set fetcher, :mod:`server.auth.jwks`, and cached; fetched again once when a ``kid`` is new, so key
+rotation works); ``aud`` is the URL of the endpoint called;
 ``exp`` in the future, ``iat`` not; ``jti`` not seen before within the token's life (unless the
 operator lets a test laboratory reuse a token, ``PRECERT_CRD_ALLOW_JWT_REUSE=true``: test kits send one
 JWT with several requests).
@@ -14,18 +15,17 @@ well formed but its issuer or key location is not trusted.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-import httpx
 import jwt
 from jwt import PyJWK
 
 from cds_hooks.config import DEMO_EHR_ISS, CRDConfig, TrustedEHR
+from server.auth.jwks import JWKSFetcher, JWKSFetchError
 
-JWKS_TTL = 600.0
+# A kid not in the cached set fetches the set again, at most this often (key rotation).
 JWKS_REFRESH_MIN = 30.0
 
 
@@ -46,42 +46,6 @@ class Verified:
     jti: str
     kid: str
     claims: dict
-
-
-@dataclass
-class JWKSCache:
-    client: httpx.AsyncClient | None = None
-    timeout: float = 3.0
-    _sets: dict[str, tuple[float, dict]] = field(default_factory=dict)
-    _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-
-    async def keys(self, url: str, refresh: bool = False) -> dict:
-        now = time.monotonic()
-        cached = self._sets.get(url)
-        if cached and not refresh and now - cached[0] < JWKS_TTL:
-            return cached[1]
-        if cached and refresh and now - cached[0] < JWKS_REFRESH_MIN:
-            return cached[1]
-        async with self._lock:
-            client = self.client or httpx.AsyncClient()
-            try:
-                resp = await asyncio.wait_for(client.get(url, headers={"Accept": "application/json"}), self.timeout)
-            except (httpx.HTTPError, asyncio.TimeoutError, OSError) as exc:
-                if cached:
-                    return cached[1]
-                raise AuthError(401, f"the JWK Set at {url[:120]} could not be fetched ({type(exc).__name__})") from None
-            finally:
-                if self.client is None:
-                    await client.aclose()
-            if resp.status_code != 200:
-                raise AuthError(401, f"the JWK Set at {url[:120]} returned HTTP {resp.status_code}")
-            try:
-                jwks = resp.json()
-                assert isinstance(jwks, dict) and isinstance(jwks.get("keys"), list)
-            except (ValueError, AssertionError):
-                raise AuthError(401, f"the document at {url[:120]} is not a JWK Set") from None
-            self._sets[url] = (time.monotonic(), jwks)
-            return jwks
 
 
 class ReplayCache:
@@ -126,7 +90,7 @@ def _find_key(jwks: dict, kid: str, alg: str):
 
 
 class Verifier:
-    def __init__(self, config: CRDConfig, jwks: JWKSCache, allow_reuse: bool = False):
+    def __init__(self, config: CRDConfig, jwks: JWKSFetcher, allow_reuse: bool = False):
         self.config = config
         self.jwks = jwks
         self.replay = ReplayCache()
@@ -173,9 +137,12 @@ class Verifier:
             if source.jwks is not None:
                 key = _find_key(source.jwks, kid, alg)
             elif source.jku:
-                key = _find_key(await self.jwks.keys(source.jku), kid, alg)
-                if key is None:  # a rotated key: look again, at most every JWKS_REFRESH_MIN seconds
-                    key = _find_key(await self.jwks.keys(source.jku, refresh=True), kid, alg)
+                try:
+                    key = _find_key(await self.jwks.get(source.jku), kid, alg)
+                    if key is None:  # a rotated key: look again, at most every JWKS_REFRESH_MIN seconds
+                        key = _find_key(await self.jwks.get(source.jku, refresh=True, refresh_min=JWKS_REFRESH_MIN), kid, alg)
+                except JWKSFetchError as exc:
+                    raise AuthError(401, str(exc)) from None
             if key is not None:
                 break
         if key is None:
@@ -223,4 +190,4 @@ def demo_token(audience: str, lifetime: int = 300) -> str:
                       pem, algorithm="ES384", headers={"kid": "precert-demo-ehr-es384", "typ": "JWT"})
 
 
-__all__ = ["AuthError", "Verifier", "JWKSCache", "Verified", "demo_token", "json"]
+__all__ = ["AuthError", "Verifier", "Verified", "demo_token", "json"]

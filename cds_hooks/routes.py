@@ -31,6 +31,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from capability.statement import claim
 from questionnaires.catalog import get_catalog
 from server.auth import audit, enforcing
+from server.auth.jwks import shared as shared_jwks
 from server.auth.principal import Principal
 from server.auth.scopes import Permissions
 from server.shared_cache import SharedCache
@@ -38,7 +39,7 @@ from cds_hooks import cards as cardlib
 from cds_hooks.assertions import CALLS, find_assertion
 from cds_hooks.config import CRDConfig
 from cds_hooks.discovery import SERVICE_HOOK, discovery_document
-from cds_hooks.jwt_auth import AuthError, JWKSCache, Verifier
+from cds_hooks.jwt_auth import AuthError, Verifier
 from cds_hooks.prefetch import Fetcher, LocalFetcher, Queries
 from cds_hooks.service import answer, gather, validate_request
 from cds_hooks.ids import new_hex
@@ -77,7 +78,7 @@ class CRDState:
         self.config = config
         self.http = httpx.AsyncClient(timeout=httpx.Timeout(config.fhir_timeout, connect=min(2.0, config.fhir_timeout)),
                                       follow_redirects=False, limits=httpx.Limits(max_connections=50, max_keepalive_connections=10))
-        self.verifier = Verifier(config, JWKSCache(self.http, timeout=config.fhir_timeout),
+        self.verifier = Verifier(config, shared_jwks(app_state, app_state.settings.mode == "production"),
                                  allow_reuse=app_state.settings.crd_allow_jwt_reuse)
         # EHR token ids are remembered in the database, so a replay to another worker is refused too.
         self.verifier.replay.collection = app_state.storage.collection("crd_jwt_jti")

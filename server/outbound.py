@@ -1,5 +1,5 @@
-"""Where Precert may send requests of its own (rest-hook notifications; the same check suits EHR
-FHIR servers and JWK Sets).
+"""Where Precert may send requests of its own: rest-hook notifications, JWK Sets
+(:mod:`server.auth.jwks`) and EHR FHIR servers (:mod:`cds_hooks.prefetch`).
 
 In production a caller-chosen URL must not reach the payer's own network: loopback, private,
 link-local, multicast and reserved addresses are refused unless an operator allow-lists them in

@@ -101,7 +101,7 @@ def test_a_new_key_id_fetches_the_jwks_again(client, server, enforced, ehr_keys)
     rotated = Key("ES384")
     enforced["route"].respond(json={"keys": [rotated.jwk]})
     crd = server.app.state.precert.services["crd"]
-    crd.verifier.jwks._sets[enforced["jku"]] = (time.monotonic() - 60, crd.verifier.jwks._sets[enforced["jku"]][1])
+    crd.verifier.jwks.age(enforced["jku"], 60)  # past the minimum interval between fetches
     assert hook(client, rotated.token(aud(server), jku=enforced["jku"])).status_code == 200
 
 
@@ -210,7 +210,7 @@ def test_too_long_lived(client, server, enforced, ehr_keys):
 def test_unreachable_jwks(client, server, enforced, ehr_keys):
     enforced["route"].respond(500)
     crd = server.app.state.precert.services["crd"]
-    crd.verifier.jwks._sets.pop(enforced["jku"], None)
+    crd.verifier.jwks.forget(enforced["jku"])
     refused(hook(client, ehr_keys["ES384"].token(aud(server), jku=enforced["jku"])), 401, "HTTP 500")
 
 

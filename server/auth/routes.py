@@ -21,6 +21,7 @@ from server.auth.isolation import install_hooks
 from server.auth.middleware import SecurityMiddleware
 from server.auth.scopes import register_types
 from server.auth.staff import COOKIE, StaffDirectory, StaffPrincipal, require_staff, staff_token
+from server.auth.jwks import shared as shared_jwks
 from server.auth.tokens import ASSERTION_TYPE, TokenError, TokenService
 from server.fhir.errors import FHIRError, bad_request, not_found
 from server.fhir.resources import PROVIDERS
@@ -549,7 +550,7 @@ def install(app: FastAPI) -> None:
             enforcing=config.enforcing(settings),
             production=production,
             clients=clients,
-            tokens=TokenService(config, clients, jti, production),
+            tokens=TokenService(config, clients, jti, production, jwks=shared_jwks(state, production)),
             staff=StaffDirectory(storage.collection("auth_staff"), sessions, config, production),
             audit=AuditLog(storage.collection("audit_events")),
         )

@@ -16,7 +16,6 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
-import httpx
 import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -25,6 +24,7 @@ from pymongo.errors import DuplicateKeyError
 
 from server.auth.clients import Client, ClientRegistry, jwk_thumbprint, sandbox_thumbprints
 from server.auth.config import AuthConfig
+from server.auth.jwks import JWKSFetcher, JWKSFetchError
 from server.auth.scopes import Permissions, mediate
 
 log = logging.getLogger("precert.auth")
@@ -34,7 +34,6 @@ ASSERTION_ALGS = {"RS384": "RSA", "ES384": "EC"}
 ACCESS_ALG = "ES256"
 ACCESS_TYP = "at+jwt"
 ACCESS_AUDIENCE = "urn:precert:fhir"
-JWKS_MAX_BYTES = 64 * 1024
 _JTI_RE = re.compile(r"^[\x21-\x7e]{1,256}$")
 
 
@@ -65,60 +64,9 @@ def generate_signing_key() -> bytes:
     return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
 
 
-class JwksCache:
-    """Fetches registered JWKS URLs (httpx, so tests can mock them), honouring Cache-Control."""
-
-    def __init__(self, max_seconds: int, http: httpx.AsyncClient | None = None):
-        self.max_seconds = max_seconds
-        self.http = http
-        self._cache: dict[str, tuple[float, dict]] = {}
-
-    def _client(self) -> httpx.AsyncClient:
-        if self.http is None:
-            self.http = httpx.AsyncClient(timeout=10, follow_redirects=False)
-        return self.http
-
-    async def get(self, url: str, refresh: bool = False) -> dict:
-        hit = self._cache.get(url)
-        if hit and hit[0] > time.monotonic() and not refresh:
-            return hit[1]
-        try:
-            resp = await self._client().get(url, headers={"Accept": "application/json"})
-        except httpx.HTTPError as exc:
-            raise invalid_client(f"the client's JWKS URL could not be fetched ({type(exc).__name__})") from None
-        if resp.status_code != 200 or len(resp.content) > JWKS_MAX_BYTES:
-            raise invalid_client(f"the client's JWKS URL answered {resp.status_code}")
-        try:
-            jwks = resp.json()
-        except ValueError:
-            raise invalid_client("the client's JWKS URL did not return JSON") from None
-        if not isinstance(jwks, dict) or not isinstance(jwks.get("keys"), list):
-            raise invalid_client("the client's JWKS URL did not return a JWK Set")
-        ttl = self._ttl(resp.headers.get("cache-control", ""))
-        if ttl > 0:
-            self._cache[url] = (time.monotonic() + ttl, jwks)
-        else:
-            self._cache.pop(url, None)
-        return jwks
-
-    def _ttl(self, cache_control: str) -> float:
-        directives = {d.strip().split("=")[0].lower(): d.strip() for d in cache_control.split(",") if d.strip()}
-        if "no-store" in directives or "no-cache" in directives:
-            return 0
-        if "max-age" in directives:
-            try:
-                return min(self.max_seconds, max(0, int(directives["max-age"].split("=", 1)[1].strip('"'))))
-            except (IndexError, ValueError):
-                return 0
-        return min(self.max_seconds, 300)
-
-    async def close(self) -> None:
-        if self.http is not None:
-            await self.http.aclose()
-
-
 class TokenService:
-    def __init__(self, config: AuthConfig, registry: ClientRegistry, jti_collection, production: bool):
+    def __init__(self, config: AuthConfig, registry: ClientRegistry, jti_collection, production: bool,
+                 jwks: JWKSFetcher | None = None):
         self.config = config
         self.registry = registry
         self.jti = jti_collection
@@ -128,7 +76,8 @@ class TokenService:
         if not isinstance(self._private, ec.EllipticCurvePrivateKey) or self._private.curve.name != "secp256r1":
             raise ValueError("the access-token signing key must be an EC P-256 private key (PEM)")
         self._public = self._private.public_key()
-        self.jwks = JwksCache(config.jwks_cache_max_seconds)
+        # Registered jwks_url sets: the application's one JWK Set fetcher (server.auth.jwks).
+        self.jwks = jwks or JWKSFetcher(max_seconds=config.jwks_cache_max_seconds, guarded=production)
         self._demo = sandbox_thumbprints()
         self._last_sweep = 0.0
         self._verified: dict[str, AccessClaims] = {}
@@ -162,10 +111,12 @@ class TokenService:
             if not client.jwks_url or jku != client.jwks_url:
                 raise invalid_client("client_assertion jku is not the client's registered JWKS URL")
         if client.jwks_url:
-            jwks = await self.jwks.get(client.jwks_url)
-            key = self._select_key(jwks, kid, alg)
-            if key is None:  # the client may have rotated its keys: fetch once more
-                key = self._select_key(await self.jwks.get(client.jwks_url, refresh=True), kid, alg)
+            try:
+                key = self._select_key(await self.jwks.get(client.jwks_url), kid, alg)
+                if key is None:  # the client may have rotated its keys: fetch once more
+                    key = self._select_key(await self.jwks.get(client.jwks_url, refresh=True), kid, alg)
+            except JWKSFetchError as exc:
+                raise invalid_client(f"the client's JWKS URL: {exc}") from None
         else:
             key = self._select_key(client.jwks or {}, kid, alg)
         if key is None:
