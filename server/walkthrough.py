@@ -9,24 +9,39 @@ Precert sandbox, printing each exchange. It is what an EHR integration does, in 
 4. A payer reviewer signs in and approves it.
 5. The EHR's endpoint (a small listener this command runs on loopback) receives the decision, and
    ``Claim/$inquire`` returns the same answer.
+
+When the server enforces authentication (``PRECERT_REQUIRE_AUTH=true``), every call is signed as an
+EHR would sign it, with the sandbox's published keys: a SMART Backend Services access token for the
+``sandbox-clinic`` client (``docs/sandbox-keys/sandbox-clinic-es384.pem``) on the FHIR calls, and an
+EHR JWT from the demo EHR key (``cds_hooks/demo_ehr_private_key.pem``) on the CDS Hooks call.
 """
 
 from __future__ import annotations
 
 import json
+import secrets
 import threading
 import time
 import uuid
 from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
 
 import httpx
+import jwt
 
+from cds_hooks.jwt_auth import demo_token
 from server.pas.constants import TOPIC
 from server.subscriptions.model import EXT_CONTENT, EXT_FILTER
 
 FHIR = {"Content-Type": "application/fhir+json", "Accept": "application/fhir+json"}
 CPT = "http://www.ama-assn.org/go/cpt"
 CLINIC_NPI = "1234567893"
+SANDBOX_CLIENT = "sandbox-clinic"
+SANDBOX_CLIENT_KEY = Path(__file__).resolve().parents[1] / "docs" / "sandbox-keys" / "sandbox-clinic-es384.pem"
+SANDBOX_CLIENT_KID = "sandbox-clinic-es384"
+SCOPES = ("system/Patient.rs system/Coverage.rs system/Organization.rs system/Questionnaire.rs system/Claim.cr "
+          "system/ClaimResponse.rs system/Subscription.cruds")
+ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 
 
 class _Listener(BaseHTTPRequestHandler):
@@ -113,9 +128,32 @@ def _exchange_printer(out):
     return {"request": [on_request], "response": [on_response]}
 
 
+def authentication_enforced(client: httpx.Client) -> bool:
+    """Does the server refuse an unsigned FHIR read (``PRECERT_REQUIRE_AUTH=true``, or production)?"""
+    return client.get("/fhir/Patient/pat-001").status_code == 401
+
+
+def backend_token(client: httpx.Client, scope: str = SCOPES) -> str:
+    """A SMART Backend Services access token for the sandbox clinic, signed with its published key."""
+    if not SANDBOX_CLIENT_KEY.is_file():
+        raise RuntimeError(f"the sandbox client key {SANDBOX_CLIENT_KEY} is not here (run from a clone of the repository)")
+    token_url = client.get("/.well-known/smart-configuration").json()["token_endpoint"]
+    now = int(time.time())
+    assertion = jwt.encode({"iss": SANDBOX_CLIENT, "sub": SANDBOX_CLIENT, "aud": token_url, "exp": now + 240,
+                            "jti": secrets.token_hex(16)}, SANDBOX_CLIENT_KEY.read_text(), algorithm="ES384",
+                           headers={"kid": SANDBOX_CLIENT_KID, "typ": "JWT"})
+    r = client.post(token_url, data={"grant_type": "client_credentials", "scope": scope,
+                                     "client_assertion_type": ASSERTION_TYPE, "client_assertion": assertion})
+    r.raise_for_status()
+    return r.json()["access_token"]
+
+
 def run(base_url: str, reviewer: str = "reviewer", password: str = "reviewer-sandbox", out=print, timeout: float = 30,
-        verbose: bool = False) -> dict:
-    """Drive the walkthrough; returns what each step produced (for tests and scripts)."""
+        verbose: bool = False, sign: bool | None = None) -> dict:
+    """Drive the walkthrough; returns what each step produced (for tests and scripts).
+
+    ``sign``: sign the calls with the sandbox keys; None (the default) signs when the server
+    refuses unsigned calls."""
     result: dict = {}
     listener = HTTPServer(("127.0.0.1", 0), type("Listener", (_Listener,), {"received": []}))
     threading.Thread(target=listener.serve_forever, daemon=True).start()
@@ -123,6 +161,14 @@ def run(base_url: str, reviewer: str = "reviewer", password: str = "reviewer-san
     try:
         hooks = _exchange_printer(out) if verbose else {}
         with httpx.Client(base_url=base_url, timeout=30, event_hooks=hooks) as client:
+            if sign is None:
+                sign = authentication_enforced(client)
+            crd_headers = {}
+            if sign:
+                out(f"0. authentication is enforced: signing as {SANDBOX_CLIENT} (SMART Backend Services) and as the demo EHR (CDS Hooks)")
+                client.headers["Authorization"] = f"Bearer {backend_token(client)}"
+                crd_headers = {"Authorization": f"Bearer {demo_token(str(client.base_url).rstrip('/') + '/cds-services/order-sign-crd')}"}
+            result["signed"] = bool(sign)
             order = _mri_order(f"mri-{uuid.uuid4().hex[:8]}")
             out("1. CRD order-sign: the clinician signs an MRI order for Ana Rivera (pat-001)")
             hook = {
@@ -132,7 +178,7 @@ def run(base_url: str, reviewer: str = "reviewer", password: str = "reviewer-san
                 "prefetch": {"patient": client.get("/fhir/Patient/pat-001").json(),
                              "coverage": {"resourceType": "Bundle", "type": "searchset", "entry": [{"resource": client.get("/fhir/Coverage/cov-001").json()}]}},
             }
-            crd = client.post("/cds-services/order-sign-crd", json=hook)
+            crd = client.post("/cds-services/order-sign-crd", json=hook, headers=crd_headers)
             crd.raise_for_status()
             crd_body = crd.json()
             actions = crd_body.get("systemActions", [])
