@@ -34,3 +34,43 @@ def test_the_documented_default_crd_version_is_the_configured_one():
     row = next(line for line in (ROOT / "README.md").read_text().splitlines() if "PRECERT_CRD_DEFAULT_VERSION" in line)
     assert "`2.0` (answers as CRD 2.0.1)" in row
     assert "(default `2.0`, which answers as CRD 2.0.1" in (ROOT / "docs" / "crd.md").read_text()
+
+
+def _source_text() -> str:
+    parts = []
+    for top in ("server", "cds_hooks", "questionnaires", "capability"):
+        parts += [p.read_text(encoding="utf-8") for p in (ROOT / top).rglob("*.py")]
+    return "\n".join(parts)
+
+
+def test_every_setting_the_docs_name_is_read_by_the_code():
+    source = _source_text()
+    named = {(doc.name, v) for doc in DOCS for v in re.findall(r"\bPRECERT_[A-Z0-9_]*[A-Z0-9]\b", doc.read_text())}
+    unknown = sorted(f"{doc}: {v}" for doc, v in named if v not in source)
+    assert unknown == []
+
+
+def test_every_precert_command_the_docs_name_exists():
+    import argparse
+
+    from server.cli import main
+
+    parser_commands: set[str] = set()
+    real_parse = argparse.ArgumentParser.parse_args
+
+    def capture(self, args=None, namespace=None):
+        for action in self._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                parser_commands.update(action.choices)
+        raise SystemExit(0)
+
+    argparse.ArgumentParser.parse_args = capture
+    try:
+        try:
+            main(["--help"])
+        except SystemExit:
+            pass
+    finally:
+        argparse.ArgumentParser.parse_args = real_parse
+    named = {(doc.name, c) for doc in DOCS for c in re.findall(r"`precert ([a-z][a-z-]+)", doc.read_text())}
+    assert parser_commands and sorted(f"{d}: {c}" for d, c in named if c not in parser_commands) == []
