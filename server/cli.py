@@ -117,6 +117,8 @@ def _example(args: argparse.Namespace) -> int:
 
     from server import examples
 
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
     if not (examples.EXAMPLES / "index.json").is_file():
         raise CommandError(f"no examples at {examples.EXAMPLES}; run `precert example` from a clone of the repository")
     if not args.name:
