@@ -25,7 +25,7 @@ from cds_hooks import cards as cardlib
 from cds_hooks.config import CRDConfig, parse_version
 from cds_hooks.coverage_info import EXT_URL, CRDVersion, coverage_information, with_coverage_information
 from cds_hooks.discovery import PRIMARY, option_defaults
-from cds_hooks.prefetch import DataPool, Fetcher, reference_parts, resources_in
+from cds_hooks.prefetch import DataPool, Queries, reference_parts, resources_in
 from cds_hooks.templates import PREFETCH
 from cds_hooks.ids import new_hex
 from server.fhir import profiles
@@ -346,7 +346,9 @@ async def gather(req: HookRequest, fetcher_factory) -> Gathered:
     fetched: list[str] = []
     errors: dict[str, str] = {}
     if missing:
-        fetcher: Fetcher | None = fetcher_factory(req)  # None: nowhere to ask
+        fetcher: Queries | None = fetcher_factory(req)  # None: nowhere to ask
+        if fetcher is not None and not req.fhir_server and not critical:
+            fetcher = None  # the sandbox's own records stand in only for data the call cannot do without
         if fetcher is None:
             if critical:
                 raise bad(f"the request has no prefetch for {', '.join(sorted(critical))} and no fhirServer to query; "

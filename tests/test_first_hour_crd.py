@@ -35,3 +35,15 @@ def test_a_sandbox_call_for_a_member_with_no_coverage_on_file_answers_so(client)
     r = post(client, body)
     assert r.status_code == 200, r.text
     assert pa_needed(r.json()) == []
+
+
+def test_a_call_that_brings_its_coverage_is_answered_from_what_it_brought(client):
+    """Precert's own records stand in only for what the call cannot do without."""
+    from tests.test_crd_conformance import sandbox, searchset
+
+    body = order_sign(service_request("fh-3", "70551"), prefetch={"coverage": searchset(sandbox("Coverage", "cov-001"))})
+    r = post(client, body)
+    assert r.status_code == 200, r.text
+    assert pa_needed(r.json()) == ["auth-needed"]
+    calls = client.get("/admin/crd/calls", params={"hookInstance": body["hookInstance"]}, headers={"Accept": "application/json"}).json()["calls"]
+    assert not calls[0]["fetched"]
