@@ -1,0 +1,133 @@
+"""The demo EHR (sandbox only): a page at ``/demo-ehr`` that plays the provider's side of a prior
+authorization in the browser, against this server's public endpoints, the way an EHR integration would.
+
+The page holds the EHR's records (the sandbox members, their coverage, charts and clinicians, from
+:func:`ehr_records`) and calls Precert over HTTP like any client: CDS Hooks ``order-select`` and
+``order-sign`` with prefetch built from those records, ``Questionnaire/$questionnaire-package``, the
+package's ELM run in the browser by cql-execution (``static/demo-ehr/cql-bundle.js``, built from npm
+by ``questionnaires/tools/build-demo-bundle.mjs`` and served from here, never from a CDN), PAS
+``Claim/$submit`` and ``Claim/$inquire``, and a rest-hook ``Subscription``.
+
+A browser cannot receive a rest-hook, so the Subscription's endpoint is the EHR's inbox here
+(``POST /demo-ehr/inbox/{box}``), which the page polls (``GET``). That keeps the notification the real
+one, sent by the subscription service with its handshake and event bundles; polling ``$inquire`` instead
+would show the decision but never prove the notification. The inbox is kept in the database (the
+``demo_ehr_inbox`` collection, bounded per box and in age) so it works with several workers.
+
+In production mode none of these routes exist (404). In an open sandbox (authentication not
+enforced) the page needs no credential; with authentication enforced the page says so and stops.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from pathlib import Path
+
+import orjson
+from fastapi import FastAPI, Request
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.staticfiles import StaticFiles
+
+from server.sandbox import sandbox_resources
+from server.sandbox_charts import chart_resources
+from server.storage import utcnow
+
+PREFIX = "/demo-ehr"
+ASSETS = PREFIX + "/assets"
+STATIC = Path(__file__).parent / "static" / "demo-ehr"
+TEMPLATES = Environment(loader=FileSystemLoader(Path(__file__).parent / "templates"), autoescape=select_autoescape())
+INBOX = "demo_ehr_inbox"
+BOX_ID = re.compile(r"^[A-Za-z0-9-]{8,64}$")
+MAX_NOTIFICATION_BYTES = 2 * 1024 * 1024
+KEEP_PER_BOX = 50
+KEEP_FOR = timedelta(days=1)
+
+
+def ehr_records() -> list[dict]:
+    """What the demo EHR holds: the sandbox members (not the PAS example member), their Coverage,
+    the clinicians and organizations, and each member's chart."""
+    keep = [r for r in sandbox_resources()
+            if not (r["id"].startswith("pas-example") or r["id"] == "cov-pas-example")]
+    return keep + chart_resources()
+
+
+def _problem(status: int, code: str, message: str) -> JSONResponse:
+    return JSONResponse({"error": code, "message": message}, status_code=status)
+
+
+async def page(request: Request) -> HTMLResponse:
+    svc = request.app.state.precert.services.get("auth")
+    enforcing = bool(svc is not None and svc.enforcing)
+    return HTMLResponse(TEMPLATES.get_template("demo_ehr.html").render(assets=ASSETS, enforcing=enforcing))
+
+
+async def records(request: Request) -> Response:
+    return Response(orjson.dumps({"resources": ehr_records()}), media_type="application/json")
+
+
+def _collection(request: Request):
+    return request.app.state.precert.storage.collection(INBOX)
+
+
+async def receive_notification(request: Request) -> Response:
+    """The EHR's rest-hook endpoint: store what the subscription service sends (handshake, heartbeat,
+    event notifications) for the page to read."""
+    box = request.path_params["box"]
+    if not BOX_ID.match(box):
+        return _problem(404, "not-found", "no such inbox")
+    body = await request.body()
+    if len(body) > MAX_NOTIFICATION_BYTES:
+        return _problem(413, "too-large", "a notification is at most 2 MiB here")
+    try:
+        bundle = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return _problem(400, "invalid", "the notification is not JSON")
+    if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
+        return _problem(400, "invalid", "a notification is a FHIR Bundle")
+    coll = _collection(request)
+    now = utcnow()
+    await coll.insert_one({"box": box, "received": now, "bundle": body.decode("utf-8")})
+    # Bounded: old boxes age out, and a box keeps its newest notifications only.
+    await coll.delete_many({"received": {"$lt": now - KEEP_FOR}})
+    extra = [d["_id"] async for d in coll.find({"box": box}, {"_id": 1}).sort("received", -1).skip(KEEP_PER_BOX)]
+    if extra:
+        await coll.delete_many({"_id": {"$in": extra}})
+    return Response(status_code=200)
+
+
+async def read_inbox(request: Request) -> Response:
+    box = request.path_params["box"]
+    if not BOX_ID.match(box):
+        return _problem(404, "not-found", "no such inbox")
+    docs = [d async for d in _collection(request).find({"box": box}).sort("received", 1)]
+    body = b'{"notifications":[' + b",".join(d["bundle"].encode("utf-8") for d in docs) + b"]}"
+    return Response(body, media_type="application/json")
+
+
+def install(app: FastAPI) -> None:
+    """Registers the demo EHR in sandbox mode only; in production the paths do not exist."""
+    if app.state.settings.mode != "sandbox":
+        return
+    from server.auth import policy
+
+    # The page and its assets hold no patient data of Precert's; the inbox holds what this sandbox
+    # sent to a demo endpoint (synthetic members only).
+    open_ = policy.Requirement(policy.PUBLIC, phi=False)
+    policy.declare(PREFIX, ["GET"], open_)
+    policy.declare(PREFIX + "/records.json", ["GET"], open_)
+    policy.declare(PREFIX + "/inbox/{box}", ["GET", "POST"], open_)
+    policy.declare(ASSETS, ["GET"], open_)
+    policy.declare(ASSETS + "/{path:path}", ["GET"], open_)
+
+    async def index_inbox(state) -> None:
+        coll = state.storage.collection(INBOX)
+        await coll.create_index([("box", 1), ("received", 1)])
+
+    app.state.startup_steps.append(index_inbox)
+    app.add_api_route(PREFIX, page, methods=["GET"], include_in_schema=False)
+    app.add_api_route(PREFIX + "/records.json", records, methods=["GET"], include_in_schema=False)
+    app.add_api_route(PREFIX + "/inbox/{box}", receive_notification, methods=["POST"], include_in_schema=False)
+    app.add_api_route(PREFIX + "/inbox/{box}", read_inbox, methods=["GET"], include_in_schema=False)
+    app.mount(ASSETS, StaticFiles(directory=STATIC), name="demo-ehr-assets")
