@@ -255,6 +255,7 @@ function showCrd(hook, response, order) {
   $("#open-dtr").hidden = questionnaires.length === 0;
   $("#step-dtr").hidden = true;
   $("#step-pas").hidden = true;
+  $("#decision").replaceChildren();
 }
 
 // ------------------------------------------------------------------ step 3: DTR
@@ -355,12 +356,14 @@ function decisionOf(responseBundle) {
     }
   }
   const admin = ext(item, EXT_ADMIN_REF)?.valueString || null;
-  return { cr, code, label: REVIEW_ACTIONS[code] || code || cr.outcome, admin, preAuthRef: cr.preAuthRef,
+  // The final decision may carry no reference number; the ClaimResponse names the request it answers.
+  const request = cr.request?.identifier?.value || cr.identifier?.[0]?.value || null;
+  return { cr, code, label: REVIEW_ACTIONS[code] || code || cr.outcome, admin, request, preAuthRef: cr.preAuthRef,
     notes: (cr.processNote || []).map((n) => n.text) };
 }
 
 function showDecision(target, d, title, json) {
-  target.replaceChildren(el("div", { class: `decision ${d.code || ""}`, "data-action": d.code || "" },
+  target.replaceChildren(el("div", { class: `decision ${d.code || ""}`, "data-action": d.code || "", "data-request": d.request || "" },
     el("h3", { text: `${title}: ${d.label}` }),
     el("p", { text: `Disposition: ${d.cr.disposition || "-"}` }),
     d.preAuthRef ? el("p", { text: `Authorization number: ${d.preAuthRef}` }) : null,
@@ -391,6 +394,8 @@ async function submitPas() {
     await ensureSubscription(orgNpi);
     const bundle = pasBundle(qr);
     state.request = bundle;
+    state.response = null;
+    $("#decision").replaceChildren();
     status("Submitting the prior authorization…");
     const response = await call("PAS Claim/$submit", "POST", "/fhir/Claim/$submit", bundle);
     state.response = decisionOf(response);
@@ -452,7 +457,7 @@ function showNotifications(bundles) {
       el("strong", { text: kind }), ` from ${p.subscription?.valueReference?.reference || "?"} `);
     if (focus) {
       const d = decisionOf(focus);
-      const mine = state.response?.admin && d.admin && d.admin.replace(/-\d+$/, "") === state.response.admin.replace(/-\d+$/, "");
+      const mine = Boolean(d.request) && d.request === state.request?.entry[0].resource.identifier[0].value;
       li.dataset.action = d.code || "";
       if (mine) li.classList.add("mine");
       li.append(`: ${d.label}${d.admin ? " (" + d.admin + ")" : ""}${mine ? " — this request" : ""}`);
