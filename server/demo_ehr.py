@@ -107,19 +107,20 @@ async def read_inbox(request: Request) -> Response:
 
 
 def install(app: FastAPI) -> None:
-    """Registers the demo EHR in sandbox mode only; in production the paths do not exist."""
-    if app.state.settings.mode != "sandbox":
-        return
+    """Registers the demo EHR in sandbox mode only; in production the paths do not exist (404)."""
     from server.auth import policy
 
-    # The page and its assets hold no patient data of Precert's; the inbox holds what this sandbox
-    # sent to a demo endpoint (synthetic members only).
+    # Declared in every mode, so that an enforcing server answers these paths with the router's 404
+    # rather than refusing an undeclared route. The page and its assets hold no patient data of
+    # Precert's; the inbox holds what this sandbox sent to a demo endpoint (synthetic members only).
     open_ = policy.Requirement(policy.PUBLIC, phi=False)
     policy.declare(PREFIX, ["GET"], open_)
     policy.declare(PREFIX + "/records.json", ["GET"], open_)
     policy.declare(PREFIX + "/inbox/{box}", ["GET", "POST"], open_)
     policy.declare(ASSETS, ["GET"], open_)
     policy.declare(ASSETS + "/{path:path}", ["GET"], open_)
+    if app.state.settings.mode != "sandbox":
+        return
 
     async def index_inbox(state) -> None:
         coll = state.storage.collection(INBOX)
