@@ -15,21 +15,32 @@ would show the decision but never prove the notification. The inbox is kept in t
 ``demo_ehr_inbox`` collection, bounded per box and in age) so it works with several workers.
 
 In production mode none of these routes exist (404). In an open sandbox (authentication not
-enforced) the page needs no credential; with authentication enforced the page says so and stops.
+enforced) the page needs no credential. With authentication enforced (``PRECERT_REQUIRE_AUTH=true``),
+``POST /demo-ehr/token`` mints the page a short-lived access token for the sandbox client of the
+ordering clinician's organization (``sandbox-clinic`` or ``sandbox-hospital``): their private keys are
+published in ``docs/sandbox-keys/``, so anyone could obtain the same token from ``/auth/token``, and
+production refuses those clients. Likewise ``POST /demo-ehr/hook-token`` signs the page a one-use CDS
+Hooks JWT with the demo EHR key (``cds_hooks/demo_ehr_private_key.pem``, published and trusted only
+outside production).
 """
 
 from __future__ import annotations
 
 import re
+import secrets
+import time
 from datetime import timedelta
 from pathlib import Path
 
+import jwt
 import orjson
 from fastapi import FastAPI, Request
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.staticfiles import StaticFiles
 
+from cds_hooks.config import DEMO_EHR_ISS, DEMO_EHR_JWKS_FILE
+from cds_hooks.discovery import SERVICE_HOOK
 from server.sandbox import sandbox_resources
 from server.sandbox_charts import chart_resources
 from server.storage import utcnow
@@ -53,6 +64,14 @@ def ehr_records() -> list[dict]:
     return keep + chart_resources()
 
 
+# The sandbox SMART clients, by the provider organization they act for (server.auth.clients).
+SANDBOX_CLIENT_FOR = {"org-clinic": "sandbox-clinic", "org-hospital": "sandbox-hospital"}
+TOKEN_SCOPE = "system/*.cruds"
+TOKEN_SECONDS = 300
+DEMO_EHR_KEY = DEMO_EHR_JWKS_FILE.with_name("demo_ehr_private_key.pem")
+DEMO_EHR_KID = "precert-demo-ehr-es384"
+
+
 def _problem(status: int, code: str, message: str) -> JSONResponse:
     return JSONResponse({"error": code, "message": message}, status_code=status)
 
@@ -65,6 +84,49 @@ async def page(request: Request) -> HTMLResponse:
 
 async def records(request: Request) -> Response:
     return Response(orjson.dumps({"resources": ehr_records()}), media_type="application/json")
+
+
+async def token(request: Request) -> Response:
+    """A sandbox client's access token for the page, when authentication is enforced."""
+    svc = request.app.state.precert.services.get("auth")
+    if svc is None or not svc.enforcing:
+        return _problem(409, "not-needed", "authentication is not enforced: the demo EHR calls the sandbox without a token")
+    try:
+        body = orjson.loads(await request.body())
+    except orjson.JSONDecodeError:
+        return _problem(400, "invalid", "send {\"organization\": \"org-clinic\"} or org-hospital")
+    org = body.get("organization") if isinstance(body, dict) else None
+    client_id = SANDBOX_CLIENT_FOR.get(org) if isinstance(org, str) else None
+    if client_id is None:
+        return _problem(400, "invalid", f"organization must be one of {', '.join(SANDBOX_CLIENT_FOR)}")
+    client = await svc.clients.get(client_id)
+    if client is None or not client.active:
+        return _problem(409, "unavailable", f"the sandbox client {client_id} is not registered or not active")
+    access = svc.tokens.mint(client_id, TOKEN_SCOPE, TOKEN_SECONDS)
+    return JSONResponse({"access_token": access, "token_type": "bearer", "expires_in": TOKEN_SECONDS,
+                         "scope": TOKEN_SCOPE, "client_id": client_id})
+
+
+async def hook_token(request: Request) -> Response:
+    """A one-use CDS Hooks JWT from the demo EHR for one Precert service, when authentication is
+    enforced (the CRD services then require one)."""
+    svc = request.app.state.precert.services.get("auth")
+    if svc is None or not svc.enforcing:
+        return _problem(409, "not-needed", "authentication is not enforced: the CDS Hooks services take calls without a JWT")
+    try:
+        body = orjson.loads(await request.body())
+    except orjson.JSONDecodeError:
+        return _problem(400, "invalid", "send {\"service\": \"order-sign-crd\"}")
+    service = body.get("service") if isinstance(body, dict) else None
+    if not isinstance(service, str) or service not in SERVICE_HOOK:
+        return _problem(400, "invalid", f"service must be one of {', '.join(SERVICE_HOOK)}")
+    # The audience is the service's public URL, as the CRD verifier computes it.
+    base = (request.app.state.precert.settings.base_url or str(request.base_url)).rstrip("/")
+    now = int(time.time())
+    claims = {"iss": DEMO_EHR_ISS, "aud": f"{base}/cds-services/{service}", "iat": now, "exp": now + 120,
+              "jti": secrets.token_urlsafe(16)}
+    signed = jwt.encode(claims, DEMO_EHR_KEY.read_bytes(), algorithm="ES384", headers={"kid": DEMO_EHR_KID, "typ": "JWT"})
+    return JSONResponse({"jwt": signed, "expires_in": 120})
 
 
 def _collection(request: Request):
@@ -117,6 +179,8 @@ def install(app: FastAPI) -> None:
     policy.declare(PREFIX, ["GET"], open_)
     policy.declare(PREFIX + "/records.json", ["GET"], open_)
     policy.declare(PREFIX + "/inbox/{box}", ["GET", "POST"], open_)
+    policy.declare(PREFIX + "/token", ["POST"], open_)
+    policy.declare(PREFIX + "/hook-token", ["POST"], open_)
     policy.declare(ASSETS, ["GET"], open_)
     policy.declare(ASSETS + "/{path:path}", ["GET"], open_)
     if app.state.settings.mode != "sandbox":
@@ -129,6 +193,8 @@ def install(app: FastAPI) -> None:
     app.state.startup_steps.append(index_inbox)
     app.add_api_route(PREFIX, page, methods=["GET"], include_in_schema=False)
     app.add_api_route(PREFIX + "/records.json", records, methods=["GET"], include_in_schema=False)
+    app.add_api_route(PREFIX + "/token", token, methods=["POST"], include_in_schema=False)
+    app.add_api_route(PREFIX + "/hook-token", hook_token, methods=["POST"], include_in_schema=False)
     app.add_api_route(PREFIX + "/inbox/{box}", receive_notification, methods=["POST"], include_in_schema=False)
     app.add_api_route(PREFIX + "/inbox/{box}", read_inbox, methods=["GET"], include_in_schema=False)
     app.mount(ASSETS, StaticFiles(directory=STATIC), name="demo-ehr-assets")

@@ -217,10 +217,35 @@ def test_the_sandbox_front_door_links_the_demo_ehr(client):
     assert 'href="/demo-ehr"' in client.get("/").text
 
 
-def test_with_authentication_enforced_the_page_says_it_cannot_work(http):
-    r = http.get("/demo-ehr")
-    assert r.status_code == 200
-    assert 'id="enforcing"' in r.text
+def test_the_open_sandbox_mints_no_tokens(client):
+    assert client.post("/demo-ehr/token", json={"organization": "org-clinic"}).status_code == 409
+    assert client.post("/demo-ehr/hook-token", json={"service": "order-sign-crd"}).status_code == 409
+
+
+def test_with_authentication_enforced_the_page_works_with_a_sandbox_clients_token(browser, srv, http):  # noqa: F811
+    assert http.get("/fhir/Patient/pat-001").status_code == 401
+    assert http.post("/demo-ehr/token", json={"organization": "org-elsewhere"}).status_code == 400
+    assert http.post("/demo-ehr/token", content=b"[").status_code == 400
+    minted = http.post("/demo-ehr/token", json={"organization": "org-hospital"})
+    assert minted.status_code == 200 and minted.json()["client_id"] == "sandbox-hospital"
+    assert http.get("/fhir/Patient/pat-001", headers={"Authorization": f"Bearer {minted.json()['access_token']}"}).status_code == 200
+    assert http.post("/demo-ehr/hook-token", json={"service": "no-such-service"}).status_code == 400
+    assert http.post("/cds-services/order-sign-crd", json={}).status_code == 401  # the CRD services need the EHR's JWT
+
+    context = browser.new_context(base_url=srv.url)
+    page = context.new_page()
+    try:
+        open_ehr(page)
+        assert page.locator("#enforcing").is_visible()
+        order_and_open_form(page, "dme-home-oxygen", "pat-001")
+        assert prefilled(page)["LatestSpO2Percent"] == 86
+        page.click("#submit-pas")
+        decision = page.locator("#decision .decision")
+        decision.wait_for()
+        assert decision.get_attribute("data-action") == "A4"  # the form is incomplete: pended, not refused
+        assert "Subscribed" in page.locator("#subscription-status").inner_text()
+    finally:
+        context.close()
 
 
 def test_the_committed_cql_bundle_matches_a_rebuild():

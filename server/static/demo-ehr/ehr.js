@@ -65,7 +65,28 @@ function status(text, kind = "") {
 }
 
 // ------------------------------------------------------------------ HTTP, logged
+const tokens = new Map(); // organization id -> {access_token, until}
+
+/** With authentication enforced, the FHIR calls carry a token of the sandbox client of the ordering
+ * clinician's organization (minted by /demo-ehr/token); otherwise none. */
+async function authorization(url) {
+  if (document.body.dataset.enforcing !== "true" || !url.startsWith("/fhir")) return {};
+  const role = get(`PractitionerRole/${state.order?.role || $("#clinician").value}`);
+  const org = role.organization.reference.split("/")[1];
+  let held = tokens.get(org);
+  if (!held || held.until < Date.now()) {
+    const res = await fetch("/demo-ehr/token", { method: "POST", headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ organization: org }) });
+    const json = await res.json();
+    if (!res.ok) throw new Error(`sandbox token: ${json.message}`);
+    held = { access_token: json.access_token, until: Date.now() + (json.expires_in - 30) * 1000 };
+    tokens.set(org, held);
+  }
+  return { Authorization: `Bearer ${held.access_token}` };
+}
+
 async function call(label, method, url, body, headers = FHIR_JSON) {
+  headers = { ...headers, ...(await authorization(url)) };
   const item = el("li", { class: "msg" }, el("span", { class: "label", text: label }), " ",
     el("code", { text: `${method} ${url}` }));
   $("#log").append(item);
@@ -207,8 +228,16 @@ async function runHook(hook) {
     const service = state.services.find((s) => s.hook === hook);
     if (!service) throw new Error(`the payer offers no ${hook} service`);
     status(`Calling ${hook}…`);
-    const response = await call(`CRD ${hook}`, "POST", `/cds-services/${service.id}`, hookRequest(hook, draft),
-      { "Content-Type": "application/json", Accept: "application/json" });
+    const headers = { "Content-Type": "application/json", Accept: "application/json" };
+    if (document.body.dataset.enforcing === "true") {
+      // The EHR signs each hook call (CDS Hooks "Trusting CDS Clients"); the sandbox signs for the demo EHR.
+      const res = await fetch("/demo-ehr/hook-token", { method: "POST", headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ service: service.id }) });
+      const json = await res.json();
+      if (!res.ok) throw new Error(`CDS Hooks JWT: ${json.message}`);
+      headers.Authorization = `Bearer ${json.jwt}`;
+    }
+    const response = await call(`CRD ${hook}`, "POST", `/cds-services/${service.id}`, hookRequest(hook, draft), headers);
     // The coverage-information comes back on the order (a systemAction update); the EHR keeps it.
     const updated = (response.systemActions || []).map((a) => a.resource).find((r) => r?.id === draft.order.id);
     state.order = { ...draft, order: updated || draft.order };
@@ -475,10 +504,6 @@ function showNotifications(bundles) {
 
 // ------------------------------------------------------------------ start
 async function start() {
-  if (document.body.dataset.enforcing === "true") {
-    status("Authentication is enforced: the demo EHR cannot call the payer without credentials.", "bad");
-    return;
-  }
   try {
     const [records, list, discovery] = await Promise.all([
       fetch("/demo-ehr/records.json").then((r) => r.json()),
