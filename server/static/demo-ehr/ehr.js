@@ -319,14 +319,18 @@ async function openDtr() {
     const patientBundle = { resourceType: "Bundle", type: "collection",
       entry: [{ resource: get(`Patient/${pid}`) }, ...chartOf(pid).map((r) => ({ resource: r }))] };
     $("#prefill-status").textContent = `Running ${main.name} (${elm.length} libraries) with cql-execution…`;
+    const t0 = performance.now();
     engine ||= await import("./cql-bundle.js");
+    const t1 = performance.now();
     const results = await engine.runLibrary(elm, main.name, valuesets, [patientBundle]);
+    const t2 = performance.now();
     const defines = results[pid] || {};
     state.prefill = { library: main.name, defines };
     state.form = renderForm($("#dtr-form"), questionnaire, { valuesets, started, defines, library: main.name });
     const filled = state.form.prefilledCount();
     $("#prefill-status").replaceChildren(
-      `Pre-filled ${filled} answer(s) from ${main.name} against ${nameOf(get("Patient/" + pid))}'s chart (${patientBundle.entry.length - 1} resources). `,
+      `Pre-filled ${filled} answer(s) from ${main.name} against ${nameOf(get("Patient/" + pid))}'s chart (${patientBundle.entry.length - 1} resources; `
+      + `engine loaded in ${Math.round(t1 - t0)} ms, CQL run in ${Math.round(t2 - t1)} ms). `,
       jsonToggle({ library: main.name, results: defines }, "CQL results JSON"), " ", jsonToggle(questionnaire, "Questionnaire JSON"));
     $("#prefill-status").dataset.prefilled = String(filled);
     $("#step-dtr").hidden = false;
