@@ -47,7 +47,7 @@ function el(tag, attrs = {}, ...children) {
 }
 
 /** A "JSON" toggle button and the pretty-printed JSON it shows and hides. */
-export function jsonToggle(value, label = "JSON") {
+function jsonToggle(value, label = "JSON") {
   const pre = el("pre", { class: "json", hidden: true, text: JSON.stringify(value, null, 2) });
   const button = el("button", { type: "button", class: "json-toggle", text: label });
   button.setAttribute("aria-expanded", "false");
@@ -219,7 +219,7 @@ function hookRequest(hook, draft) {
   const draftOrders = { resourceType: "Bundle", type: "collection", entry: [{ resource: order }] };
   const context = { userId: `PractitionerRole/${role}`, patientId: pid, draftOrders };
   if (hook === "order-select") context.selections = [`${order.resourceType}/${order.id}`];
-  return { hook, hookInstance: uid(), fhirServer: undefined, context, prefetch };
+  return { hook, hookInstance: uid(), context, prefetch };
 }
 
 async function runHook(hook) {
@@ -268,7 +268,8 @@ function showCrd(hook, response, order) {
   const cards = (response.cards || []).map((card) => el("article", { class: `card ${card.indicator}`, "data-indicator": card.indicator },
     el("h3", { text: card.summary }),
     card.detail ? el("p", { text: card.detail }) : null,
-    card.links?.length ? el("ul", {}, card.links.map((l) => el("li", {}, el("a", { href: l.url, text: l.label, rel: "noreferrer", target: "_blank" })))) : null,
+    card.links?.length ? el("ul", {}, card.links.map((l) => el("li", {}, /^https?:\/\//.test(l.url || "")
+      ? el("a", { href: l.url, text: l.label, rel: "noreferrer", target: "_blank" }) : el("span", { text: `${l.label} (${l.type} link)` })))) : null,
     card.suggestions?.length ? el("p", { class: "hint", text: `Suggestions: ${card.suggestions.map((s) => s.label).join("; ")}` }) : null,
     el("p", { class: "source", text: `${card.source?.label || ""} · ${card.source?.topic?.display || ""}` }),
     jsonToggle(card)));
