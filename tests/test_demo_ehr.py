@@ -190,6 +190,20 @@ def test_a_pended_request_shows_the_reviewers_decision_when_the_notification_arr
     assert page.outside == []
 
 
+def test_an_order_submitted_without_its_form_is_pended(page):
+    open_ehr(page)
+    page.select_option("#category", "advanced-imaging")
+    page.select_option("#member", "pat-002")
+    page.click("#sign-order")
+    page.wait_for_selector("#coverage-table")
+    page.click("#submit-bare")
+    decision = page.locator("#decision .decision")
+    decision.wait_for()
+    assert decision.get_attribute("data-action") == "A4"
+    assert "without documentation" in page.locator("#decision").inner_text()
+    assert page.outside == []
+
+
 def test_the_inbox_refuses_what_is_not_a_notification(client):
     assert client.post("/demo-ehr/inbox/not a box", content=b"{}").status_code == 404
     assert client.post("/demo-ehr/inbox/abcdefgh-1234", content=b"not json").status_code == 400

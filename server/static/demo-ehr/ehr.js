@@ -283,6 +283,7 @@ function showCrd(hook, response, order) {
     el("p", {}, "Updated order: ", jsonToggle(order)));
   const questionnaires = infos.flatMap((i) => i.questionnaire || []);
   $("#open-dtr").hidden = questionnaires.length === 0;
+  $("#submit-bare").hidden = !infos.some((i) => (i["pa-needed"] || []).includes("auth-needed"));
   $("#step-dtr").hidden = true;
   $("#step-pas").hidden = true;
   $("#decision").replaceChildren();
@@ -420,11 +421,12 @@ async function ensureSubscription(orgNpi) {
   $("#subscription-status").textContent = `Subscribed (Subscription/${created.id}) to decisions for NPI ${orgNpi}; notifications go to this EHR's inbox.`;
 }
 
-async function submitPas() {
+/** Submits the order as a PAS request, with the form's answers (``withForm``) or without any. */
+async function submitPas(withForm = true) {
   try {
     const { role } = state.order;
     const orgNpi = get(get(`PractitionerRole/${role}`).organization.reference).identifier.find((i) => i.system === NPI).value;
-    const qr = readAnswers(state.form, state.pkg);
+    const qr = withForm ? readAnswers(state.form) : null;
     await ensureSubscription(orgNpi);
     const bundle = pasBundle(qr);
     state.request = bundle;
@@ -435,8 +437,10 @@ async function submitPas() {
     state.response = decisionOf(response);
     $("#step-pas").hidden = false;
     showDecision($("#decision"), state.response, "Decision", response);
-    $("#decision").prepend(el("p", {}, "Submitted: ", jsonToggle(bundle, "PAS Bundle JSON"), " ", jsonToggle(qr, "QuestionnaireResponse JSON")));
-    status(`PAS: ${state.response.label}`, "ok");
+    $("#decision").prepend(el("p", {}, "Submitted: ", jsonToggle(bundle, "PAS Bundle JSON"),
+      qr ? [" ", jsonToggle(qr, "QuestionnaireResponse JSON")] : " (without documentation)"));
+    const missing = withForm ? state.form.missing.length : 0;
+    status(`PAS: ${state.response.label}${missing ? ` (${missing} required answer(s) were left empty)` : ""}`, "ok");
     startPolling();
   } catch (err) {
     status(err.message, "bad");
@@ -523,7 +527,8 @@ async function start() {
     $("#select-order").addEventListener("click", () => runHook("order-select"));
     $("#sign-order").addEventListener("click", () => runHook("order-sign"));
     $("#open-dtr").addEventListener("click", openDtr);
-    $("#submit-pas").addEventListener("click", submitPas);
+    $("#submit-pas").addEventListener("click", () => submitPas(true));
+    $("#submit-bare").addEventListener("click", () => submitPas(false));
     $("#inquire").addEventListener("click", inquire);
     status(`Ready: ${ofType("Patient").length} members, ${state.catalog.size} service categories.`, "ok");
     document.body.dataset.ready = "true";

@@ -244,7 +244,8 @@ function answerValue(type, v) {
   }
 }
 
-/** The DTR QuestionnaireResponse of the form as it stands (completed; enabled answers only). */
+/** The DTR QuestionnaireResponse of the form as it stands (completed; enabled answers only). The
+ * required questions left unanswered are marked, and listed in ``form.missing``. */
 export function readAnswers(form) {
   const { questionnaire, fields, started } = form;
   const missing = [];
@@ -271,6 +272,7 @@ export function readAnswers(form) {
   }
   const item = items(questionnaire.item);
   for (const f of fields.values()) if (!f.group) f.wrapper.classList.toggle("missing", missing.includes(f.item.linkId));
+  form.missing = missing;
   return {
     resourceType: "QuestionnaireResponse", id: started?.id || crypto.randomUUID(),
     meta: { profile: [DTR_QR] },
