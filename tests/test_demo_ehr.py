@@ -122,6 +122,7 @@ def test_a_signed_order_shows_the_cards_and_the_coverage_information(page):
 
 @pytest.mark.parametrize("category,member", [
     ("dme-home-oxygen", "pat-001"), ("behavioral-iop", "pat-003"), ("inpatient-surgery", "pat-002"),
+    ("specialty-drugs", "pat-005"), ("dme-prosthetic", "pat-004"),
 ])
 def test_the_form_is_prefilled_with_what_the_chart_implies(page, category, member):
     open_ehr(page)
