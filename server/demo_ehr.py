@@ -30,6 +30,7 @@ import re
 import secrets
 import time
 from datetime import timedelta
+from functools import lru_cache
 from pathlib import Path
 
 import jwt
@@ -64,6 +65,12 @@ def ehr_records() -> list[dict]:
     return keep + chart_resources()
 
 
+@lru_cache(maxsize=1)
+def _records_json() -> bytes:
+    # The records are fixed data: serialised once per process.
+    return orjson.dumps({"resources": ehr_records()})
+
+
 # The sandbox SMART clients, by the provider organization they act for (server.auth.clients).
 SANDBOX_CLIENT_FOR = {"org-clinic": "sandbox-clinic", "org-hospital": "sandbox-hospital"}
 TOKEN_SCOPE = "system/*.cruds"
@@ -83,7 +90,7 @@ async def page(request: Request) -> HTMLResponse:
 
 
 async def records(request: Request) -> Response:
-    return Response(orjson.dumps({"resources": ehr_records()}), media_type="application/json")
+    return Response(_records_json(), media_type="application/json")
 
 
 async def token(request: Request) -> Response:
