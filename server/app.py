@@ -35,6 +35,7 @@ CAPABILITIES = (
     "server.pas.routes",
     "server.subscriptions.routes",
     "server.review.routes",
+    "server.demo_ehr",
     "server.auth.routes",
     "server.fhir.validate_op",
 )
