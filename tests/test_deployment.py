@@ -112,3 +112,13 @@ def test_compose_points_precert_at_a_replica_set_mongodb():
         assert f'"{name}"' in source, f"{name} is set in compose but not read by the app"
     port = precert["ports"][0].split(":")[1]
     assert port in precert["command"]
+
+
+def test_image_carries_every_folder_the_server_reads_at_run_time():
+    """The image installs from its source tree, so folders read by path (the IG packages the
+    validator compiles, the examples `precert example` sends) must be copied, and the install editable."""
+    lines = (ROOT / "Dockerfile").read_text().splitlines()
+    copied = {line.split()[1] for line in lines if line.startswith("COPY ")}
+    for folder in ("server", "cds_hooks", "questionnaires", "capability", "fhir-packages", "examples"):
+        assert folder in copied, f"Dockerfile does not copy {folder}/"
+    assert any(line.startswith("RUN pip install") and " -e ." in line for line in lines)
