@@ -150,7 +150,7 @@ def test_the_extension_form(client, reviewer, time_machine):
 @pytest.mark.parametrize("body, status, words", [
     ({"days": 15, "reason": {"code": "member-requested"}}, 400, "1 to 14"),
     ({"days": 0, "reason": {"code": "member-requested"}}, 400, "1 to 14"),
-    ({"days": "7", "reason": {"code": "member-requested"}}, 200, None),
+    ({"days": "7", "reason": {"code": "member-requested"}}, 400, "1 to 14"),
     ({"days": "seven", "reason": {"code": "member-requested"}}, 400, "1 to 14"),
     ({"days": True, "reason": {"code": "member-requested"}}, 400, "1 to 14"),
     ({"days": 3.5, "reason": {"code": "member-requested"}}, 400, "1 to 14"),

@@ -29,13 +29,13 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 from http import HTTPStatus
-from typing import Any, Literal
+from typing import Annotated, ClassVar, Literal
 
 import orjson
 from fastapi import APIRouter, Depends, Request
 from fastapi.exceptions import HTTPException, RequestValidationError
 from fastapi.routing import APIRoute
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StringConstraints, ValidationError
 from starlette.responses import Response
 
 from server.fhir.errors import FHIRError
@@ -109,7 +109,10 @@ router = APIRouter(prefix="/review/api", tags=["review"], route_class=ProblemRou
 
 # ---------------------------------------------------------------------------------- bodies
 class Body(BaseModel):
+    """A request body. ``messages`` gives the words a refusal uses for a field (dotted path, or its
+    first part) instead of pydantic's own."""
     model_config = ConfigDict(extra="ignore")
+    messages: ClassVar[dict[str, str]] = {}
 
 
 class ReasonIn(Body):
@@ -142,34 +145,68 @@ class AssignIn(Body):
     assignee: str | None
 
 
+# The closed vocabularies the bodies below take, from the domain modules that own them.
+ExtensionReason = Literal[tuple(clock.EXTENSION_REASONS)]  # type: ignore[valid-type]
+Appellant = Literal[tuple(appeals.APPELLANTS)]  # type: ignore[valid-type]
+StartStage = Literal[appeals.START_STAGES]  # type: ignore[valid-type]
+Stage = Literal[appeals.STAGES]  # type: ignore[valid-type]
+Urgency = Literal["standard", "expedited"]
+Text = Annotated[str, StringConstraints(strip_whitespace=True, max_length=4000)]
+
+
+class ExtensionReasonIn(Body):
+    code: ExtensionReason
+    text: Annotated[str, StringConstraints(strip_whitespace=True, max_length=1000)] | None = None
+
+
 class ExtendIn(Body):
-    days: Any = None
-    reason: Any = None
+    """``{"days": 1-366, "reason": {"code": ..., "text": ...}}``; the payer's extension rule for the
+    case's category and urgency (``payer.clocks``) then says how many days it may really have."""
+    days: StrictInt = Field(ge=1, le=366)
+    reason: ExtensionReasonIn
+    messages: ClassVar[dict[str, str]] = {
+        "days": f"days must be a whole number from 1 to {clock.EXTENSION_MAX_DAYS} (or as the payer's extension rule allows)",
+        "reason": "reason must be an object: {\"code\": ..., \"text\": ...}",
+        "reason.code": f"an extension needs a reason: reason.code one of {', '.join(clock.EXTENSION_REASONS)}",
+        "reason.text": "reason.text: text fields must be strings of up to 1000 characters",
+    }
 
 
 class NoteIn(Body):
-    text: Any = None
+    text: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=workbench.NOTE_MAX)]
+    messages: ClassVar[dict[str, str]] = {"text": f"text: a note needs some text, a string of up to {workbench.NOTE_MAX} characters"}
 
 
 class AppealIn(Body):
-    reason: Any = None
-    appellant: Any = None
-    stage: Any = None
-    urgency: Any = None
-    items: Any = None
+    reason: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000)]
+    appellant: Appellant | None = None
+    stage: StartStage | None = None
+    urgency: Urgency | None = None
+    items: list[Annotated[int, Field(strict=True, ge=1, le=9999)]] | None = Field(None, min_length=1, max_length=999)
+    messages: ClassVar[dict[str, str]] = {
+        "reason": "'reason' is required: why the denial should be reversed (text fields must be strings of 1 to 2000 characters)",
+        "appellant": f"appellant must be one of {', '.join(appeals.APPELLANTS)}",
+        "stage": f"an appeal starts at {' or '.join(appeals.START_STAGES)} (stage)",
+        "urgency": "urgency must be standard or expedited",
+        "items": "items must be a non-empty list of item sequence numbers",
+    }
 
 
 class AppealDecisionIn(Body):
-    decision: Any = None
-    note: Any = None
+    decision: Literal[appeals.DECISIONS]  # type: ignore[valid-type]
+    note: Annotated[str, StringConstraints(strip_whitespace=True, max_length=2000)] | None = None
+    messages: ClassVar[dict[str, str]] = {"decision": f"decision must be one of {', '.join(appeals.DECISIONS)}",
+                                          "note": "note: text fields must be strings of up to 2000 characters"}
 
 
 class EscalateIn(Body):
-    stage: Any = None
+    stage: Stage
+    messages: ClassVar[dict[str, str]] = {"stage": f"stage must be one of {', '.join(appeals.STAGES)}"}
 
 
 class CloseIn(Body):
-    note: Any = None
+    note: Annotated[str, StringConstraints(strip_whitespace=True, max_length=2000)] | None = None
+    messages: ClassVar[dict[str, str]] = {"note": "note: text fields must be strings of up to 2000 characters"}
 
 
 async def read_json(request: Request) -> dict:
@@ -196,7 +233,17 @@ async def parse(request: Request, model: type[Body]) -> Body:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise ReviewError(400, _validation_detail(exc.errors())) from None
+        raise ReviewError(400, _model_detail(model, exc.errors())) from None
+
+
+def _model_detail(model: type[Body], errors) -> str:
+    """The model's own words for the first field refused, else pydantic's account of every error."""
+    for e in errors:
+        path = [str(p) for p in e.get("loc", ()) if not isinstance(p, int)]
+        for n in range(len(path), 0, -1):
+            if ".".join(path[:n]) in model.messages:
+                return model.messages[".".join(path[:n])]
+    return _validation_detail(errors)
 
 
 # ---------------------------------------------------------------------------------- who is asking
@@ -357,9 +404,7 @@ async def post_assign(request: Request, case_id: str, who=Depends(case_worker)) 
 @router.post("/cases/{case_id}/extend")
 async def post_extend(request: Request, case_id: str, who=Depends(worker)) -> Response:
     body = await parse(request, ExtendIn)
-    if not isinstance(body.reason, dict):
-        raise ReviewError(400, "reason must be an object: {\"code\": ..., \"text\": ...}")
-    case = await workbench.extend(request.app.state.precert, case_id, body.days, body.reason.get("code"), body.reason.get("text"), who.username)
+    case = await workbench.extend(request.app.state.precert, case_id, body.days, body.reason.code, body.reason.text, who.username)
     return json_response({"id": case["_id"], "due": case["due"], "extension": case["extension"]})
 
 
