@@ -382,6 +382,7 @@ async def get_case(request: Request, case_id: str, who=Depends(case_worker)) -> 
     if case is None:
         raise ReviewError(404, f"case {case_id[:40]} is not known")
     out = detail(case)
+    out["extension_rule"] = workbench.extension_rule(request.app.state.precert, case).public()
     out["request"] = orjson.loads(case["request"])
     return json_response(out)
 

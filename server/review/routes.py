@@ -341,10 +341,11 @@ async def case_page(request: Request, who, case_id: str, *, status: int = 200, e
     now = clock.now()
     done = request.query_params.get("done")
     case_appeals = [appeals.public(a, now) for a in await appeals.for_case(state, case["_id"])]
+    rule = workbench.extension_rule(state, case)
     return render("case.html", status=status, who=who, now=now, case=case, req=view.request_view(case),
                   row=workbench.row(case, now, with_member=False), error=error, form=form or {},
                   done=DONE.get(done or ""), staff=await assignable(state), appeals=case_appeals,
-                  can_extend=clock.check_extension(case, 1, now) is None,
+                  can_extend=clock.check_extension(case, 1, now, rule) is None, extension_rule=rule,
                   pended_items=[d for d in case.get("decisions") or [] if d.get("action") == "A4"],
                   denied_items=[d for d in case.get("decisions") or [] if d.get("action") == "A3"],
                   open_appeal=any(a["status"] == "open" for a in case_appeals))

@@ -15,6 +15,7 @@ from server.review import appeals, clock
 from server.review.errors import LIST_FIELDS, ReviewError, clean_text
 from server.review.labels import CATEGORIES
 from server.review.view import member_name
+from server.rules import get_rules
 
 QUEUE_LIMIT = 200
 NOTE_MAX = 4000
@@ -135,8 +136,19 @@ async def add_note(state, case_id: str, text, who: str) -> dict:
     return result
 
 
+def payer_clocks(state) -> dict:
+    """The payer's clocks and extension rules by service category (``payer.clocks`` in the rules)."""
+    return getattr(get_rules(state).payer, "clocks", None) or {}
+
+
+def extension_rule(state, case: dict) -> clock.ExtensionRule:
+    """The payer's extension rule for this case's service categories and urgency."""
+    return clock.extension_rule(payer_clocks(state), case.get("categories") or (), case.get("urgency"))
+
+
 async def extend(state, case_id: str, days, reason_code, text, who: str) -> dict:
-    """Extend the decision clock of a pended standard request once (see :mod:`server.review.clock`)."""
+    """Extend the decision clock of a pended request once, as the payer's extension rule for its
+    category and urgency allows (see :mod:`server.review.clock`)."""
     if isinstance(days, str) and days.strip().isdigit():
         days = int(days.strip())
     if reason_code not in clock.EXTENSION_REASONS:
@@ -146,13 +158,17 @@ async def extend(state, case_id: str, days, reason_code, text, who: str) -> dict
         raise ReviewError(400, "say why the timeframe is extended (the reason 'other' needs a note)")
     case = await load(state, case_id, with_request=False)
     now = clock.now()
-    why = clock.check_extension(case, days, now)
+    rule = extension_rule(state, case)
+    why = clock.check_extension(case, days, now, rule)
     if why:
         raise ReviewError(400 if "days must" in why else 409, why)
+    if reason_code not in rule.reasons:
+        raise ReviewError(400, f"the payer's extension rule ({rule.source}) allows only these reasons: {', '.join(rule.reasons)}")
     previous = clock.aware(case["due"])
     new_due = previous + timedelta(days=days)
     reason = clock.EXTENSION_REASONS[reason_code] + (f" {text}" if text else "")
-    extension = {"at": now, "by": who, "days": days, "reason_code": reason_code, "reason": reason, "previous_due": previous}
+    extension = {"at": now, "by": who, "days": days, "reason_code": reason_code, "reason": reason, "previous_due": previous,
+                 "rule": rule.public()}
     result = await case_store.collection(state.storage).find_one_and_update(
         {"_id": case_id, "status": "pended", "extension": None},
         {"$set": {"extension": extension, "due": new_due},
@@ -162,6 +178,13 @@ async def extend(state, case_id: str, days, reason_code, text, who: str) -> dict
     if result is None:
         raise ReviewError(409, "the case changed meanwhile (decided or already extended); reload it")
     return result
+
+
+def extension_rules(state) -> dict:
+    """Every category's extension rule, standard and expedited, for operators and the docs."""
+    clocks = payer_clocks(state)
+    return {cat: {u: clock.extension_rule(clocks, [cat] if cat != "default" else (), u).public() for u in ("standard", "expedited")}
+            for cat in ["default", *CATEGORIES]}
 
 
 async def clock_snapshot(state) -> dict:
@@ -179,7 +202,8 @@ async def clock_snapshot(state) -> dict:
         "now": now,
         "rules": {"expedited_hours": int(clock.EXPEDITED.total_seconds() // 3600), "standard_days": clock.STANDARD.days,
                   "due_soon_hours": {k: int(v.total_seconds() // 3600) for k, v in clock.DUE_SOON.items()},
-                  "extension": {"urgencies": sorted(clock.EXTENDABLE), "max_days": clock.EXTENSION_MAX_DAYS, "times": 1}},
+                  "extension": {"urgencies": sorted(clock.EXTENDABLE), "max_days": clock.EXTENSION_MAX_DAYS, "times": 1},
+                  "extensions": extension_rules(state)},
         "pended": len(open_cases),
         "overdue": by_state["overdue"],
         "due_soon": by_state["due-soon"],

@@ -25,6 +25,10 @@ from server.rules.model import (
 )
 
 RULE_FILE_SUFFIXES = (".yaml", ".yml")
+# payer.clocks.<category>: the extension rule's keys, and the reasons an extension may give
+# (their words for people are server.review.clock.EXTENSION_REASONS).
+EXTENSION_KEYS = frozenset({"standard_extension_days", "expedited_extension_days", "extension_reasons"})
+EXTENSION_REASON_CODES = ("information-requested", "member-requested", "specialist-review", "other")
 
 # Variables a condition may use; see docs/rules.md.
 CONDITION_VARIABLES = frozenset({
@@ -322,11 +326,14 @@ class _Reader:
             if cat != "default" and cat not in CATEGORIES:
                 err(file, raw_clocks.line_of(cat), where, f"not a service category; use default or one of {', '.join(CATEGORIES)}")
                 continue
-            if not isinstance(spec, dict) or not spec or set(spec) - {"expedited_hours", "standard_hours"}:
-                err(file, raw_clocks.line_of(cat), where, "give expedited_hours and/or standard_hours")
+            if not isinstance(spec, dict) or not spec or set(spec) - {"expedited_hours", "standard_hours", *EXTENSION_KEYS}:
+                err(file, raw_clocks.line_of(cat), where, "give expedited_hours and/or standard_hours (and optionally "
+                    "standard_extension_days, expedited_extension_days, extension_reasons)")
                 continue
-            hours = {}
+            hours = self.extension(file, where, spec)
             for key, val in spec.items():
+                if key in EXTENSION_KEYS:
+                    continue
                 try:
                     number = float(str(val)) if not isinstance(val, bool) else 0.0
                 except ValueError:
@@ -350,6 +357,27 @@ class _Reader:
             preferred_sites=tuple(self.sites(file, network.get("preferred_sites"), p.line_of("network"))),
         )
         self.payer_file = file
+
+    def extension(self, file: str, where: str, spec: Any) -> dict:
+        """A category's extension rule (see server.review.clock.extension_rule): the days a standard
+        or expedited clock may be extended by, once (0: never), and the reasons allowed."""
+        out: dict = {}
+        for urgency in ("standard", "expedited"):
+            key = f"{urgency}_extension_days"
+            if key in spec:
+                val = spec[key]
+                if isinstance(val, bool) or not re.fullmatch(r"[0-9]{1,2}", str(val)) or int(str(val)) > 30:
+                    self.errors.add(file, spec.line_of(key), f"{where}.{key}", f"'{val}' is not a whole number of days (0 to 30)")
+                else:
+                    out.setdefault("extension", {})[urgency] = int(str(val))
+        if "extension_reasons" in spec:
+            reasons = spec["extension_reasons"]
+            if not isinstance(reasons, list) or not reasons or any(str(r) not in EXTENSION_REASON_CODES for r in reasons):
+                self.errors.add(file, spec.line_of("extension_reasons"), f"{where}.extension_reasons",
+                                f"a list of one or more of {', '.join(EXTENSION_REASON_CODES)}")
+            else:
+                out["extension_reasons"] = [str(r) for r in reasons]
+        return out
 
     def sites(self, file: str, val: Any, line: int) -> list[dict]:
         out = []
