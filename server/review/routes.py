@@ -283,11 +283,22 @@ async def asset(name: str) -> Response:
 
 
 # ---------------------------------------------------------------------------------- queue
+def admin_only(who) -> bool:
+    """An administrator who works no cases (and so sees no case PHI)."""
+    return who is not None and "administrator" in who.roles and not who.has(*WORKERS)
+
+
 @router.get("/review")
 @router.get("/review/")
 async def queue_page(request: Request) -> Response:
     who, refusal = await page_staff(request, *WORKERS)
     if refusal:
+        try:
+            signed_in = await staff(request)
+        except HTTPException:
+            return refusal
+        if admin_only(signed_in):  # an administrator's home is the administration page
+            return RedirectResponse("/review/admin", status_code=303)
         return refusal
     state = request.app.state.precert
     q = request.query_params
@@ -329,6 +340,24 @@ async def assignable(state) -> list[dict]:
     if svc is None:
         return []
     return [s for s in await svc.staff.list() if s.get("active") and set(s.get("roles") or []) & set(WORKERS)]
+
+
+# ---------------------------------------------------------------------------------- administration
+@router.get("/review/admin")
+async def admin_page(request: Request) -> Response:
+    """The administrator's landing page: staff accounts, registered clients, the rules and links to
+    the admin APIs; aggregate counts only, no case data."""
+    from server.auth.staff import LICENCES
+    from server.rules import get_rules
+
+    who, refusal = await page_staff(request, "administrator")
+    if refusal:
+        return refusal
+    state = request.app.state.precert
+    svc = state.services["auth"]
+    clients = [c.public() for c in await svc.clients.all()]
+    return render("admin.html", who=who, now=clock.now(), nav="admin", staff=await svc.staff.list(), clients=clients,
+                  rules=get_rules(state).summary(), counts=await workbench.counts(state), LICENCES=LICENCES)
 
 
 # ---------------------------------------------------------------------------------- case page
@@ -666,9 +695,12 @@ def install(app: FastAPI) -> None:
     for path in ("/assets/{name}", "/reports/prior-auth", "/reports/prior-auth.json", "/reports/prior-auth.csv", "/sandbox/requests"):
         policy.declare(path, ["GET"], public)
     workers = policy.staff(*WORKERS)
+    policy.declare("/review/admin", ["GET"], policy.staff("administrator", phi=False))
     for path in ("/review", "/review/", "/review/cases/{case_id}", "/review/cases/{case_id}/documents/{index}", "/review/appeals",
                  "/review/appeals/{appeal_id}"):
-        policy.declare(path, ["GET"], workers)
+        # Signed-in staff; each page checks the role itself, so that an administrator gets a page
+        # (their landing page, or a 403 page) rather than a JSON refusal.
+        policy.declare(path, ["GET"], policy.staff())
     for path in ("/review/cases/{case_id}/decide", "/review/cases/{case_id}/assign", "/review/cases/{case_id}/extend",
                  "/review/cases/{case_id}/notes", "/review/cases/{case_id}/appeals", "/review/appeals/{appeal_id}/escalate",
                  "/review/appeals/{appeal_id}/close"):
