@@ -174,3 +174,23 @@ def test_a_reviewer_filters_the_queue_assigns_to_self_and_extends_the_clock(page
     page.goto("/review?assignee=me")
     mine = page.locator("table.queue tbody tr", has_text=standard)
     assert "extended" in mine.inner_text() and "16 d" in mine.locator(".pill").inner_text()
+
+
+def test_the_queue_and_a_case_fit_a_narrow_screen(browser, server, client):
+    pended_request(client)
+    context = browser.new_context(base_url=server.url, viewport={"width": 390, "height": 844})
+    page = context.new_page()
+    try:
+        sign_in(page)
+        page.wait_for_url("**/review")
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390  # no sideways scrolling
+        first = page.locator("table.queue tbody tr").first
+        box = first.bounding_box()
+        assert box["width"] <= 390 and box["height"] > 150  # one card per case, its cells stacked
+        assert not page.locator("table.queue thead").is_visible() or page.locator("table.queue thead").bounding_box()["x"] < 0
+        assert page.evaluate("getComputedStyle(document.querySelector('table.queue td'), '::before').content") == '"Due"'
+        first.locator("a.case-link").click()
+        page.wait_for_url("**/review/cases/**")
+        assert page.evaluate("document.documentElement.scrollWidth") <= 400
+    finally:
+        context.close()

@@ -307,6 +307,10 @@ async def queue_page(request: Request) -> Response:
         urgency=q.get("urgency", "") if q.get("urgency") in ("expedited", "standard") else "",
         due=q.get("due", "") if q.get("due") in ("overdue", "due-soon") else "",
         assignee=(who.username if q.get("assignee") == "me" else q.get("assignee", "")[:100]),
+        status=q.get("status") if q.get("status") in workbench.STATUSES else "pended",
+        outcome=q.get("outcome") if q.get("outcome") in workbench.OUTCOMES else "",
+        text="".join(ch for ch in q.get("q", "") if ord(ch) >= 32).strip()[:100],
+        received_from=_day(q.get("from")), received_to=_day(q.get("to")),
     )
     per = _whole(q.get("per"), workbench.QUEUE_LIMIT, 1, workbench.QUEUE_LIMIT)
     page = _whole(q.get("page"), 1, 1, 100_000)
@@ -324,7 +328,17 @@ async def queue_page(request: Request) -> Response:
     }
     return render("queue.html", who=who, now=clock.now(), rows=rows, total=total, counts=await workbench.counts(state, who.username),
                   flt=flt, assignee_param=q.get("assignee", "")[:100], categories=await workbench.categories(state),
-                  staff=await assignable(state), limit=per, paging=paging)
+                  staff=await assignable(state), limit=per, paging=paging, OUTCOMES=workbench.OUTCOMES)
+
+
+def _day(text: str | None):
+    """A date from a query parameter (YYYY-MM-DD), or None when absent or not a date."""
+    from datetime import date
+
+    try:
+        return date.fromisoformat(text) if text and len(text) == 10 else None
+    except ValueError:
+        return None
 
 
 def _whole(text: str | None, default: int, low: int, high: int) -> int:
@@ -371,7 +385,8 @@ async def case_page(request: Request, who, case_id: str, *, status: int = 200, e
     done = request.query_params.get("done")
     case_appeals = [appeals.public(a, now) for a in await appeals.for_case(state, case["_id"])]
     rule = workbench.extension_rule(state, case)
-    return render("case.html", status=status, who=who, now=now, case=case, req=view.request_view(case),
+    req = await workbench.fill_request_view(state, case, view.request_view(case))
+    return render("case.html", status=status, who=who, now=now, case=case, req=req,
                   row=workbench.row(case, now, with_member=False), error=error, form=form or {},
                   done=DONE.get(done or ""), staff=await assignable(state), appeals=case_appeals,
                   can_extend=clock.check_extension(case, 1, now, rule) is None, extension_rule=rule,

@@ -8,28 +8,42 @@ Decisions themselves (approve, deny, modify, request information, assign) go thr
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, time, timedelta, timezone
 
 from server.pas import cases as case_store
 from server.review import appeals, clock
 from server.review.errors import LIST_FIELDS, ReviewError, clean_text
 from server.review.labels import CATEGORIES
-from server.review.view import member_name
+from server.review.view import age_on, coverage_plan, human_name, queue_facts
 from server.rules import get_rules
 
 QUEUE_LIMIT = 200
 NOTE_MAX = 4000
 
 
+STATUSES = ("pended", "decided", "all")
+OUTCOMES = ("approved", "denied", "modified", "appealed", "overturned")
+SEARCH_SCAN = 2000  # cases a text search reads at most (newest first)
+
+
 @dataclass
 class QueueFilter:
+    """The work queue (pended cases, soonest due first) and the search over decided cases (newest
+    first): status, category, urgency, clock, assignee, outcome, received date range, and text
+    matched against the member's name and identifiers, the provider and the case number."""
     category: str = ""
     urgency: str = ""
     due: str = ""  # "" | "overdue" | "due-soon"
     assignee: str = ""  # "" | "unassigned" | a username
+    status: str = "pended"  # "pended" | "decided" | "all"
+    outcome: str = ""  # "" | one of OUTCOMES (decided cases)
+    text: str = ""  # member name or id, provider name or NPI, case or authorization number
+    received_from: date | None = None
+    received_to: date | None = None  # inclusive
 
     def query(self, now: datetime) -> dict:
-        q: dict = {"status": "pended"}
+        q: dict = {"status": "pended"} if self.status == "pended" else \
+            {"status": "decided"} if self.status == "decided" else {"status": {"$in": ["pended", "decided"]}}
         if self.category:
             q["categories"] = self.category
         if self.urgency:
@@ -40,9 +54,43 @@ class QueueFilter:
             q["assignee"] = self.assignee
         if self.due == "overdue":
             q["due"] = {"$lt": now}
+            q["status"] = "pended"
         elif self.due == "due-soon":
             q["$or"] = due_soon_clauses(now)
+            q["status"] = "pended"
+        received: dict = {}
+        if self.received_from:
+            received["$gte"] = datetime.combine(self.received_from, time.min, tzinfo=timezone.utc)
+        if self.received_to:
+            received["$lt"] = datetime.combine(self.received_to + timedelta(days=1), time.min, tzinfo=timezone.utc)
+        if received:
+            q["received"] = received
+        and_: list[dict] = []
+        if self.outcome == "approved":
+            and_.append({"decisions.action": {"$in": ["A1", "A6"]}})
+        elif self.outcome == "denied":
+            and_ += [{"decisions.action": "A3"}, {"decisions.action": {"$nin": ["A1", "A6", "A4"]}}]
+        elif self.outcome == "modified":
+            and_.append({"decisions.action": "A6"})
+        elif self.outcome == "appealed":
+            and_.append({"appeals.0": {"$exists": True}})
+        elif self.outcome == "overturned":
+            and_.append({"overturned": {"$exists": True, "$ne": None}})
+        if self.outcome:
+            q["status"] = "decided"
+        if and_:
+            q["$and"] = and_
         return q
+
+    @property
+    def newest_first(self) -> bool:
+        return self.status != "pended"
+
+    def matches(self, r: dict) -> bool:
+        """The text search, on a queue row (names are in the stored request, not indexed)."""
+        needle = self.text.casefold()
+        hay = [r["id"], r.get("auth_number") or "", r["member"], r["provider"], *r.get("member_ids", []), *r.get("provider_ids", [])]
+        return any(needle in str(h).casefold() for h in hay if h)
 
 
 def due_soon_clauses(now: datetime) -> list[dict]:
@@ -54,33 +102,110 @@ def due_soon_clauses(now: datetime) -> list[dict]:
 
 def row(case: dict, now: datetime, with_member: bool = True) -> dict:
     due = clock.aware(case.get("due"))
+    facts = queue_facts(case) if with_member else {}
     return {
         "id": case["_id"],
         "status": case.get("status"),
         "urgency": case.get("urgency") or "standard",
         "received": clock.aware(case.get("received")),
         "due": due,
+        "decided": clock.aware(case.get("decided")),
         "clock": clock.clock_state(due, case.get("urgency"), now) if case.get("status") == "pended" else "stopped",
         "left": clock.describe_left(due, now) if case.get("status") == "pended" else "",
         "remaining_seconds": int((due - now).total_seconds()) if due else None,
         "categories": case.get("categories") or [],
         "assignee": case.get("assignee"),
-        "member": member_name(case) if with_member else "",
+        "member": facts.get("member", ""),
+        "birth_date": facts.get("birth_date", ""),
+        "age": age_on(facts.get("birth_date", ""), now.date()),
+        "plan": facts.get("plan", ""),
+        "provider": facts.get("provider", ""),
+        "member_ids": [i for i in [*facts.get("member_ids", []), *(case.get("member_ids") or [])] if i],
+        "provider_ids": list(case.get("provider_ids") or []),
+        "patient_id": case.get("patient_id"),
+        "coverage_id": case.get("coverage_id"),
+        "auth_number": case.get("auth_number"),
+        "outcome": outcome_word(case),
         "items": [{"sequence": d.get("sequence"), "action": d.get("action"), "summary": d.get("summary")} for d in case.get("decisions") or []],
         "extended": bool(case.get("extension")),
         "info_requested": bool(case.get("info_requested")),
+        "appealed": bool(case.get("appeals")),
     }
 
 
+def outcome_word(case: dict) -> str:
+    """approved / denied / modified / partly approved / pended, from the items' current actions."""
+    actions = {d.get("action") for d in case.get("decisions") or []}
+    if case.get("status") == "pended" or "A4" in actions:
+        return "pended"
+    if "A6" in actions:
+        return "modified"
+    if "A3" in actions and actions & {"A1"}:
+        return "partly approved"
+    if actions == {"A3"}:
+        return "denied"
+    if "A1" in actions:
+        return "approved"
+    return case.get("status") or ""
+
+
+async def payer_records(state, rows: list[dict]) -> None:
+    """Fill in the member's birth date (age) and plan from the payer's own Patient and Coverage
+    records where the request left them out."""
+    wanted = [f"Patient/{r['patient_id']}" for r in rows if not r["birth_date"] and r.get("patient_id")] + \
+             [f"Coverage/{r['coverage_id']}" for r in rows if not r["plan"] and r.get("coverage_id")]
+    if not wanted:
+        return
+    found = {f"{res.type}/{res.id}": res.resource for res in await state.storage.read_many(wanted)}
+    today = clock.now().date()
+    for r in rows:
+        patient = found.get(f"Patient/{r.get('patient_id')}") or {}
+        if not r["birth_date"] and patient.get("birthDate"):
+            r["birth_date"], r["age"] = str(patient["birthDate"]), age_on(str(patient["birthDate"]), today)
+            r["member"] = r["member"] or human_name(patient)
+        coverage = found.get(f"Coverage/{r.get('coverage_id')}") or {}
+        if not r["plan"] and coverage:
+            r["plan"] = coverage_plan(coverage)
+
+
+async def fill_request_view(state, case: dict, req: dict) -> dict:
+    """The case page's member: age, and birth date and plan from the payer's own records where the
+    request omits them (marked, so the reviewer knows where they come from)."""
+    member, coverage = req["member"], req["coverage"]
+    wanted = ([f"Patient/{case['patient_id']}"] if not member["birth_date"] and case.get("patient_id") else []) + \
+             ([f"Coverage/{case['coverage_id']}"] if not coverage["plan"] and case.get("coverage_id") else [])
+    found = {f"{res.type}/{res.id}": res.resource for res in await state.storage.read_many(wanted)} if wanted else {}
+    patient = found.get(f"Patient/{case.get('patient_id')}") or {}
+    if patient.get("birthDate"):
+        member["birth_date"], member["birth_date_from_records"] = str(patient["birthDate"]), True
+    plan = coverage_plan(found.get(f"Coverage/{case.get('coverage_id')}") or {})
+    if plan:
+        coverage["plan"], coverage["plan_from_records"] = plan, True
+    member["age"] = age_on(member["birth_date"], clock.now().date())
+    return req
+
+
 async def queue(state, flt: QueueFilter, limit: int = QUEUE_LIMIT, skip: int = 0) -> tuple[list[dict], int]:
-    """One page of the queue (soonest due first) and how many cases match in all."""
+    """One page of the queue (soonest due first; decided cases newest first) and how many cases
+    match in all. A text search reads at most :data:`SEARCH_SCAN` cases."""
     now = clock.now()
     cases = case_store.collection(state.storage)
     q = flt.query(now)
     projection = {"response": 0}
-    order = [("due", 1), ("received", 1), ("_id", 1)]
-    found = [row(c, now) async for c in cases.find(q, projection).sort(order).skip(max(0, skip)).limit(limit)]
+    order = [("received", -1), ("_id", 1)] if flt.newest_first else [("due", 1), ("received", 1), ("_id", 1)]
+    if flt.text:
+        matched = [r async for r in _rows(cases.find(q, projection).sort(order).limit(SEARCH_SCAN), now)]
+        await payer_records(state, matched)
+        matched = [r for r in matched if flt.matches(r)]
+        return matched[max(0, skip):max(0, skip) + limit], len(matched)
+    found = [r async for r in _rows(cases.find(q, projection).sort(order).skip(max(0, skip)).limit(limit), now)]
+    await payer_records(state, found)
     return found, await cases.count_documents(q)
+
+
+async def _rows(cursor, now: datetime):
+    async for c in cursor:
+        yield row(c, now)
 
 
 async def counts(state, username: str | None = None) -> dict:
