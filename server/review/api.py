@@ -10,6 +10,7 @@ and operators' tools use.
     POST /review/api/cases/{id}/appeals    {"reason", "appellant", "stage", "urgency", "items"}
     GET  /review/api/denial-reasons
     GET  /review/api/clocks                every open clock: pended cases and appeal stages
+    GET  /review/api/dashboard[.csv]       the operations dashboard (?from&to&category&plan)
     GET  /review/api/appeals?status=open|closed|all
     GET  /review/api/appeals/{id}
     POST /review/api/appeals/{id}/decision {"decision": "upheld"|"overturned", "note"}
@@ -27,6 +28,8 @@ clinical reviewers and physician reviewers; an administrator holds no case PHI a
 
 from __future__ import annotations
 
+import csv
+import io
 from datetime import datetime, timezone
 from http import HTTPStatus
 from typing import Annotated, ClassVar, Literal
@@ -44,7 +47,7 @@ from server.fhir.responses import base_url
 from server.pas import cases as case_store
 from server.pas import decisions
 from server.pas.reasons import DENIAL_REASONS, reason_public
-from server.review import appeals, clock, workbench
+from server.review import appeals, clock, dashboard, metrics, workbench
 from server.review.workbench import ReviewError
 from server.storage import utcnow
 
@@ -428,6 +431,35 @@ async def clocks(request: Request, who=Depends(staff())) -> Response:
     return json_response(await workbench.clock_snapshot(request.app.state.precert))
 
 
+# ---------------------------------------------------------------------------------- dashboard
+async def _dashboard(request: Request) -> dict:
+    q = request.query_params
+    try:
+        period = dashboard.parse_period(q.get("from"), q.get("to"))
+    except metrics.PeriodError as exc:
+        raise ReviewError(400, str(exc)) from None
+    return await dashboard.dashboard(request.app.state.precert, period, q.get("category", "")[:60], q.get("plan", "")[:60])
+
+
+@router.get("/dashboard")
+async def get_dashboard(request: Request, who=Depends(staff())) -> Response:
+    """The operations dashboard's figures (aggregates, no member data): ?from&to&category&plan."""
+    return json_response(await _dashboard(request))
+
+
+@router.get("/dashboard.csv")
+async def get_dashboard_csv(request: Request, who=Depends(staff())) -> Response:
+    data = await _dashboard(request)
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow(dashboard.CSV_COLUMNS)
+    writer.writerows(dashboard.csv_rows(data))
+    p = data["period"]
+    return Response(out.getvalue(), media_type="text/csv", headers={
+        "Content-Type": "text/csv; charset=utf-8",
+        "Content-Disposition": f'attachment; filename="prior-auth-operations-{p["start"]}-{p["end"]}.csv"'})
+
+
 # ---------------------------------------------------------------------------------- appeals
 @router.get("/appeals")
 async def list_appeals(request: Request, status: str = "open", who=Depends(worker)) -> Response:
@@ -477,4 +509,6 @@ def declare() -> None:
         policy.declare(path, ["POST"], case_routes)
     policy.declare("/review/api/appeals/{appeal_id}/decision", ["POST"], policy.staff("medical-director", "administrator"))
     policy.declare("/review/api/clocks", ["GET"], policy.staff(phi=False))
+    policy.declare("/review/api/dashboard", ["GET"], policy.staff(phi=False))
+    policy.declare("/review/api/dashboard.csv", ["GET"], policy.staff(phi=False))
     policy.declare("/review/api/denial-reasons", ["GET"], policy.staff(phi=False))

@@ -9,6 +9,8 @@ Pages (server-rendered with jinja2, autoescaped, no JavaScript):
     POST /review/cases/{id}/decide|assign|extend|notes|appeals
     GET  /review/cases/{id}/documents/{n}    an attached document (download)
     GET  /review/appeals, /review/appeals/{id}
+    GET  /review/dashboard                   the operations dashboard (aggregates; links to the cases behind each figure)
+    GET  /review/admin                       the administrator's landing page (accounts, clients, rules; no case data)
     POST /review/appeals/{id}/decide|escalate|close
     GET  /reports/prior-auth                 public CMS-0057-F report (no sign-in, no PHI)
     GET  /reports/prior-auth.json|.csv       the same figures to download (public)
@@ -38,7 +40,8 @@ from server.fhir.jsonio import BodyTooLarge, read_body
 from server.fhir.responses import base_url
 from server.pas.reasons import DENIAL_REASONS, REASONS
 from server.review import api as review_api
-from server.review import appeals, charts, clock, labels, metrics, view, workbench
+from server.review import appeals, charts, clock, dashboard, labels, metrics, view, workbench
+from server.rules import get_rules
 from server.review.workbench import QueueFilter, ReviewError
 
 HERE = Path(__file__).parent
@@ -311,7 +314,13 @@ async def queue_page(request: Request) -> Response:
         outcome=q.get("outcome") if q.get("outcome") in workbench.OUTCOMES else "",
         text="".join(ch for ch in q.get("q", "") if ord(ch) >= 32).strip()[:100],
         received_from=_day(q.get("from")), received_to=_day(q.get("to")),
+        decided_from=_day(q.get("dfrom")), decided_to=_day(q.get("dto")),
+        plan=q.get("plan", "")[:60], reviewed=q.get("reviewed") if q.get("reviewed") in ("automatic", "human") else "",
+        info=q.get("info") if q.get("info") in ("none", "requested") else "", reason=q.get("reason", "")[:60],
+        decided_by=q.get("decided_by", "")[:100],
     )
+    if flt.status == "pended" and (flt.decided_from or flt.decided_to or flt.reviewed or flt.reason or flt.decided_by):
+        flt.status = "decided"
     per = _whole(q.get("per"), workbench.QUEUE_LIMIT, 1, workbench.QUEUE_LIMIT)
     page = _whole(q.get("page"), 1, 1, 100_000)
     rows, total = await workbench.queue(state, flt, per, (page - 1) * per)
@@ -356,13 +365,33 @@ async def assignable(state) -> list[dict]:
     return [s for s in await svc.staff.list() if s.get("active") and set(s.get("roles") or []) & set(WORKERS)]
 
 
+# ---------------------------------------------------------------------------------- dashboard
+@router.get("/review/dashboard")
+async def dashboard_page(request: Request) -> Response:
+    """The operations dashboard for payer staff (aggregates only; reviewers, directors, administrators)."""
+    who, refusal = await page_staff(request)
+    if refusal:
+        return refusal
+    state = request.app.state.precert
+    q = request.query_params
+    category, plan = q.get("category", "")[:60], q.get("plan", "")[:60]
+    error, status = None, 200
+    try:
+        period = dashboard.parse_period(q.get("from"), q.get("to"))
+    except metrics.PeriodError as exc:
+        period, error, status = dashboard.default_period(), str(exc), 400
+    data = await dashboard.dashboard(state, period, category, plan)
+    query = urlencode({k: v for k, v in {"from": period.start.isoformat(), "to": period.end.isoformat(), "category": category, "plan": plan}.items() if v})
+    return render("dashboard.html", status=status, who=who, now=clock.now(), nav="dashboard", d=data, error=error, query=query,
+                  plans=list(get_rules(state).payer.plans), categories=await workbench.categories(state), links=who.has(*WORKERS))
+
+
 # ---------------------------------------------------------------------------------- administration
 @router.get("/review/admin")
 async def admin_page(request: Request) -> Response:
     """The administrator's landing page: staff accounts, registered clients, the rules and links to
     the admin APIs; aggregate counts only, no case data."""
     from server.auth.staff import LICENCES
-    from server.rules import get_rules
 
     who, refusal = await page_staff(request, "administrator")
     if refusal:
@@ -711,6 +740,7 @@ def install(app: FastAPI) -> None:
         policy.declare(path, ["GET"], public)
     workers = policy.staff(*WORKERS)
     policy.declare("/review/admin", ["GET"], policy.staff("administrator", phi=False))
+    policy.declare("/review/dashboard", ["GET"], policy.staff(phi=False))
     for path in ("/review", "/review/", "/review/cases/{case_id}", "/review/cases/{case_id}/documents/{index}", "/review/appeals",
                  "/review/appeals/{appeal_id}"):
         # Signed-in staff; each page checks the role itself, so that an administrator gets a page

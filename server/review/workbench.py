@@ -12,6 +12,7 @@ from datetime import date, datetime, time, timedelta, timezone
 
 from server.pas import cases as case_store
 from server.review import appeals, clock
+from server.review.dashboard import plans_by_coverage
 from server.review.errors import LIST_FIELDS, ReviewError, clean_text
 from server.review.labels import CATEGORIES
 from server.review.view import age_on, coverage_plan, human_name, queue_facts
@@ -40,6 +41,14 @@ class QueueFilter:
     text: str = ""  # member name or id, provider name or NPI, case or authorization number
     received_from: date | None = None
     received_to: date | None = None  # inclusive
+    # The dashboard's links: the cases behind one of its figures.
+    decided_from: date | None = None
+    decided_to: date | None = None  # inclusive
+    plan: str = ""  # the plan of the member's coverage in the payer's records
+    reviewed: str = ""  # "" | "automatic" | "human"
+    info: str = ""  # "" | "none" | "requested"
+    reason: str = ""  # a denial reason code (server.pas.reasons)
+    decided_by: str = ""
 
     def query(self, now: datetime) -> dict:
         q: dict = {"status": "pended"} if self.status == "pended" else \
@@ -65,7 +74,25 @@ class QueueFilter:
             received["$lt"] = datetime.combine(self.received_to + timedelta(days=1), time.min, tzinfo=timezone.utc)
         if received:
             q["received"] = received
+        decided: dict = {}
+        if self.decided_from:
+            decided["$gte"] = datetime.combine(self.decided_from, time.min, tzinfo=timezone.utc)
+        if self.decided_to:
+            decided["$lt"] = datetime.combine(self.decided_to + timedelta(days=1), time.min, tzinfo=timezone.utc)
+        if decided:
+            q["decided"] = decided
+        if self.reviewed:
+            q["reviewed_by_human"] = self.reviewed == "human"
+        if self.decided_by:
+            q["decided_by"] = self.decided_by
         and_: list[dict] = []
+        if self.info == "none":
+            and_ += [{"info_request": None}, {"info_requested": None}]
+        elif self.info == "requested":
+            and_.append({"info_requested": {"$ne": None}})
+        if self.reason:
+            denied_for = {"$elemMatch": {"action": "A3", "reason_code": self.reason}}
+            and_.append({"$or": [{"original_decisions": denied_for}, {"original_decisions": None, "decisions": denied_for}]})
         if self.outcome == "approved":
             and_.append({"decisions.action": {"$in": ["A1", "A6"]}})
         elif self.outcome == "denied":
@@ -191,6 +218,8 @@ async def queue(state, flt: QueueFilter, limit: int = QUEUE_LIMIT, skip: int = 0
     now = clock.now()
     cases = case_store.collection(state.storage)
     q = flt.query(now)
+    if flt.plan:
+        q["coverage_id"] = {"$in": await coverage_ids_on_plan(state, q, flt.plan)}
     projection = {"response": 0}
     order = [("received", -1), ("_id", 1)] if flt.newest_first else [("due", 1), ("received", 1), ("_id", 1)]
     if flt.text:
@@ -201,6 +230,17 @@ async def queue(state, flt: QueueFilter, limit: int = QUEUE_LIMIT, skip: int = 0
     found = [r async for r in _rows(cases.find(q, projection).sort(order).skip(max(0, skip)).limit(limit), now)]
     await payer_records(state, found)
     return found, await cases.count_documents(q)
+
+
+async def coverage_ids_on_plan(state, q: dict, plan: str) -> list[str]:
+    """The coverages (of the cases ``q`` selects) whose plan in the payer's records is ``plan``."""
+    try:
+        ids = [c for c in await case_store.collection(state.storage).distinct("coverage_id", q) if isinstance(c, str)]
+    except Exception:  # a database without distinct
+        ids = [c["coverage_id"] async for c in case_store.collection(state.storage).find(q, {"coverage_id": 1}).limit(SEARCH_SCAN)
+               if isinstance(c.get("coverage_id"), str)]
+    plans = await plans_by_coverage(state, ids)
+    return [c for c, p in plans.items() if p == plan]
 
 
 async def _rows(cursor, now: datetime):
