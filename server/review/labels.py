@@ -70,5 +70,34 @@ ICD10_NAMES = {
 }
 
 
+# Names for the sandbox rules' service codes that the DTR value sets do not name (short forms of
+# the CPT, HCPCS, RxNorm and X12 descriptors), for the public prior-authorization list.
+SERVICE_NAMES = {
+    "S9480": "Intensive outpatient psychiatric services, per diem",
+    "H0015": "Alcohol and/or drug services; intensive outpatient",
+    "H0019": "Behavioral health; long-term residential, per diem",
+    "H2036": "Alcohol and/or other drug treatment program, per diem",
+    "E0424": "Stationary compressed gaseous oxygen system, rental",
+    "E0431": "Portable gaseous oxygen system, rental",
+    "E1390": "Oxygen concentrator, single delivery port",
+    "G0154": "Skilled nursing services in the home, each 15 minutes",
+    "G0299": "Skilled nursing services of a registered nurse in the home, each 15 minutes",
+    "G0300": "Skilled nursing services of a licensed practical nurse in the home, each 15 minutes",
+    "B4184": "Parenteral nutrition solution; lipids, 10%",
+    "B4185": "Parenteral nutrition solution, 10 grams lipids",
+    "191831": "infliximab",
+    "327361": "adalimumab",
+    "1876366": "ocrelizumab",
+    "3": "Consultation",
+    "33511": "Coronary artery bypass, vein only; 2 venous grafts",
+    "33512": "Coronary artery bypass, vein only; 3 venous grafts",
+    "33513": "Coronary artery bypass, vein only; 4 venous grafts",
+    "33514": "Coronary artery bypass, vein only; 5 venous grafts",
+    "33516": "Coronary artery bypass, vein only; 6 or more venous grafts",
+    "22630": "Lumbar interbody arthrodesis, posterior technique, single interspace",
+    "22633": "Lumbar arthrodesis, combined posterior and interbody technique, single interspace",
+}
+
+
 def category(name: str | None) -> str:
     return CATEGORIES.get(name or "", name or "")

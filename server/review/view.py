@@ -19,7 +19,7 @@ import orjson
 from server.pas.request import PasBundle
 from questionnaires.catalog import expansion_contains, get_catalog
 from server.pas.adjudicate import questionnaire_responses
-from server.review.labels import ICD10_NAMES
+from server.review.labels import ICD10_NAMES, SERVICE_NAMES
 
 SYSTEMS = {
     "http://www.ama-assn.org/go/cpt": "CPT",
@@ -72,6 +72,11 @@ def code_name(coding: dict) -> str:
     if not found and coding.get("system") == ICD10:
         found = ICD10_NAMES.get(str(coding.get("code") or ""))
     return found or ""
+
+
+def service_code_name(coding: dict) -> str:
+    """A service code's name: as :func:`code_name`, else the bundled names of the sandbox rules' codes."""
+    return code_name(coding) or SERVICE_NAMES.get(str(coding.get("code") or ""), "")
 
 
 def codings(concept: Any) -> list[dict]:
