@@ -343,6 +343,22 @@ class _Reader:
                 else:
                     hours[key.split("_")[0]] = number
             clocks[str(cat)] = hours
+        peer = p.get("peer_to_peer") or {}
+        peer_to_peer: dict = {}
+        if not isinstance(peer, dict) or set(peer) - {"contact", "window_days"}:
+            err(file, p.line_of("peer_to_peer"), "payer.peer_to_peer", "must be a mapping with contact and/or window_days")
+        else:
+            if "contact" in peer:
+                if not _string(peer["contact"]) or len(str(peer["contact"])) > 300:
+                    err(file, peer.line_of("contact"), "payer.peer_to_peer.contact", "a phone number, address or instructions (up to 300 characters)")
+                else:
+                    peer_to_peer["contact"] = str(peer["contact"]).strip()
+            if "window_days" in peer:
+                val = peer["window_days"]
+                if isinstance(val, bool) or not re.fullmatch(r"[0-9]{1,2}", str(val)) or not 1 <= int(str(val)) <= 60:
+                    err(file, peer.line_of("window_days"), "payer.peer_to_peer.window_days", f"'{val}' is not a whole number of days (1 to 60)")
+                else:
+                    peer_to_peer["window_days"] = int(str(val))
         self.payer = Payer(
             id=pid or "", name=name or "",
             aliases=tuple(str(a).strip() for a in _as_list(p.get("aliases")) if _string(a)),
@@ -352,6 +368,7 @@ class _Reader:
             plans=tuple(str(x).strip() for x in _as_list(p.get("plans")) if _string(x)),
             contact={k: str(v) for k, v in contact.items() if _string(v)},
             clocks=clocks,
+            peer_to_peer=peer_to_peer,
             network_npis=frozenset(str(n).strip() for n in _as_list(network.get("npis")) if _string(n)),
             network_orgs=frozenset(_ref_id(str(o)) for o in _as_list(network.get("organizations")) if _string(o)),
             preferred_sites=tuple(self.sites(file, network.get("preferred_sites"), p.line_of("network"))),
