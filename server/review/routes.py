@@ -741,11 +741,12 @@ def install(app: FastAPI) -> None:
     workers = policy.staff(*WORKERS)
     policy.declare("/review/admin", ["GET"], policy.staff("administrator", phi=False))
     policy.declare("/review/dashboard", ["GET"], policy.staff(phi=False))
-    for path in ("/review", "/review/", "/review/cases/{case_id}", "/review/cases/{case_id}/documents/{index}", "/review/appeals",
-                 "/review/appeals/{appeal_id}"):
-        # Signed-in staff; each page checks the role itself, so that an administrator gets a page
-        # (their landing page, or a 403 page) rather than a JSON refusal.
+    # The queue is declared for any staff member and checks the role itself, so that an administrator
+    # is sent to their own landing page rather than refused.
+    for path in ("/review", "/review/"):
         policy.declare(path, ["GET"], policy.staff())
+    for path in ("/review/cases/{case_id}", "/review/cases/{case_id}/documents/{index}", "/review/appeals", "/review/appeals/{appeal_id}"):
+        policy.declare(path, ["GET"], workers)
     for path in ("/review/cases/{case_id}/decide", "/review/cases/{case_id}/assign", "/review/cases/{case_id}/extend",
                  "/review/cases/{case_id}/notes", "/review/cases/{case_id}/appeals", "/review/appeals/{appeal_id}/escalate",
                  "/review/appeals/{appeal_id}/close"):

@@ -517,11 +517,5 @@ def queue_facts(case: dict) -> dict:
 
 
 def member_name(case: dict) -> str:
-    """The member's name for the queue (cheap: the Patient entry only)."""
-    try:
-        bundle = orjson.loads(case.get("request") or b"{}")
-    except orjson.JSONDecodeError:
-        return ""
-    pas = PasBundle(bundle if isinstance(bundle, dict) else {})
-    patient = pas.resource(pas.claim.get("patient"))
-    return human_name(patient) if isinstance(patient, dict) else ""
+    """The member's name (cheap: the Patient entry only)."""
+    return queue_facts(case)["member"]
