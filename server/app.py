@@ -98,9 +98,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             for start in app.state.startup_steps:
                 await start(state)
             if settings.load_sandbox:
+                from server.review.seed import seed_cases
                 from server.sandbox import load_sandbox
 
                 await load_sandbox(storage)
+                await seed_cases(state)
             # Everything built at start-up (FHIR model classes, rules, templates) lives as long as the
             # process: moving it out of the collector's reach keeps full collections from pausing
             # requests for tens of milliseconds.

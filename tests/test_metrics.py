@@ -270,3 +270,43 @@ def test_report_page_counts_late_decisions_and_automatic_clinical_denials(seeded
     assert page.status_code == 200
     assert "<th>Decided after the clock ran out</th><td>1</td><td>0</td><td>1</td>" in page.text
     assert "<th>Denied on clinical grounds without human review (payer opt-in)</th><td>1</td><td>0</td><td>1</td>" in page.text
+
+
+# ---------------------------------------------------------------------------------- names and scales
+def _series(hours: list[float | None]) -> list[dict]:
+    def f(h):
+        return {"requests": 0 if h is None else 1, "approved": 0, "denied": 0, "average_hours": h, "median_hours": h}
+    return [{"start": f"2026-03-{i + 2:02d}", "standard": f(h), "expedited": f(None)} for i, h in enumerate(hours)]
+
+
+@pytest.mark.parametrize("hours, unit, axis_max", [
+    ([0.0004, 0.0011], "seconds", 5.0),     # decided at submission: 1.4 s and 4 s
+    ([0.25, 1.5], "minutes", 100.0),        # 15 and 90 minutes
+    ([30.0, 50.0, None, 6.0], "hours", 50.0),
+    ([150.0, 400.0], "days", 20.0),         # 6.25 and 16.7 days
+])
+def test_the_time_chart_scales_its_axis_and_unit_to_the_data(hours, unit, axis_max):
+    from server.review import charts
+
+    chart = charts.time_chart(_series(hours), "standard", "day")
+    assert chart["unit"] == unit and chart["axis_max"] == axis_max
+    top_tick = chart["ticks"][-1]
+    assert float(top_tick["label"]) == axis_max
+    # The highest point sits at or under the top of the axis, and above its middle: the data fill the chart.
+    highest = min(p["y"] for p in chart["points"])
+    assert chart["top"] <= highest < (chart["top"] + chart["bottom"]) / 2
+    assert all(unit in p["title"] for p in chart["points"])
+
+
+def test_the_report_names_the_service_codes_that_need_authorization(anonymous):
+    data = anonymous.get("/reports/prior-auth.json", params=MARCH).json()
+    codes = {c["code"]: c.get("name") for s in data["prior_auth_list"] for c in s["codes"] if c.get("code")}
+    assert codes["33511"] == "Coronary artery bypass, vein only; 2 venous grafts" and codes["1876366"] == "ocrelizumab"
+    assert sum(1 for name in codes.values() if name) == len(codes)  # every sandbox service code has its name
+    html = anonymous.get("/reports/prior-auth", params=MARCH).text
+    assert "<b>E0431</b> Portable gaseous oxygen system, rental" in html
+    # Every CMS-0057-F figure is still there, for both urgencies.
+    for urgency in ("standard", "expedited"):
+        for key in ("requests", "percent_approved", "percent_denied", "percent_approved_after_appeal",
+                    "percent_approved_after_extension", "average_hours", "median_hours", "decided_late"):
+            assert key in data[urgency]

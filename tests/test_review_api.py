@@ -130,3 +130,63 @@ def test_request_for_information_records_what_was_asked_and_the_due_date(client,
     assert "asked for: Angiography report; 11488-4" in case["history"][-1]["detail"]
     task = client.get(f"/fhir/Task/{case['info_request']['task_id']}", headers={"Accept": "application/fhir+json"}).json()
     assert task["restriction"]["period"]["end"] == case["info_request"]["due"]
+
+
+@pytest.fixture(scope="module")
+def appeal_id(client, director):
+    _, number = denied_case(client)
+    r = client.post(f"/review/api/cases/{number}/appeals", headers=director, json={"reason": "The member has triple-vessel disease."})
+    assert r.status_code == 201, r.text
+    return r.json()["id"]
+
+
+@pytest.mark.parametrize("body, field", [
+    ({"days": "3", "reason": {"code": "member-requested"}}, "days"),
+    ({"days": 0, "reason": {"code": "member-requested"}}, "days"),
+    ({"days": 3.5, "reason": {"code": "member-requested"}}, "days"),
+    ({"days": 3, "reason": "member-requested"}, "reason"),
+    ({"days": 3, "reason": {"code": "lunch"}}, "reason.code"),
+    ({"days": 3, "reason": {"code": "other", "text": "x" * 1001}}, "reason.text"),
+    ({"days": 3}, "reason"),
+])
+def test_an_extension_body_is_typed_days_and_a_known_reason(client, reviewer, body, field):
+    _, number = pended_request(client)
+    detail = is_problem(client.post(f"/review/api/cases/{number}/extend", json=body, headers=reviewer), 400)["detail"]
+    assert field in detail
+    assert client.get(f"/review/api/cases/{number}", headers=reviewer).json()["history"][-1]["event"] != "extended"
+
+
+@pytest.mark.parametrize("body", [{"text": ""}, {"text": "   "}, {"text": 42}, {"text": "x" * 4001}, {"note": "wrong field"}])
+def test_a_note_body_needs_text_of_a_sensible_length(client, reviewer, body):
+    _, number = pended_request(client)
+    assert is_problem(client.post(f"/review/api/cases/{number}/notes", json=body, headers=reviewer), 400)["detail"].startswith("text: a note needs some text")
+
+
+@pytest.mark.parametrize("body, field", [
+    ({}, "reason"), ({"reason": ""}, "reason"), ({"reason": "x" * 2001}, "reason"),
+    ({"reason": "r", "appellant": "neighbour"}, "appellant"), ({"reason": "r", "stage": "external-review"}, "stage"),
+    ({"reason": "r", "urgency": "asap"}, "urgency"), ({"reason": "r", "items": ["1"]}, "items"), ({"reason": "r", "items": []}, "items"),
+])
+def test_an_appeal_body_is_typed(client, reviewer, body, field):
+    _, number = denied_case(client)
+    detail = is_problem(client.post(f"/review/api/cases/{number}/appeals", json=body, headers=reviewer), 400)["detail"]
+    assert field in detail
+    assert client.get(f"/review/api/cases/{number}", headers=reviewer).json()["status"] == "decided"
+
+
+def test_appeal_stage_bodies_are_typed(client, director, appeal_id):
+    is_problem(client.post(f"/review/api/appeals/{appeal_id}/decision", json={"decision": "maybe"}, headers=director), 400)
+    is_problem(client.post(f"/review/api/appeals/{appeal_id}/decision", json={"decision": "upheld", "note": 7}, headers=director), 400)
+    is_problem(client.post(f"/review/api/appeals/{appeal_id}/escalate", json={"stage": "supreme-court"}, headers=director), 400)
+    is_problem(client.post(f"/review/api/appeals/{appeal_id}/close", json={"note": ["x"]}, headers=director), 400)
+    assert client.get(f"/review/api/appeals/{appeal_id}", headers=director).json()["status"] == "open"
+
+
+def test_a_well_typed_extension_and_note_are_accepted(client, reviewer):
+    _, number = pended_request(client)
+    r = client.post(f"/review/api/cases/{number}/extend", headers=reviewer,
+                    json={"days": 5, "reason": {"code": "information-requested", "text": "  waiting for the angiogram  "}})
+    assert r.status_code == 200, r.text
+    assert r.json()["extension"]["days"] == 5 and r.json()["extension"]["reason"].endswith("waiting for the angiogram")
+    r = client.post(f"/review/api/cases/{number}/notes", headers=reviewer, json={"text": "Called the surgeon's office."})
+    assert r.status_code == 201 and r.json()["notes"][-1]["text"] == "Called the surgeon's office."

@@ -174,3 +174,67 @@ def test_a_reviewer_filters_the_queue_assigns_to_self_and_extends_the_clock(page
     page.goto("/review?assignee=me")
     mine = page.locator("table.queue tbody tr", has_text=standard)
     assert "extended" in mine.inner_text() and "16 d" in mine.locator(".pill").inner_text()
+
+
+def test_the_queue_and_a_case_fit_a_narrow_screen(browser, server, client):
+    pended_request(client)
+    context = browser.new_context(base_url=server.url, viewport={"width": 390, "height": 844})
+    page = context.new_page()
+    try:
+        sign_in(page)
+        page.wait_for_url("**/review")
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390  # no sideways scrolling
+        first = page.locator("table.queue tbody tr").first
+        box = first.bounding_box()
+        assert box["width"] <= 390 and box["height"] > 150  # one card per case, its cells stacked
+        assert not page.locator("table.queue thead").is_visible() or page.locator("table.queue thead").bounding_box()["x"] < 0
+        assert page.evaluate("getComputedStyle(document.querySelector('table.queue td'), '::before').content") == '"Due"'
+        first.locator("a.case-link").click()
+        page.wait_for_url("**/review/cases/**")
+        assert page.evaluate("document.documentElement.scrollWidth") <= 400
+    finally:
+        context.close()
+
+
+def screenshot(page, name: str) -> None:
+    """Save the page as docs/images/<name>.png when PRECERT_SCREENSHOTS names the folder (the
+    pictures in docs/review.md); otherwise nothing, so test runs do not rewrite the docs."""
+    import os
+    from pathlib import Path
+
+    folder = os.environ.get("PRECERT_SCREENSHOTS")
+    if folder:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(Path(folder) / f"{name}.png"), full_page=False)
+
+
+def test_the_pictures_in_the_docs_show_the_queue_a_case_a_denial_the_report_and_the_dashboard(browser, server, client):
+    _, number = pended_request(client)
+    context = browser.new_context(base_url=server.url, viewport={"width": 1000, "height": 900})
+    page = context.new_page()
+    try:
+        sign_in(page, "director", "director-sandbox")
+        page.wait_for_url("**/review")
+        assert page.locator("table.queue tbody tr").count() >= 4  # the seeded sandbox cases, at least
+        screenshot(page, "review-queue")
+        page.goto(f"/review/cases/{number}")
+        assert "JOE SMITH" in page.locator("h1").inner_text()
+        screenshot(page, "review-case")
+        page.click("details:has(#deny-form) > summary")
+        page.select_option("#deny-form select[name=reason_code]", "medical-necessity")
+        page.fill("#deny-form textarea[name=reason_text]", "No angiography documenting multivessel disease.")
+        page.fill("#deny-form textarea[name=rationale]", "Single-vessel disease on the notes given; bypass criteria need multivessel disease.")
+        page.fill("#deny-form input[name=credentials]", "MD, cardiothoracic surgery")
+        page.locator("#deny-form").scroll_into_view_if_needed()
+        screenshot(page, "review-physician-denial")
+        page.click("#deny-form button[type=submit]")
+        page.wait_for_url(f"**/review/cases/{number}?done=deny")
+        assert "Denied" in page.locator(".notice").inner_text()
+        page.goto("/review/dashboard")
+        assert page.locator("#fig-decided").inner_text().strip().isdigit()
+        screenshot(page, "review-dashboard")
+        page.goto("/reports/prior-auth")
+        assert page.locator("table.figures").first.is_visible()
+        screenshot(page, "review-report")
+    finally:
+        context.close()

@@ -104,7 +104,7 @@ def test_the_monitoring_endpoint_reports_every_open_clock(client, reviewer, time
     time_machine.freeze(at)
     snapshot = client.get("/review/api/clocks", headers=reviewer).json()
     assert parse(snapshot["now"]) == at
-    assert snapshot["rules"] == {"expedited_hours": 72, "standard_days": 7, "due_soon_hours": {"expedited": 24, "standard": 48},
+    assert {k: v for k, v in snapshot["rules"].items() if k != "extensions"} == {"expedited_hours": 72, "standard_days": 7, "due_soon_hours": {"expedited": 24, "standard": 48},
                                  "extension": {"urgencies": ["standard"], "max_days": 14, "times": 1}}
     assert snapshot["pended"] == len(snapshot["cases"]) == snapshot["overdue"] + snapshot["due_soon"] + snapshot["on_time"]
     assert sum(sum(v.values()) for v in snapshot["by_urgency"].values()) == snapshot["pended"]
@@ -150,7 +150,7 @@ def test_the_extension_form(client, reviewer, time_machine):
 @pytest.mark.parametrize("body, status, words", [
     ({"days": 15, "reason": {"code": "member-requested"}}, 400, "1 to 14"),
     ({"days": 0, "reason": {"code": "member-requested"}}, 400, "1 to 14"),
-    ({"days": "7", "reason": {"code": "member-requested"}}, 200, None),
+    ({"days": "7", "reason": {"code": "member-requested"}}, 400, "1 to 14"),
     ({"days": "seven", "reason": {"code": "member-requested"}}, 400, "1 to 14"),
     ({"days": True, "reason": {"code": "member-requested"}}, 400, "1 to 14"),
     ({"days": 3.5, "reason": {"code": "member-requested"}}, 400, "1 to 14"),

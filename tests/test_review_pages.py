@@ -85,7 +85,9 @@ def test_sign_out_ends_the_browser_session(browser_like):
 def test_staff_without_a_reviewing_role_cannot_open_cases(client):
     admin = staff_headers(client, "admin")
     r = client.get("/review", headers=admin)
-    assert r.status_code == 403
+    assert r.status_code == 303 and r.headers["location"] == "/review/admin"  # their own landing page instead
+    _, number = pended_request(client)
+    assert client.get(f"/review/cases/{number}", headers=admin).status_code == 403
     assert client.get("/review/api/clocks", headers=admin).status_code == 200  # operators monitor the clocks
 
 

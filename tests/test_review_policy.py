@@ -73,7 +73,7 @@ def test_decision_clocks_come_from_the_payer_configuration():
     from server.pas.cases import due_time
 
     clocks = load_directory(SANDBOX).payer.clocks
-    assert clocks == {"specialty-drugs": {"expedited": 24.0, "standard": 24.0}}
+    assert clocks["specialty-drugs"] == {"expedited": 24.0, "standard": 24.0, "extension": {"standard": 0}}
     received = datetime(2026, 3, 2, 9, tzinfo=timezone.utc)
     assert due_time(received, False, {"specialty-drugs"}, clocks) == received + timedelta(hours=24)
     assert due_time(received, False, {"inpatient-surgery"}, clocks) == received + timedelta(days=7)
@@ -88,7 +88,7 @@ def test_a_clock_that_is_not_a_number_of_hours_is_refused(tmp_path):
     target = tmp_path / "rules"
     shutil.copytree(SANDBOX, target)
     payer = target / "payer.yaml"
-    payer.write_text(payer.read_text().replace("{expedited_hours: 24, standard_hours: 24}", "{expedited_hours: soon}"))
+    payer.write_text(payer.read_text().replace("expedited_hours: 24, standard_hours: 24", "expedited_hours: soon"))
     with pytest.raises(RulesError) as exc:
         load_directory(target)
     assert any("payer.clocks.specialty-drugs.expedited_hours: 'soon' is not a number of hours" in e for e in exc.value.errors)

@@ -11,8 +11,14 @@ Examples::
         --scope "system/Claim.cr system/ClaimResponse.rs system/Subscription.cruds"
     precert clients add --name "Clinic EHR" --npi 1234567893 --jwks-file clinic-jwks.json
     precert clients list | show ID | disable ID | enable ID | remove ID
-    precert staff add alice --role reviewer --role medical-director   # password asked, or --password-file
+    precert staff add alice --role reviewer --licence RN      # password asked, or --password-file
+    precert staff add drlee --role medical-director --licence MD --display "Dr Lee"
+    precert staff update alice --licence NP [--role reviewer ...]
     precert staff list | roles alice --role reviewer | disable alice | enable alice | password alice | remove alice
+
+A staff account's licence (``--licence``) is one of MD, DO (physician reviewers: they may deny or
+modify on clinical grounds), RN, LPN, NP, PA, PharmD (clinical reviewers), or none for an
+administrator; see :data:`server.auth.staff.LICENCES`. An unknown licence is refused (exit 2).
 """
 
 from __future__ import annotations
@@ -25,6 +31,8 @@ import sys
 from pathlib import Path
 
 from server.settings import Settings
+
+LICENCE_HELP = "licence type: MD or DO (physician reviewer), RN, LPN, NP, PA or PharmD (clinical reviewer); none for an administrator"
 
 
 def add_subcommands(sub) -> None:
@@ -54,7 +62,12 @@ def add_subcommands(sub) -> None:
     sadd.add_argument("username")
     sadd.add_argument("--role", action="append", required=True, choices=["reviewer", "medical-director", "administrator"])
     sadd.add_argument("--display", default="")
+    sadd.add_argument("--licence", "--license", dest="licence", default=None, help=LICENCE_HELP)
     sadd.add_argument("--password-file", help="read the password from this file (default: ask)")
+    upd = ssub.add_parser("update", parents=[common], help="change a staff account's licence and/or roles")
+    upd.add_argument("username")
+    upd.add_argument("--licence", "--license", dest="licence", default=None, help=LICENCE_HELP + " ('' to clear)")
+    upd.add_argument("--role", action="append", choices=["reviewer", "medical-director", "administrator"])
     roles = ssub.add_parser("roles", parents=[common])
     roles.add_argument("username")
     roles.add_argument("--role", action="append", required=True, choices=["reviewer", "medical-director", "administrator"])
@@ -177,17 +190,22 @@ async def _staff(storage, settings, args, password) -> int:
                                AuthConfig(), settings.mode == "production")
     try:
         if args.action == "add":
-            _print(await directory.add(args.username, password, args.role, args.display))
+            _print(await directory.add(args.username, password, args.role, args.display, licence=args.licence))
             return 0
         if args.action == "list":
             for u in await directory.list():
-                print(f"{u['username']}\t{'active' if u['active'] else 'disabled'}\t{','.join(u['roles'])}\t{u['display']}")
+                print(f"{u['username']}\t{'active' if u['active'] else 'disabled'}\t{','.join(u['roles'])}\t{u['licence'] or '-'}\t{u['display']}")
             return 0
         if args.action == "remove":
             ok = await directory.remove(args.username)
             result = {"removed": args.username} if ok else None
         elif args.action == "roles":
             result = await directory.update(args.username, roles=args.role)
+        elif args.action == "update":
+            if args.licence is None and not args.role:
+                print("error: give --licence and/or --role", file=sys.stderr)
+                return 2
+            result = await directory.update(args.username, roles=args.role or None, licence=args.licence)
         elif args.action == "password":
             result = await directory.update(args.username, password=password)
         else:

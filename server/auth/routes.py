@@ -316,6 +316,13 @@ async def remove_client(request: Request, client_id: str, who=ADMIN) -> Response
     return Response(status_code=204)
 
 
+def _staff_invalid(message: str) -> JSONResponse:
+    """A refused staff account change as an RFC 9457 problem (keeping the ``error``/``message`` pair
+    the other admin routes answer with)."""
+    return JSONResponse({"type": "https://precert.example.org/problems/invalid", "title": "Bad Request", "status": 400,
+                         "detail": message, "error": "invalid", "message": message}, 400, media_type="application/problem+json")
+
+
 @admin.get("/staff")
 async def list_staff(request: Request, who=ADMIN) -> JSONResponse:
     return JSONResponse({"staff": await auth_service(request).staff.list()})
@@ -335,25 +342,25 @@ async def add_staff(request: Request, who=ADMIN) -> JSONResponse:
         user = await svc.staff.add(str(data.get("username") or ""), data.get("password"), data["roles"],
                                    str(data.get("display") or ""), licence=data.get("licence") or "")
     except (ValueError, TypeError) as exc:
-        return JSONResponse({"error": "invalid", "message": str(exc)}, 400)
+        return _staff_invalid(str(exc))
     return JSONResponse(user, 201)
 
 
 @admin.patch("/staff/{username}")
 async def change_staff(request: Request, username: str, who=ADMIN) -> JSONResponse:
-    """Any of ``{"roles": [...], "active": bool, "password": str}``; disabling or a new password
-    ends the user's sessions."""
+    """Any of ``{"roles": [...], "active": bool, "password": str, "licence": str}``; disabling or a
+    new password ends the user's sessions."""
     svc = auth_service(request)
     try:
         data = await _json(request, 16 * 1024)
     except _Problem as p:
         return JSONResponse({"error": p.code, "message": p.message}, p.status)
-    if not isinstance(data, dict) or not data or set(data) - {"roles", "active", "password"}:
-        return JSONResponse({"error": "invalid", "message": "send any of roles, active, password"}, 400)
+    if not isinstance(data, dict) or not data or set(data) - {"roles", "active", "password", "licence"}:
+        return _staff_invalid("send any of roles, active, password, licence")
     try:
-        user = await svc.staff.update(username, data.get("roles"), data.get("active"), data.get("password"))
+        user = await svc.staff.update(username, data.get("roles"), data.get("active"), data.get("password"), data.get("licence"))
     except (ValueError, TypeError) as exc:
-        return JSONResponse({"error": "invalid", "message": str(exc)}, 400)
+        return _staff_invalid(str(exc))
     if user is None:
         return JSONResponse({"error": "not-found", "message": "no such user"}, 404)
     return JSONResponse(user)

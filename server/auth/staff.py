@@ -96,7 +96,7 @@ SANDBOX_LICENCES = {"reviewer": "RN", "director": "MD"}
 def check_licence(licence) -> str:
     if licence in (None, ""):
         return ""
-    if licence not in LICENCES:
+    if not isinstance(licence, str) or licence not in LICENCES:
         raise ValueError(f"licence: one of {', '.join(LICENCES)} (or none, for an administrator)")
     return licence
 

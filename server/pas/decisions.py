@@ -22,16 +22,17 @@ from server.fhir.errors import FHIRError
 from server.pas import cases as case_store
 from server.pas.adjudicate import ItemDecision
 from server.pas.constants import PAS_TEMP, PROFILE_TASK
-from server.pas.reasons import DENIAL_REASONS, reason_class
+from server.pas.reasons import DEFAULT_PEER_TO_PEER, DENIAL_REASONS, peer_to_peer_offer, reason_class
 from server.pas.request import PasBundle
 from server.pas.response import Echo, build_claim_response, response_bundle
+from server.rules import get_rules
 from server.storage import fhir_instant, utcnow
 
 ACTIONS = ("approve", "deny", "modify", "request-info", "recommend-denial")
 WORKING_ROLES = ("reviewer", "medical-director")
 RATIONALE_MIN = 20
-# Peer-to-peer offer made with every clinical denial (payer data; see docs/review.md).
-PEER_TO_PEER = {"contact": "Precert utilization management, medical director line +1-800-555-0142 (option 2)", "window_days": 14}
+# Peer-to-peer offer made with every clinical denial: payer.peer_to_peer in the rules (see docs/review.md).
+PEER_TO_PEER = DEFAULT_PEER_TO_PEER
 INFO_DUE_DAYS = 14
 
 
@@ -204,8 +205,9 @@ async def decide(state, case_id: str, body: Any, who, base: str) -> dict:
             d.reason_class = details["reason_class"]
             d.reason = denial_text(d, details["reason_code"], details.get("text") or "", signed.get("rationale") or "")
             if d.reason_class == "clinical":
-                d.reason += (f" A peer-to-peer discussion with the reviewing physician is offered: {PEER_TO_PEER['contact']},"
-                             f" within {PEER_TO_PEER['window_days']} days of this decision.")
+                offer = peer_to_peer_offer(getattr(get_rules(state).payer, "peer_to_peer", None))
+                d.reason += (f" A peer-to-peer discussion with the reviewing physician is offered: {offer['contact']},"
+                             f" within {offer['window_days']} days of this decision.")
         elif code == "A6":
             d.reason_code = d.reason_code or "quantity-limit"
             d.reason_class = "clinical"
@@ -254,8 +256,9 @@ async def decide(state, case_id: str, body: Any, who, base: str) -> dict:
     if signed.get("rationale"):
         update["signed"] = signed
     if any(d.action == "A3" and d.reason_class == "clinical" for d in decisions):
-        update["peer_to_peer"] = {"contact": PEER_TO_PEER["contact"], "window_days": PEER_TO_PEER["window_days"],
-                                  "until": now + timedelta(days=PEER_TO_PEER["window_days"]), "physician": reviewer}
+        offer = peer_to_peer_offer(getattr(get_rules(state).payer, "peer_to_peer", None))
+        update["peer_to_peer"] = {"contact": offer["contact"], "window_days": offer["window_days"],
+                                  "until": now + timedelta(days=offer["window_days"]), "physician": reviewer}
     if action == "recommend-denial":
         reason = body.get("reason") or {}
         update["recommendation"] = {"by": reviewer, "as": signed["as"], "at": now, "reason_code": reason.get("code"),

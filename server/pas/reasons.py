@@ -8,8 +8,12 @@ automatic clinical denial where its jurisdiction allows it.
 
 Each reason carries the X12 278 HCR03 review decision reason code (X12 external code list 886)
 that goes into the ClaimResponse's reviewAction, and its text goes into the processNote, so the
-provider (and the CMS-0057-F reporting) sees a specific reason. The 886 list is licensed by X12:
-a payer maps its reasons to the codes of its own licence here.
+provider (and the CMS-0057-F reporting) sees a specific reason.
+
+**The X12 codes below are placeholders** (``MN``, ``CN``, ... are Precert's own two-letter stand-ins,
+not values from the 886 list). The 886 list is licensed by X12 and is not published openly, so
+Precert cannot ship it; a payer replaces the second column with the codes of its own licence before
+going live. :data:`X12_CODES_ARE_PLACEHOLDERS` says so to callers, and the denial-reasons API shows it.
 """
 
 from __future__ import annotations
@@ -19,7 +23,10 @@ X12_REASON_CS = "https://codesystem.x12.org/external/886"
 ADMINISTRATIVE = "administrative"
 CLINICAL = "clinical"
 
-# code: (class, X12 886 code, plain-language text)
+# Whether the X12 886 codes below are Precert's placeholders (True until a payer maps its licensed codes).
+X12_CODES_ARE_PLACEHOLDERS = True
+
+# code: (class, X12 886 code (a PLACEHOLDER: see above), plain-language text)
 REASONS: dict[str, tuple[str, str, str]] = {
     "medical-necessity": (CLINICAL, "MN", "The clinical information does not show the service is medically necessary under the plan's criteria."),
     "criteria-not-met": (CLINICAL, "CN", "The answers given do not meet the plan's coverage criteria for this service."),
@@ -58,4 +65,15 @@ def x12_coding(code: str | None) -> dict | None:
 
 def reason_public(code: str) -> dict:
     klass, x12, text = REASONS[code]
-    return {"code": code, "text": text, "class": klass, "x12": x12, "physician_only": klass == CLINICAL}
+    return {"code": code, "text": text, "class": klass, "x12": x12, "x12_placeholder": X12_CODES_ARE_PLACEHOLDERS,
+            "physician_only": klass == CLINICAL}
+
+
+# The peer-to-peer discussion offered with every clinical denial: whom the provider calls, and for
+# how many days after the decision. The payer's own comes from ``payer.peer_to_peer`` in the rules.
+DEFAULT_PEER_TO_PEER = {"contact": "Precert utilization management, medical director line +1-800-555-0142 (option 2)", "window_days": 14}
+
+
+def peer_to_peer_offer(configured: dict | None) -> dict:
+    """{contact, window_days}: the payer's configured offer, else :data:`DEFAULT_PEER_TO_PEER`."""
+    return {**DEFAULT_PEER_TO_PEER, **{k: v for k, v in (configured or {}).items() if k in DEFAULT_PEER_TO_PEER and v}}

@@ -10,6 +10,7 @@ and operators' tools use.
     POST /review/api/cases/{id}/appeals    {"reason", "appellant", "stage", "urgency", "items"}
     GET  /review/api/denial-reasons
     GET  /review/api/clocks                every open clock: pended cases and appeal stages
+    GET  /review/api/dashboard[.csv]       the operations dashboard (?from&to&category&plan)
     GET  /review/api/appeals?status=open|closed|all
     GET  /review/api/appeals/{id}
     POST /review/api/appeals/{id}/decision {"decision": "upheld"|"overturned", "note"}
@@ -27,15 +28,17 @@ clinical reviewers and physician reviewers; an administrator holds no case PHI a
 
 from __future__ import annotations
 
+import csv
+import io
 from datetime import datetime, timezone
 from http import HTTPStatus
-from typing import Any, Literal
+from typing import Annotated, ClassVar, Literal
 
 import orjson
 from fastapi import APIRouter, Depends, Request
 from fastapi.exceptions import HTTPException, RequestValidationError
 from fastapi.routing import APIRoute
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StringConstraints, ValidationError
 from starlette.responses import Response
 
 from server.fhir.errors import FHIRError
@@ -44,7 +47,7 @@ from server.fhir.responses import base_url
 from server.pas import cases as case_store
 from server.pas import decisions
 from server.pas.reasons import DENIAL_REASONS, reason_public
-from server.review import appeals, clock, workbench
+from server.review import appeals, clock, dashboard, metrics, workbench
 from server.review.workbench import ReviewError
 from server.storage import utcnow
 
@@ -109,7 +112,10 @@ router = APIRouter(prefix="/review/api", tags=["review"], route_class=ProblemRou
 
 # ---------------------------------------------------------------------------------- bodies
 class Body(BaseModel):
+    """A request body. ``messages`` gives the words a refusal uses for a field (dotted path, or its
+    first part) instead of pydantic's own."""
     model_config = ConfigDict(extra="ignore")
+    messages: ClassVar[dict[str, str]] = {}
 
 
 class ReasonIn(Body):
@@ -142,34 +148,68 @@ class AssignIn(Body):
     assignee: str | None
 
 
+# The closed vocabularies the bodies below take, from the domain modules that own them.
+ExtensionReason = Literal[tuple(clock.EXTENSION_REASONS)]  # type: ignore[valid-type]
+Appellant = Literal[tuple(appeals.APPELLANTS)]  # type: ignore[valid-type]
+StartStage = Literal[appeals.START_STAGES]  # type: ignore[valid-type]
+Stage = Literal[appeals.STAGES]  # type: ignore[valid-type]
+Urgency = Literal["standard", "expedited"]
+Text = Annotated[str, StringConstraints(strip_whitespace=True, max_length=4000)]
+
+
+class ExtensionReasonIn(Body):
+    code: ExtensionReason
+    text: Annotated[str, StringConstraints(strip_whitespace=True, max_length=1000)] | None = None
+
+
 class ExtendIn(Body):
-    days: Any = None
-    reason: Any = None
+    """``{"days": 1-366, "reason": {"code": ..., "text": ...}}``; the payer's extension rule for the
+    case's category and urgency (``payer.clocks``) then says how many days it may really have."""
+    days: StrictInt = Field(ge=1, le=366)
+    reason: ExtensionReasonIn
+    messages: ClassVar[dict[str, str]] = {
+        "days": f"days must be a whole number from 1 to {clock.EXTENSION_MAX_DAYS} (or as the payer's extension rule allows)",
+        "reason": "reason must be an object: {\"code\": ..., \"text\": ...}",
+        "reason.code": f"an extension needs a reason: reason.code one of {', '.join(clock.EXTENSION_REASONS)}",
+        "reason.text": "reason.text: text fields must be strings of up to 1000 characters",
+    }
 
 
 class NoteIn(Body):
-    text: Any = None
+    text: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=workbench.NOTE_MAX)]
+    messages: ClassVar[dict[str, str]] = {"text": f"text: a note needs some text, a string of up to {workbench.NOTE_MAX} characters"}
 
 
 class AppealIn(Body):
-    reason: Any = None
-    appellant: Any = None
-    stage: Any = None
-    urgency: Any = None
-    items: Any = None
+    reason: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000)]
+    appellant: Appellant | None = None
+    stage: StartStage | None = None
+    urgency: Urgency | None = None
+    items: list[Annotated[int, Field(strict=True, ge=1, le=9999)]] | None = Field(None, min_length=1, max_length=999)
+    messages: ClassVar[dict[str, str]] = {
+        "reason": "'reason' is required: why the denial should be reversed (text fields must be strings of 1 to 2000 characters)",
+        "appellant": f"appellant must be one of {', '.join(appeals.APPELLANTS)}",
+        "stage": f"an appeal starts at {' or '.join(appeals.START_STAGES)} (stage)",
+        "urgency": "urgency must be standard or expedited",
+        "items": "items must be a non-empty list of item sequence numbers",
+    }
 
 
 class AppealDecisionIn(Body):
-    decision: Any = None
-    note: Any = None
+    decision: Literal[appeals.DECISIONS]  # type: ignore[valid-type]
+    note: Annotated[str, StringConstraints(strip_whitespace=True, max_length=2000)] | None = None
+    messages: ClassVar[dict[str, str]] = {"decision": f"decision must be one of {', '.join(appeals.DECISIONS)}",
+                                          "note": "note: text fields must be strings of up to 2000 characters"}
 
 
 class EscalateIn(Body):
-    stage: Any = None
+    stage: Stage
+    messages: ClassVar[dict[str, str]] = {"stage": f"stage must be one of {', '.join(appeals.STAGES)}"}
 
 
 class CloseIn(Body):
-    note: Any = None
+    note: Annotated[str, StringConstraints(strip_whitespace=True, max_length=2000)] | None = None
+    messages: ClassVar[dict[str, str]] = {"note": "note: text fields must be strings of up to 2000 characters"}
 
 
 async def read_json(request: Request) -> dict:
@@ -196,7 +236,17 @@ async def parse(request: Request, model: type[Body]) -> Body:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise ReviewError(400, _validation_detail(exc.errors())) from None
+        raise ReviewError(400, _model_detail(model, exc.errors())) from None
+
+
+def _model_detail(model: type[Body], errors) -> str:
+    """The model's own words for the first field refused, else pydantic's account of every error."""
+    for e in errors:
+        path = [str(p) for p in e.get("loc", ()) if not isinstance(p, int)]
+        for n in range(len(path), 0, -1):
+            if ".".join(path[:n]) in model.messages:
+                return model.messages[".".join(path[:n])]
+    return _validation_detail(errors)
 
 
 # ---------------------------------------------------------------------------------- who is asking
@@ -335,6 +385,7 @@ async def get_case(request: Request, case_id: str, who=Depends(case_worker)) -> 
     if case is None:
         raise ReviewError(404, f"case {case_id[:40]} is not known")
     out = detail(case)
+    out["extension_rule"] = workbench.extension_rule(request.app.state.precert, case).public()
     out["request"] = orjson.loads(case["request"])
     return json_response(out)
 
@@ -357,9 +408,7 @@ async def post_assign(request: Request, case_id: str, who=Depends(case_worker)) 
 @router.post("/cases/{case_id}/extend")
 async def post_extend(request: Request, case_id: str, who=Depends(worker)) -> Response:
     body = await parse(request, ExtendIn)
-    if not isinstance(body.reason, dict):
-        raise ReviewError(400, "reason must be an object: {\"code\": ..., \"text\": ...}")
-    case = await workbench.extend(request.app.state.precert, case_id, body.days, body.reason.get("code"), body.reason.get("text"), who.username)
+    case = await workbench.extend(request.app.state.precert, case_id, body.days, body.reason.code, body.reason.text, who.username)
     return json_response({"id": case["_id"], "due": case["due"], "extension": case["extension"]})
 
 
@@ -380,6 +429,35 @@ async def post_appeal(request: Request, case_id: str, who=Depends(worker)) -> Re
 @router.get("/clocks")
 async def clocks(request: Request, who=Depends(staff())) -> Response:
     return json_response(await workbench.clock_snapshot(request.app.state.precert))
+
+
+# ---------------------------------------------------------------------------------- dashboard
+async def _dashboard(request: Request) -> dict:
+    q = request.query_params
+    try:
+        period = dashboard.parse_period(q.get("from"), q.get("to"))
+    except metrics.PeriodError as exc:
+        raise ReviewError(400, str(exc)) from None
+    return await dashboard.dashboard(request.app.state.precert, period, q.get("category", "")[:60], q.get("plan", "")[:60])
+
+
+@router.get("/dashboard")
+async def get_dashboard(request: Request, who=Depends(staff())) -> Response:
+    """The operations dashboard's figures (aggregates, no member data): ?from&to&category&plan."""
+    return json_response(await _dashboard(request))
+
+
+@router.get("/dashboard.csv")
+async def get_dashboard_csv(request: Request, who=Depends(staff())) -> Response:
+    data = await _dashboard(request)
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow(dashboard.CSV_COLUMNS)
+    writer.writerows(dashboard.csv_rows(data))
+    p = data["period"]
+    return Response(out.getvalue(), media_type="text/csv", headers={
+        "Content-Type": "text/csv; charset=utf-8",
+        "Content-Disposition": f'attachment; filename="prior-auth-operations-{p["start"]}-{p["end"]}.csv"'})
 
 
 # ---------------------------------------------------------------------------------- appeals
@@ -431,4 +509,6 @@ def declare() -> None:
         policy.declare(path, ["POST"], case_routes)
     policy.declare("/review/api/appeals/{appeal_id}/decision", ["POST"], policy.staff("medical-director", "administrator"))
     policy.declare("/review/api/clocks", ["GET"], policy.staff(phi=False))
+    policy.declare("/review/api/dashboard", ["GET"], policy.staff(phi=False))
+    policy.declare("/review/api/dashboard.csv", ["GET"], policy.staff(phi=False))
     policy.declare("/review/api/denial-reasons", ["GET"], policy.staff(phi=False))

@@ -64,12 +64,33 @@ def decisions_chart(series: list[dict], urgency: str, unit: str) -> dict:
             "empty": not any(b[urgency]["requests"] for b in series)}
 
 
+# Time units for the time chart's axis: (name, hours per unit, the largest value in hours shown in it).
+TIME_UNITS = (("seconds", 1 / 3600, 2 / 60), ("minutes", 1 / 60, 2.0), ("hours", 1.0, 96.0), ("days", 24.0, float("inf")))
+
+
+def time_unit(max_hours: float) -> tuple[str, float]:
+    """The unit the time chart's axis counts in, so its scale fits the data: decisions Precert made
+    in milliseconds read in seconds, a reviewer's in hours, a slow month in days."""
+    for name, per, up_to in TIME_UNITS:
+        if max_hours <= up_to:
+            return name, per
+    return TIME_UNITS[-1][0], TIME_UNITS[-1][1]
+
+
+def _amount(value: float, unit: str) -> str:
+    return f"{value:.3g} {unit}" if value < 10 else f"{value:.0f} {unit}"
+
+
 def time_chart(series: list[dict], urgency: str, unit: str) -> dict:
-    """Lines: average and median hours from receipt to decision per bucket (gaps where nothing was decided)."""
+    """Lines: average and median time from receipt to decision per bucket (gaps where nothing was
+    decided), on an axis from zero to a round number just above the largest value, in the unit that
+    suits it (:func:`time_unit`)."""
     plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
     n = max(1, len(series))
     slot = plot_w / n
-    values = [b[urgency][k] for b in series for k in ("average_hours", "median_hours") if b[urgency][k] is not None]
+    hours = [b[urgency][k] for b in series for k in ("average_hours", "median_hours") if b[urgency][k] is not None]
+    axis_unit, per = time_unit(max(hours or [0]))
+    values = [h / per for h in hours]
     top = _nice_max(max(values or [0]))
     lines = {}
     points = []
@@ -82,12 +103,13 @@ def time_chart(series: list[dict], urgency: str, unit: str) -> dict:
                     segments.append(current)
                 current = []
                 continue
-            x, y = LEFT + slot * (i + 0.5), TOP + plot_h - plot_h * v / top
+            x, y = LEFT + slot * (i + 0.5), TOP + plot_h - plot_h * (v / per) / top
             current.append(f"{x:.1f},{y:.1f}")
-            points.append({"x": round(x, 1), "y": round(y, 1), "cls": key, "title": f"{_label(b['start'], unit)}: {key.split('_')[0]} {v:g} h"})
+            points.append({"x": round(x, 1), "y": round(y, 1), "cls": key,
+                           "title": f"{_label(b['start'], unit)}: {key.split('_')[0]} {_amount(v / per, axis_unit)}"})
         if current:
             segments.append(current)
         lines[key] = [" ".join(s) for s in segments]
     return {"width": WIDTH, "height": HEIGHT, "left": LEFT, "right": WIDTH - RIGHT, "top": TOP, "bottom": TOP + plot_h,
             "ticks": _ticks(top, plot_h), "lines": lines, "points": points, "labels": _x_labels(series, unit, slot),
-            "empty": not values}
+            "empty": not values, "unit": axis_unit, "axis_max": top}

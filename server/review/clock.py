@@ -14,15 +14,26 @@ Clocks (CMS-0057-F, 42 CFR 422.568/422.572 and their Medicaid/CHIP/QHP counterpa
 
 * expedited requests: a decision within 72 hours of receipt;
 * standard requests: within 7 calendar days of receipt;
-* an extension, with a reason, moves the due time. Precert's rule: a *standard* request may be
-  extended **once**, by 1 to 14 calendar days, and only while it is not yet overdue (the extension
-  must be taken within the original timeframe). Expedited requests are not extended: an urgent
-  request that cannot be decided in 72 hours should be decided on what is known.
+* an extension, with a reason, moves the due time, **once**, and only while the case is not yet
+  overdue (the extension must be taken within the original timeframe). How far, and for which
+  reasons, is the payer's **extension rule** for the request's service category and urgency
+  (:func:`extension_rule`, from ``payer.clocks`` in the rules)::
+
+      clocks:
+        default: {standard_extension_days: 14}                 # every category not named
+        specialty-drugs: {expedited_hours: 24, standard_hours: 24, standard_extension_days: 0}
+        advanced-imaging: {standard_extension_days: 7, extension_reasons: [information-requested]}
+
+  Without one, Precert's default: a *standard* request may be extended by 1 to 14 calendar days,
+  for any of :data:`EXTENSION_REASONS`; an *expedited* request is not extended (an urgent request
+  that cannot be decided in 72 hours should be decided on what is known). A request in several
+  categories gets the strictest of their rules (fewest days, only the reasons all allow).
 """
 
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 EXPEDITED = timedelta(hours=72)
@@ -129,16 +140,73 @@ def span(delta: timedelta) -> str:
     return f"{mins} min"
 
 
-def check_extension(case: dict, days, at: datetime | None = None) -> str | None:
-    """Why the case cannot be extended by ``days`` now, or None when it can."""
+@dataclass(frozen=True)
+class ExtensionRule:
+    """How a clock may be extended: once, by 1 to ``max_days`` days (0: not at all), for one of
+    ``reasons``. ``source`` says where the rule comes from, for people."""
+    urgency: str
+    max_days: int
+    reasons: tuple[str, ...]
+    source: str
+
+    @property
+    def allowed(self) -> bool:
+        return self.max_days > 0 and bool(self.reasons)
+
+    def describe(self) -> str:
+        if not self.allowed:
+            return f"{self.urgency.capitalize()} requests here are not extended ({self.source})."
+        return (f"{self.urgency.capitalize()} requests here may be extended once, by up to {self.max_days} day(s), "
+                f"for: {', '.join(self.reasons)} ({self.source}).")
+
+    def public(self) -> dict:
+        return {"urgency": self.urgency, "max_days": self.max_days, "reasons": list(self.reasons), "times": 1,
+                "allowed": self.allowed, "source": self.source}
+
+
+DEFAULT_EXTENSION_DAYS = {"standard": EXTENSION_MAX_DAYS, "expedited": 0}
+
+
+def extension_rule(clocks: dict | None, categories=(), urgency: str | None = "standard") -> ExtensionRule:
+    """The extension rule for a request: per category from ``payer.clocks`` (``<urgency>_extension_days``,
+    ``extension_reasons``), else the payer's ``default``, else :data:`DEFAULT_EXTENSION_DAYS`; the
+    strictest when the request has several categories."""
+    urgency = "expedited" if urgency == "expedited" else "standard"
+    clocks = clocks or {}
+    default = clocks.get("default") or {}
+    days, reasons, sources = [], set(EXTENSION_REASONS), []
+    for cat in list(categories or ()) or [None]:
+        spec = (clocks.get(cat) or {}) if cat else {}
+        if urgency in (spec.get("extension") or {}):
+            days.append(spec["extension"][urgency])
+            sources.append(f"payer rule for {cat}")
+        elif urgency in (default.get("extension") or {}):
+            days.append(default["extension"][urgency])
+            sources.append("payer default")
+        else:
+            days.append(DEFAULT_EXTENSION_DAYS[urgency])
+            sources.append("Precert default")
+        allowed = spec.get("extension_reasons") or default.get("extension_reasons")
+        if allowed:
+            reasons &= set(allowed)
+    return ExtensionRule(urgency, min(days), tuple(r for r in EXTENSION_REASONS if r in reasons),
+                         ", ".join(dict.fromkeys(sources)))
+
+
+def check_extension(case: dict, days, at: datetime | None = None, rule: ExtensionRule | None = None) -> str | None:
+    """Why the case cannot be extended by ``days`` now under ``rule`` (by default Precert's own),
+    or None when it can."""
+    rule = rule or extension_rule(None, case.get("categories") or (), case.get("urgency"))
     if case.get("status") != "pended":
         return f"the case is {case.get('status')}; only pended cases can be extended"
-    if case.get("urgency") not in EXTENDABLE:
-        return "expedited requests are not extended; decide within 72 hours"
+    if not rule.allowed:
+        if rule.source == "Precert default":
+            return "expedited requests are not extended; decide within 72 hours"
+        return f"{rule.urgency} requests in this category are not extended ({rule.source})"
     if case.get("extension"):
         return "the decision timeframe was already extended once"
-    if not isinstance(days, int) or isinstance(days, bool) or not 1 <= days <= EXTENSION_MAX_DAYS:
-        return f"days must be a whole number from 1 to {EXTENSION_MAX_DAYS}"
+    if not isinstance(days, int) or isinstance(days, bool) or not 1 <= days <= rule.max_days:
+        return f"days must be a whole number from 1 to {rule.max_days} ({rule.source})"
     if clock_state(case.get("due"), case.get("urgency"), at) == "overdue":
         return "the case is already overdue; an extension must be taken within the original timeframe"
     return None

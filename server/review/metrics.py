@@ -29,6 +29,7 @@ from datetime import date, datetime, time, timedelta, timezone
 
 from server.pas import cases as case_store
 from server.review import clock
+from server.review.view import service_code_name
 from server.rules import get_rules
 
 URGENCIES = ("standard", "expedited")
@@ -205,7 +206,8 @@ async def report(state, period: Period, unit: str | None = None) -> dict:
     rules = get_rules(state)
     result["payer"] = rules.payer.name
     result["generated"] = clock.now()
-    result["prior_auth_list"] = rules.prior_auth_list()
+    result["prior_auth_list"] = [dict(entry, codes=[dict(c, name=service_code_name(c)) if isinstance(c, dict) and c.get("code") else c
+                                                    for c in entry["codes"]]) for entry in rules.prior_auth_list()]
     result["definitions"] = DEFINITIONS
     return result
 

@@ -9,6 +9,8 @@ Pages (server-rendered with jinja2, autoescaped, no JavaScript):
     POST /review/cases/{id}/decide|assign|extend|notes|appeals
     GET  /review/cases/{id}/documents/{n}    an attached document (download)
     GET  /review/appeals, /review/appeals/{id}
+    GET  /review/dashboard                   the operations dashboard (aggregates; links to the cases behind each figure)
+    GET  /review/admin                       the administrator's landing page (accounts, clients, rules; no case data)
     POST /review/appeals/{id}/decide|escalate|close
     GET  /reports/prior-auth                 public CMS-0057-F report (no sign-in, no PHI)
     GET  /reports/prior-auth.json|.csv       the same figures to download (public)
@@ -38,7 +40,8 @@ from server.fhir.jsonio import BodyTooLarge, read_body
 from server.fhir.responses import base_url
 from server.pas.reasons import DENIAL_REASONS, REASONS
 from server.review import api as review_api
-from server.review import appeals, charts, clock, labels, metrics, view, workbench
+from server.review import appeals, charts, clock, dashboard, labels, metrics, view, workbench
+from server.rules import get_rules
 from server.review.workbench import QueueFilter, ReviewError
 
 HERE = Path(__file__).parent
@@ -283,11 +286,22 @@ async def asset(name: str) -> Response:
 
 
 # ---------------------------------------------------------------------------------- queue
+def admin_only(who) -> bool:
+    """An administrator who works no cases (and so sees no case PHI)."""
+    return who is not None and "administrator" in who.roles and not who.has(*WORKERS)
+
+
 @router.get("/review")
 @router.get("/review/")
 async def queue_page(request: Request) -> Response:
     who, refusal = await page_staff(request, *WORKERS)
     if refusal:
+        try:
+            signed_in = await staff(request)
+        except HTTPException:
+            return refusal
+        if admin_only(signed_in):  # an administrator's home is the administration page
+            return RedirectResponse("/review/admin", status_code=303)
         return refusal
     state = request.app.state.precert
     q = request.query_params
@@ -296,7 +310,17 @@ async def queue_page(request: Request) -> Response:
         urgency=q.get("urgency", "") if q.get("urgency") in ("expedited", "standard") else "",
         due=q.get("due", "") if q.get("due") in ("overdue", "due-soon") else "",
         assignee=(who.username if q.get("assignee") == "me" else q.get("assignee", "")[:100]),
+        status=q.get("status") if q.get("status") in workbench.STATUSES else "pended",
+        outcome=q.get("outcome") if q.get("outcome") in workbench.OUTCOMES else "",
+        text="".join(ch for ch in q.get("q", "") if ord(ch) >= 32).strip()[:100],
+        received_from=_day(q.get("from")), received_to=_day(q.get("to")),
+        decided_from=_day(q.get("dfrom")), decided_to=_day(q.get("dto")),
+        plan=q.get("plan", "")[:60], reviewed=q.get("reviewed") if q.get("reviewed") in ("automatic", "human") else "",
+        info=q.get("info") if q.get("info") in ("none", "requested") else "", reason=q.get("reason", "")[:60],
+        decided_by=q.get("decided_by", "")[:100],
     )
+    if flt.status == "pended" and (flt.decided_from or flt.decided_to or flt.reviewed or flt.reason or flt.decided_by):
+        flt.status = "decided"
     per = _whole(q.get("per"), workbench.QUEUE_LIMIT, 1, workbench.QUEUE_LIMIT)
     page = _whole(q.get("page"), 1, 1, 100_000)
     rows, total = await workbench.queue(state, flt, per, (page - 1) * per)
@@ -313,7 +337,17 @@ async def queue_page(request: Request) -> Response:
     }
     return render("queue.html", who=who, now=clock.now(), rows=rows, total=total, counts=await workbench.counts(state, who.username),
                   flt=flt, assignee_param=q.get("assignee", "")[:100], categories=await workbench.categories(state),
-                  staff=await assignable(state), limit=per, paging=paging)
+                  staff=await assignable(state), limit=per, paging=paging, OUTCOMES=workbench.OUTCOMES)
+
+
+def _day(text: str | None):
+    """A date from a query parameter (YYYY-MM-DD), or None when absent or not a date."""
+    from datetime import date
+
+    try:
+        return date.fromisoformat(text) if text and len(text) == 10 else None
+    except ValueError:
+        return None
 
 
 def _whole(text: str | None, default: int, low: int, high: int) -> int:
@@ -331,6 +365,44 @@ async def assignable(state) -> list[dict]:
     return [s for s in await svc.staff.list() if s.get("active") and set(s.get("roles") or []) & set(WORKERS)]
 
 
+# ---------------------------------------------------------------------------------- dashboard
+@router.get("/review/dashboard")
+async def dashboard_page(request: Request) -> Response:
+    """The operations dashboard for payer staff (aggregates only; reviewers, directors, administrators)."""
+    who, refusal = await page_staff(request)
+    if refusal:
+        return refusal
+    state = request.app.state.precert
+    q = request.query_params
+    category, plan = q.get("category", "")[:60], q.get("plan", "")[:60]
+    error, status = None, 200
+    try:
+        period = dashboard.parse_period(q.get("from"), q.get("to"))
+    except metrics.PeriodError as exc:
+        period, error, status = dashboard.default_period(), str(exc), 400
+    data = await dashboard.dashboard(state, period, category, plan)
+    query = urlencode({k: v for k, v in {"from": period.start.isoformat(), "to": period.end.isoformat(), "category": category, "plan": plan}.items() if v})
+    return render("dashboard.html", status=status, who=who, now=clock.now(), nav="dashboard", d=data, error=error, query=query,
+                  plans=list(get_rules(state).payer.plans), categories=await workbench.categories(state), links=who.has(*WORKERS))
+
+
+# ---------------------------------------------------------------------------------- administration
+@router.get("/review/admin")
+async def admin_page(request: Request) -> Response:
+    """The administrator's landing page: staff accounts, registered clients, the rules and links to
+    the admin APIs; aggregate counts only, no case data."""
+    from server.auth.staff import LICENCES
+
+    who, refusal = await page_staff(request, "administrator")
+    if refusal:
+        return refusal
+    state = request.app.state.precert
+    svc = state.services["auth"]
+    clients = [c.public() for c in await svc.clients.all()]
+    return render("admin.html", who=who, now=clock.now(), nav="admin", staff=await svc.staff.list(), clients=clients,
+                  rules=get_rules(state).summary(), counts=await workbench.counts(state), LICENCES=LICENCES)
+
+
 # ---------------------------------------------------------------------------------- case page
 async def case_page(request: Request, who, case_id: str, *, status: int = 200, error: str | None = None, form: dict | None = None) -> Response:
     state = request.app.state.precert
@@ -341,10 +413,12 @@ async def case_page(request: Request, who, case_id: str, *, status: int = 200, e
     now = clock.now()
     done = request.query_params.get("done")
     case_appeals = [appeals.public(a, now) for a in await appeals.for_case(state, case["_id"])]
-    return render("case.html", status=status, who=who, now=now, case=case, req=view.request_view(case),
+    rule = workbench.extension_rule(state, case)
+    req = await workbench.fill_request_view(state, case, view.request_view(case))
+    return render("case.html", status=status, who=who, now=now, case=case, req=req,
                   row=workbench.row(case, now, with_member=False), error=error, form=form or {},
                   done=DONE.get(done or ""), staff=await assignable(state), appeals=case_appeals,
-                  can_extend=clock.check_extension(case, 1, now) is None,
+                  can_extend=clock.check_extension(case, 1, now, rule) is None, extension_rule=rule,
                   pended_items=[d for d in case.get("decisions") or [] if d.get("action") == "A4"],
                   denied_items=[d for d in case.get("decisions") or [] if d.get("action") == "A3"],
                   open_appeal=any(a["status"] == "open" for a in case_appeals))
@@ -665,8 +739,13 @@ def install(app: FastAPI) -> None:
     for path in ("/assets/{name}", "/reports/prior-auth", "/reports/prior-auth.json", "/reports/prior-auth.csv", "/sandbox/requests"):
         policy.declare(path, ["GET"], public)
     workers = policy.staff(*WORKERS)
-    for path in ("/review", "/review/", "/review/cases/{case_id}", "/review/cases/{case_id}/documents/{index}", "/review/appeals",
-                 "/review/appeals/{appeal_id}"):
+    policy.declare("/review/admin", ["GET"], policy.staff("administrator", phi=False))
+    policy.declare("/review/dashboard", ["GET"], policy.staff(phi=False))
+    # The queue is declared for any staff member and checks the role itself, so that an administrator
+    # is sent to their own landing page rather than refused.
+    for path in ("/review", "/review/"):
+        policy.declare(path, ["GET"], policy.staff())
+    for path in ("/review/cases/{case_id}", "/review/cases/{case_id}/documents/{index}", "/review/appeals", "/review/appeals/{appeal_id}"):
         policy.declare(path, ["GET"], workers)
     for path in ("/review/cases/{case_id}/decide", "/review/cases/{case_id}/assign", "/review/cases/{case_id}/extend",
                  "/review/cases/{case_id}/notes", "/review/cases/{case_id}/appeals", "/review/appeals/{appeal_id}/escalate",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from datetime import date
 from functools import lru_cache
 from typing import Any
 
@@ -18,6 +19,7 @@ import orjson
 from server.pas.request import PasBundle
 from questionnaires.catalog import expansion_contains, get_catalog
 from server.pas.adjudicate import questionnaire_responses
+from server.review.labels import ICD10_NAMES, SERVICE_NAMES
 
 SYSTEMS = {
     "http://www.ama-assn.org/go/cpt": "CPT",
@@ -33,6 +35,7 @@ SYSTEMS = {
     "https://www.cms.gov/Medicare/Coding/place-of-service-codes/Place_of_Service_Code_Set": "Place of service",
 }
 NPI = "http://hl7.org/fhir/sid/us-npi"
+ICD10 = "http://hl7.org/fhir/sid/icd-10-cm"
 ACTIONS = {"A1": "Certified", "A3": "Not certified", "A4": "Pended", "A6": "Modified", "C": "Cancelled"}
 SAFE_DOCUMENT_TYPES = {"application/pdf", "image/png", "image/jpeg", "image/gif", "text/plain", "application/xml", "text/xml"}
 
@@ -61,10 +64,19 @@ def _code_names() -> dict:
 
 
 def code_name(coding: dict) -> str:
+    """The display the request sent, else the DTR value sets' name, else (ICD-10-CM) the bundled name."""
     if coding.get("display"):
         return str(coding["display"])
     names = _code_names()
-    return names.get((coding.get("system"), coding.get("code"))) or names.get(coding.get("code")) or ""
+    found = names.get((coding.get("system"), coding.get("code"))) or names.get(coding.get("code"))
+    if not found and coding.get("system") == ICD10:
+        found = ICD10_NAMES.get(str(coding.get("code") or ""))
+    return found or ""
+
+
+def service_code_name(coding: dict) -> str:
+    """A service code's name: as :func:`code_name`, else the bundled names of the sandbox rules' codes."""
+    return code_name(coding) or SERVICE_NAMES.get(str(coding.get("code") or ""), "")
 
 
 def codings(concept: Any) -> list[dict]:
@@ -182,20 +194,38 @@ def _answer_text(answer: dict) -> str:
     return ""
 
 
-def qr_answers(items: Any, depth: int = 0, out: list | None = None) -> list[dict]:
-    """QuestionnaireResponse items, flattened in order: {link_id, text, answers, depth, group}."""
+def question_texts(questionnaire: Any) -> dict[str, str]:
+    """linkId -> question text of the payer's own form the response answers (from the DTR
+    templates), so that answers sent without their question text still read as questions."""
+    url = str(questionnaire or "").split("|")[0]
+    if not url:
+        return {}
+    try:
+        template = next((t for t in get_catalog().templates.values() if t.url == url), None)
+    except Exception:  # the templates are optional for the workbench
+        return {}
+    if template is None:
+        return {}
+    return {link: str(item.get("text")) for link, item in template.items.items() if isinstance(item, dict) and item.get("text")}
+
+
+def qr_answers(items: Any, depth: int = 0, out: list | None = None, texts: dict[str, str] | None = None) -> list[dict]:
+    """QuestionnaireResponse items, flattened in order: {link_id, text, answers, depth, group}. The
+    text is the response's own, else the form's question (``texts``), else the linkId."""
     out = [] if out is None else out
+    texts = texts or {}
     for item in as_list(items):
         if not isinstance(item, dict):
             continue
         answers = [a for a in as_list(item.get("answer")) if isinstance(a, dict)]
-        out.append({"link_id": str(item.get("linkId") or ""), "text": str(item.get("text") or item.get("linkId") or ""),
+        link = str(item.get("linkId") or "")
+        out.append({"link_id": link, "text": str(item.get("text") or texts.get(link) or link),
                     "answers": [_answer_text(a) for a in answers], "depth": depth, "group": not answers and bool(item.get("item"))})
         if item.get("item"):
-            qr_answers(item["item"], depth + 1, out)
+            qr_answers(item["item"], depth + 1, out, texts)
         for a in answers:
             if a.get("item"):
-                qr_answers(a["item"], depth + 1, out)
+                qr_answers(a["item"], depth + 1, out, texts)
     return out
 
 
@@ -397,7 +427,7 @@ def request_view(case: dict) -> dict:
             qr = next((r for r in responses if isinstance(r.get("questionnaire"), str) and r["questionnaire"].split("|")[0] == base), None)
         if qr is None and assessment is None:
             continue
-        answers = qr_answers((qr or {}).get("item"))
+        answers = qr_answers((qr or {}).get("item"), texts=question_texts(d.get("questionnaire") or (qr or {}).get("questionnaire")))
         forms.append({
             "sequence": d.get("sequence"),
             "questionnaire": str(d.get("questionnaire") or (qr or {}).get("questionnaire") or ""),
@@ -416,7 +446,7 @@ def request_view(case: dict) -> dict:
         q = str(qr.get("questionnaire") or "")
         if q.split("|")[0] not in shown:
             forms.append({"sequence": None, "questionnaire": q, "status": str(qr.get("status") or ""), "authored": str(qr.get("authored") or ""),
-                          "answers": qr_answers(qr.get("item")), "criteria": [], "met": None, "complete": None, "missing": [], "unmet": []})
+                          "answers": qr_answers(qr.get("item"), texts=question_texts(q)), "criteria": [], "met": None, "complete": None, "missing": [], "unmet": []})
     encounter = None
     for e in pas.entries:
         if e.type == "Encounter":
@@ -441,12 +471,51 @@ def request_view(case: dict) -> dict:
     }
 
 
-def member_name(case: dict) -> str:
-    """The member's name for the queue (cheap: the Patient entry only)."""
+def age_on(birth_date: str, today: date) -> int | None:
+    """Whole years from a FHIR date (YYYY, YYYY-MM or YYYY-MM-DD) to ``today``; None when unknown."""
+    parts = str(birth_date or "").split("-")
+    try:
+        year = int(parts[0])
+        month = int(parts[1]) if len(parts) > 1 else 1
+        day = int(parts[2][:2]) if len(parts) > 2 else 1
+        born = date(year, month, day)
+    except (ValueError, IndexError):
+        return None
+    if born > today:
+        return None
+    return today.year - born.year - ((today.month, today.day) < (born.month, born.day))
+
+
+def coverage_plan(coverage: dict) -> str:
+    """The plan a Coverage names (its ``plan`` class, else any class)."""
+    classes = [c for c in as_list(coverage.get("class")) if isinstance(c, dict)]
+    plan = [c for c in classes if any(x.get("code") == "plan" for x in codings(c.get("type")))]
+    chosen = (plan or classes)[:1]
+    return str(chosen[0].get("name") or chosen[0].get("value") or "") if chosen else ""
+
+
+def queue_facts(case: dict) -> dict:
+    """What a queue row shows of the request: member name, birth date and plan, requesting
+    provider. Empty strings where the request does not say."""
     try:
         bundle = orjson.loads(case.get("request") or b"{}")
     except orjson.JSONDecodeError:
-        return ""
+        bundle = {}
     pas = PasBundle(bundle if isinstance(bundle, dict) else {})
-    patient = pas.resource(pas.claim.get("patient"))
-    return human_name(patient) if isinstance(patient, dict) else ""
+    claim = pas.claim
+    patient = pas.resource(claim.get("patient"))
+    patient = patient if isinstance(patient, dict) else {}
+    coverage: dict = {}
+    for ins in as_list(claim.get("insurance")):
+        if isinstance(ins, dict) and (ins.get("focal") is True or not coverage):
+            found = pas.resource(ins.get("coverage"))
+            coverage = found if isinstance(found, dict) else coverage
+    provider = party(pas, claim.get("provider")) or {}
+    return {"member": human_name(patient), "birth_date": str(patient.get("birthDate") or ""), "plan": coverage_plan(coverage),
+            "provider": str(provider.get("name") or ""),
+            "member_ids": [i["value"] for i in identifiers(patient)] + [str(coverage.get("subscriberId") or "")]}
+
+
+def member_name(case: dict) -> str:
+    """The member's name (cheap: the Patient entry only)."""
+    return queue_facts(case)["member"]

@@ -91,6 +91,8 @@ class Payer:
     # Decision clocks: {category or "default": {"expedited": hours, "standard": hours}}; a category
     # not named keeps the CMS-0057-F default (72 hours expedited, 7 days standard).
     clocks: dict = field(default_factory=dict)
+    # The peer-to-peer discussion offered with clinical denials: {"contact": str, "window_days": int}.
+    peer_to_peer: dict = field(default_factory=dict)
 
 
 def _ref_id(ref: str) -> str:

@@ -25,6 +25,10 @@ from server.rules.model import (
 )
 
 RULE_FILE_SUFFIXES = (".yaml", ".yml")
+# payer.clocks.<category>: the extension rule's keys, and the reasons an extension may give
+# (their words for people are server.review.clock.EXTENSION_REASONS).
+EXTENSION_KEYS = frozenset({"standard_extension_days", "expedited_extension_days", "extension_reasons"})
+EXTENSION_REASON_CODES = ("information-requested", "member-requested", "specialist-review", "other")
 
 # Variables a condition may use; see docs/rules.md.
 CONDITION_VARIABLES = frozenset({
@@ -322,11 +326,14 @@ class _Reader:
             if cat != "default" and cat not in CATEGORIES:
                 err(file, raw_clocks.line_of(cat), where, f"not a service category; use default or one of {', '.join(CATEGORIES)}")
                 continue
-            if not isinstance(spec, dict) or not spec or set(spec) - {"expedited_hours", "standard_hours"}:
-                err(file, raw_clocks.line_of(cat), where, "give expedited_hours and/or standard_hours")
+            if not isinstance(spec, dict) or not spec or set(spec) - {"expedited_hours", "standard_hours", *EXTENSION_KEYS}:
+                err(file, raw_clocks.line_of(cat), where, "give expedited_hours and/or standard_hours (and optionally "
+                    "standard_extension_days, expedited_extension_days, extension_reasons)")
                 continue
-            hours = {}
+            hours = self.extension(file, where, spec)
             for key, val in spec.items():
+                if key in EXTENSION_KEYS:
+                    continue
                 try:
                     number = float(str(val)) if not isinstance(val, bool) else 0.0
                 except ValueError:
@@ -336,6 +343,22 @@ class _Reader:
                 else:
                     hours[key.split("_")[0]] = number
             clocks[str(cat)] = hours
+        peer = p.get("peer_to_peer") or {}
+        peer_to_peer: dict = {}
+        if not isinstance(peer, dict) or set(peer) - {"contact", "window_days"}:
+            err(file, p.line_of("peer_to_peer"), "payer.peer_to_peer", "must be a mapping with contact and/or window_days")
+        else:
+            if "contact" in peer:
+                if not _string(peer["contact"]) or len(str(peer["contact"])) > 300:
+                    err(file, peer.line_of("contact"), "payer.peer_to_peer.contact", "a phone number, address or instructions (up to 300 characters)")
+                else:
+                    peer_to_peer["contact"] = str(peer["contact"]).strip()
+            if "window_days" in peer:
+                val = peer["window_days"]
+                if isinstance(val, bool) or not re.fullmatch(r"[0-9]{1,2}", str(val)) or not 1 <= int(str(val)) <= 60:
+                    err(file, peer.line_of("window_days"), "payer.peer_to_peer.window_days", f"'{val}' is not a whole number of days (1 to 60)")
+                else:
+                    peer_to_peer["window_days"] = int(str(val))
         self.payer = Payer(
             id=pid or "", name=name or "",
             aliases=tuple(str(a).strip() for a in _as_list(p.get("aliases")) if _string(a)),
@@ -345,11 +368,33 @@ class _Reader:
             plans=tuple(str(x).strip() for x in _as_list(p.get("plans")) if _string(x)),
             contact={k: str(v) for k, v in contact.items() if _string(v)},
             clocks=clocks,
+            peer_to_peer=peer_to_peer,
             network_npis=frozenset(str(n).strip() for n in _as_list(network.get("npis")) if _string(n)),
             network_orgs=frozenset(_ref_id(str(o)) for o in _as_list(network.get("organizations")) if _string(o)),
             preferred_sites=tuple(self.sites(file, network.get("preferred_sites"), p.line_of("network"))),
         )
         self.payer_file = file
+
+    def extension(self, file: str, where: str, spec: Any) -> dict:
+        """A category's extension rule (see server.review.clock.extension_rule): the days a standard
+        or expedited clock may be extended by, once (0: never), and the reasons allowed."""
+        out: dict = {}
+        for urgency in ("standard", "expedited"):
+            key = f"{urgency}_extension_days"
+            if key in spec:
+                val = spec[key]
+                if isinstance(val, bool) or not re.fullmatch(r"[0-9]{1,2}", str(val)) or int(str(val)) > 30:
+                    self.errors.add(file, spec.line_of(key), f"{where}.{key}", f"'{val}' is not a whole number of days (0 to 30)")
+                else:
+                    out.setdefault("extension", {})[urgency] = int(str(val))
+        if "extension_reasons" in spec:
+            reasons = spec["extension_reasons"]
+            if not isinstance(reasons, list) or not reasons or any(str(r) not in EXTENSION_REASON_CODES for r in reasons):
+                self.errors.add(file, spec.line_of("extension_reasons"), f"{where}.extension_reasons",
+                                f"a list of one or more of {', '.join(EXTENSION_REASON_CODES)}")
+            else:
+                out["extension_reasons"] = [str(r) for r in reasons]
+        return out
 
     def sites(self, file: str, val: Any, line: int) -> list[dict]:
         out = []
