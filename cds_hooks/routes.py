@@ -29,6 +29,7 @@ from starlette.responses import JSONResponse, Response
 from capability.statement import claim
 from questionnaires.catalog import get_catalog
 from server.auth import audit, enforcing
+from server.events import ResourceWritten
 from server.shared_cache import SharedCache
 from cds_hooks import cards as cardlib
 from cds_hooks.assertions import CALLS, find_assertion
@@ -455,11 +456,11 @@ def install(app: FastAPI) -> None:
         await state.storage.collection(FEEDBACK).create_index([("card", ASCENDING)])
         state.services["crd"].start_writer()
 
-        async def coverage_written(request, stored, action) -> None:
-            if stored.type == "Coverage":
+        async def coverage_written(event: ResourceWritten) -> None:
+            if event.stored.type == "Coverage":
                 await state.services["crd"].members.invalidate()
 
-        state.after_write_hooks.append(coverage_written)
+        state.events.on(ResourceWritten, coverage_written)
         if state.settings.mode == "production" and not config.require_jwt:
             log.warning("CRD: EHR JWTs are not required (PRECERT_CRD_REQUIRE_JWT=off) in production mode")
 

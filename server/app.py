@@ -99,7 +99,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if settings.load_sandbox:
                 from server.sandbox import load_sandbox
 
-                await load_sandbox(storage)
+                await load_sandbox(state)
             # Everything built at start-up (FHIR model classes, rules, templates) lives as long as the
             # process: moving it out of the collector's reach keeps full collections from pausing
             # requests for tens of milliseconds.

@@ -18,6 +18,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 
 from server.auth import policy
+from server.auth.audit import agent_of
 from server.auth.principal import ANONYMOUS, Principal
 from server.auth.scopes import Permissions
 from server.auth.staff import COOKIE
@@ -168,13 +169,7 @@ class SecurityMiddleware:
     def _agent(principal: Principal | None, ip: str | None, request: Request, req=None) -> dict:
         if req is not None and req.kind == policy.DELEGATED:
             return {"kind": "ehr", "id": "cds-hooks-client", "display": "CDS Hooks client (JWT checked by the service)", "ip": ip}
-        if principal is None or principal.kind == "anonymous":
-            return {"kind": "anonymous", "id": "anonymous", "ip": ip}
-        if principal.kind == "client":
-            return {"kind": "client", "id": principal.client.client_id, "display": principal.client.name,
-                    "organization": principal.organization, "ip": ip}
-        return {"kind": "staff", "id": principal.staff.username, "display": principal.staff.display or principal.staff.username,
-                "roles": principal.staff.roles, "ip": ip}
+        return agent_of(principal, ip)
 
     async def _authenticate(self, svc, request: Request, req):
         """(principal, None) or (None, (status, code, message, WWW-Authenticate))."""

@@ -14,6 +14,7 @@ from starlette.responses import JSONResponse
 
 from capability.statement import claim
 from questionnaires.catalog import get_catalog
+from server.fhir.repository import Repository
 from server.storage import VersionConflict
 
 log = logging.getLogger("precert.dtr")
@@ -90,7 +91,7 @@ async def load_templates(state) -> None:
         if existing is not None and not existing.deleted and _content(existing.resource) == _content(resource):
             continue
         try:
-            await storage.update(rtype, rid, copy.deepcopy(resource))
+            await Repository.system(state, "dtr-templates").put(rtype, rid, copy.deepcopy(resource), reason="DTR template")
             written += 1
         except VersionConflict:  # another worker wrote it at the same moment
             pass

@@ -13,6 +13,7 @@ from __future__ import annotations
 from starlette.responses import Response
 
 from server.fhir.errors import FHIRError, issue, operation_outcome
+from server.fhir.repository import Repository
 from server.fhir.operations import OperationCall, operation
 from server.fhir.responses import base_url, fhir_response
 from server.auth import policy
@@ -101,5 +102,5 @@ async def submit_attachment(call: OperationCall) -> Response:
     request = call.request
     state = request.app.state.precert
     params = parse(call.body)
-    message = await state.services["pas"].submit_attachment(params, state.owner_for(request), base_url(request))
+    message = await state.services["pas"].submit_attachment(params, Repository.of(request), base_url(request))
     return fhir_response(operation_outcome([issue("informational", message, severity="information")]), 200)

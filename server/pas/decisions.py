@@ -18,7 +18,10 @@ from typing import Any
 
 import orjson
 
+from server.auth.principal import Principal
+from server.events import CaseDecided
 from server.fhir.errors import FHIRError
+from server.fhir.repository import Repository, Transaction
 from server.pas import cases as case_store
 from server.pas.adjudicate import ItemDecision
 from server.pas.constants import PAS_TEMP, PROFILE_TASK
@@ -269,22 +272,18 @@ async def decide(state, case_id: str, body: Any, who, base: str) -> dict:
     if case.get("patient_id"):
         stored_cr["patient"] = {"reference": f"Patient/{case['patient_id']}"}
 
-    async def write(session):
+    async def write(tx: Transaction):
         result = await cases.update_one({"_id": case_id, "status": "pended", "decisions": case["decisions"]},
-                                        {"$set": update, "$push": {"history": history}}, session=session)
+                                        {"$set": update, "$push": {"history": history}}, session=tx.session)
         if result.matched_count != 1:
             raise FHIRError.single(409, "conflict", f"case {case_id} was decided by someone else meanwhile; reload it")
-        await state.storage.update("ClaimResponse", case["response_id"], stored_cr, owner=case.get("owner"), session=session)
+        await tx.update("ClaimResponse", case["response_id"], stored_cr)
         if task:
-            task_copy = copy.deepcopy(task)
-            await state.storage.create("Task", task_copy, rid=task["id"], owner=case.get("owner"), session=session)
-        subs = state.services.get("subscriptions")
-        if subs is not None:
-            queued = await subs.notify_decision({**case, **update}, bundle, session=session)
-            if queued:
-                await cases.update_one({"_id": case_id}, {"$push": {"history": case_store.event("notification-queued", "precert", f"{queued} subscription(s)")}}, session=session)
+            await tx.create("Task", copy.deepcopy(task), rid=task["id"])
+        tx.emit(CaseDecided({**case, **update}, bundle, reviewer))
 
-    await state.storage.transaction(write)
+    repo = Repository.acting(state, Principal("staff", staff=who), base=base)
+    await repo.transaction(write, roles=WORKING_ROLES, owner=case.get("owner"), reason=f"review decision: {action}")
     return await cases.find_one({"_id": case_id}, {"request": 0, "response": 0})
 
 
@@ -301,8 +300,8 @@ async def assign(state, case_id: str, assignee: str | None, by: str) -> dict:
     return result
 
 
-async def overturn(state, case_id: str, sequences: list[int] | None, reviewer: str, base: str, *, note: str = "",
-                   appeal_id: str | None = None, within=None) -> dict:
+async def overturn(state, case_id: str, sequences: list[int] | None, who, base: str, *, note: str = "",
+                   appeal_id: str | None = None, within=None, roles: tuple[str, ...] = WORKING_ROLES) -> dict:
     """A denial overturned on appeal: the denied (A3) items become certified (A1), the ClaimResponse
     is updated (a new version, reviewed by a person, with an authorization number) and the PAS
     notification is queued, in one transaction.
@@ -310,7 +309,10 @@ async def overturn(state, case_id: str, sequences: list[int] | None, reviewer: s
     The first determination is kept in ``original_decisions`` (CMS-0057-F reports initial approvals
     and denials separately from approvals after appeal) and ``decided`` keeps its time; the overturn
     is recorded in ``overturned``/``overturned_by``/``appeal`` and the case history. ``within`` is an
-    optional ``async fn(session)`` run in the same transaction (the appeal's own record)."""
+    optional ``async fn(session)`` run in the same transaction (the appeal's own record). ``who`` is
+    the deciding :class:`~server.auth.staff.StaffPrincipal`, holding one of ``roles`` (those that may
+    decide the appeal's stage)."""
+    reviewer = who.username
     cases = case_store.collection(state.storage)
     case = await cases.find_one({"_id": case_id})
     if case is None:
@@ -353,19 +355,16 @@ async def overturn(state, case_id: str, sequences: list[int] | None, reviewer: s
     if case.get("patient_id"):
         stored_cr["patient"] = {"reference": f"Patient/{case['patient_id']}"}
 
-    async def write(session):
+    async def write(tx: Transaction):
         result = await cases.update_one({"_id": case_id, "status": "decided", "decisions": case["decisions"]},
-                                        {"$set": update, "$push": {"history": history}}, session=session)
+                                        {"$set": update, "$push": {"history": history}}, session=tx.session)
         if result.matched_count != 1:
             raise FHIRError.single(409, "conflict", f"case {case_id} changed meanwhile; reload it")
-        await state.storage.update("ClaimResponse", case["response_id"], stored_cr, owner=case.get("owner"), session=session)
-        subs = state.services.get("subscriptions")
-        if subs is not None:
-            queued = await subs.notify_decision({**case, **update}, bundle, session=session)
-            if queued:
-                await cases.update_one({"_id": case_id}, {"$push": {"history": case_store.event("notification-queued", "precert", f"{queued} subscription(s)")}}, session=session)
+        await tx.update("ClaimResponse", case["response_id"], stored_cr)
+        tx.emit(CaseDecided({**case, **update}, bundle, reviewer))
         if within is not None:
-            await within(session)
+            await within(tx.session)
 
-    await state.storage.transaction(write)
+    repo = Repository.acting(state, Principal("staff", staff=who), base=base)
+    await repo.transaction(write, roles=roles, owner=case.get("owner"), reason=f"appeal {appeal_id}: denial overturned" if appeal_id else "denial overturned on appeal")
     return await cases.find_one({"_id": case_id}, {"request": 0, "response": 0})

@@ -16,6 +16,7 @@ from server.auth.principal import current_principal
 from server.fhir.errors import FHIRError
 from server.fhir.jsonio import read_fhir_json
 from server.fhir.operations import OperationCall, operation
+from server.fhir.repository import Repository
 from server.fhir.responses import FHIR_JSON_UTF8, base_url, fhir_response
 from server.pas.constants import INQUIRE_DEFINITION, SUBMIT_DEFINITION
 from server.pas.versions import VERSIONS
@@ -37,7 +38,7 @@ def _client_default(request: Request) -> str | None:
 
 
 async def _submit(request: Request, body, base: str, pinned: str | None) -> Response:
-    result, status = await _service(request).submit(body, _owner(request), base, pinned=pinned,
+    result, status = await _service(request).submit(body, Repository.of(request), base, pinned=pinned,
                                                     client_default=_client_default(request))
     return Response(result, status_code=status, media_type=FHIR_JSON_UTF8)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from capability.statement import claim as claim_capability
+from server.events import ResourceWritten
 
 
 def install(app: FastAPI) -> None:
@@ -20,7 +21,7 @@ def install(app: FastAPI) -> None:
         await cases.ensure_indexes(state.storage)
         await cases.purge_expired(state.storage)
         service = state.services["pas"] = PasService(state)
-        state.after_write_hooks.append(service.forget_members)
+        state.events.on(ResourceWritten, service.forget_members)
 
     app.state.startup_steps.append(start)
     claim_capability("http://hl7.org/fhir/us/davinci-pas/CapabilityStatement/IntermediaryCapabilities")

@@ -26,7 +26,9 @@ from server.pas.response import Echo, build_claim_response, needs_documentation,
 from server.pas.tasks import CASE_SYSTEM, information_request_task
 from server.pas.versions import negotiate
 from server.rules import get_rules
+from server.events import CaseDecided, ResourceWritten
 from server.fhir.errors import FHIRError
+from server.fhir.repository import Repository, Transaction
 from server.storage import fhir_instant, utcnow
 
 log = logging.getLogger("precert.pas")
@@ -63,6 +65,8 @@ def sender_ids(pas: PasBundle) -> list[str]:
 
 
 MEMBER_CACHE_SECONDS = 30.0
+# The scope that writes a request's case, Claim, ClaimResponse and Task (the scope of Claim/$submit).
+SUBMIT_SCOPE = (("Claim", "c"),)
 
 
 class PasService:
@@ -75,8 +79,8 @@ class PasService:
         # them everywhere. Concurrent look-ups of one member share one query (single flight).
         self.members = SharedCache(state.storage.collection("cache_versions"), "pas-members", ttl=MEMBER_CACHE_SECONDS)
 
-    async def forget_members(self, request, stored, action) -> None:
-        if stored.type in ("Coverage", "Patient"):
+    async def forget_members(self, event: ResourceWritten) -> None:
+        if event.stored.type in ("Coverage", "Patient"):
             await self.members.invalidate()
 
     async def _member_records(self, ids: list[str]) -> tuple[dict | None, dict | None]:
@@ -130,8 +134,11 @@ class PasService:
         return MemberCheck(coverage=coverage, patient=patient)
 
     # ------------------------------------------------------------------ submit
-    async def submit(self, body: Any, owner: str | None, base: str, *, pinned: str | None = None,
+    async def submit(self, body: Any, repo: Repository, base: str, *, pinned: str | None = None,
                      client_default: str | None = None) -> tuple[bytes, int]:
+        """``repo`` is the caller's repository: the case, Claim, ClaimResponse and Task are written
+        through it, owned by the caller's organization, under its ``system/Claim.c``."""
+        owner = repo.organization
         # Checking a large request takes long enough to matter; a worker thread does it.
         pas, evidence = await run_in_threadpool(check_request, body, "submit")
         version = negotiate(pinned_version=pinned, evidence=evidence, client_default=client_default)
@@ -232,7 +239,8 @@ class PasService:
         if member.patient:
             cr_stored["patient"] = {"reference": f"Patient/{member.patient['id']}"}
 
-        async def write(session):
+        async def write(tx: Transaction):
+            session = tx.session
             await self.cases.insert_one(doc, session=session)
             if prior_case is not None:
                 await self.cases.update_one(
@@ -250,10 +258,10 @@ class PasService:
                 if member.patient:
                     task_copy["for"] = {"reference": f"Patient/{member.patient['id']}"}
                 stored.append(("Task", task_copy, task["id"]))
-            await self.storage.create_many(stored, owner=owner, session=session)
+            await tx.create_many(stored)
 
         try:
-            await self.storage.transaction(write)
+            await repo.transaction(write, requires=SUBMIT_SCOPE, owner=owner, reason="PAS Claim/$submit")
         except DuplicateKeyError:
             # A concurrent submission of the same Bundle won the race: answer with its decision.
             existing = await self.cases.find_one({"key": key}, {"response": 1})
@@ -394,7 +402,8 @@ class PasService:
         return {"resourceType": "Parameters", "parameter": [{"name": "return", "resource": bundle}]}
 
     # ------------------------------------------------------------------ CDex $submit-attachment
-    async def submit_attachment(self, params: dict, owner: str | None, base: str) -> str:
+    async def submit_attachment(self, params: dict, repo: Repository, base: str) -> str:
+        owner = repo.organization
         case_id = params["trackingId"]["value"]
         case = await self.cases.find_one({"_id": case_id, "owner": owner})
         member = params["memberId"]
@@ -452,27 +461,27 @@ class PasService:
         if case.get("patient_id"):
             stored_cr["patient"] = {"reference": f"Patient/{case['patient_id']}"}
 
-        async def write(session):
+        async def write(tx: Transaction):
+            session = tx.session
             result = await self.cases.update_one(
                 {"_id": case_id, "status": "pended", "decisions": case["decisions"]},
                 {"$set": update, "$push": {"history": {"$each": history}, "attachments_received": {"$each": [a["content"] for a in fresh]}}},
                 session=session)
             if result.matched_count != 1:
                 raise FHIRError.single(409, "conflict", f"request {case_id} changed meanwhile; send the attachments again")
-            await self.storage.update("ClaimResponse", case["response_id"], stored_cr, owner=owner, session=session)
+            await tx.update("ClaimResponse", case["response_id"], stored_cr)
             # The information-request Tasks of this case are answered.
-            tasks, _ = await self.storage.search("Task", {"k.identifier": {"$in": [f"{CASE_SYSTEM}|{case_id}"]}}, count=20, with_total=False)
+            tasks, _ = await tx.search("Task", {"k.identifier": {"$in": [f"{CASE_SYSTEM}|{case_id}"]}}, count=20, with_total=False)
             for stored_task in tasks:
                 answered = dict(stored_task.resource)
                 if answered.get("status") in ("requested", "received", "accepted", "in-progress"):
                     answered["status"] = "completed"
                     answered["lastModified"] = fhir_instant(utcnow())
-                    await self.storage.update("Task", stored_task.id, answered, owner=owner, session=session)
-            subs = self.state.services.get("subscriptions")
-            if subs is not None and not still_pended:
-                await subs.notify_decision({**case, **update}, bundle, session=session)
+                    await tx.update("Task", stored_task.id, answered)
+            if not still_pended:
+                tx.emit(CaseDecided({**case, **update}, bundle, repo.principal.agent_id))
 
-        await self.storage.transaction(write)
+        await repo.transaction(write, requires=SUBMIT_SCOPE, owner=owner, reason="CDex Claim/$submit-attachment")
         return ("Attachments received; the request is still pended." if still_pended
                 else "Attachments received; the request has been decided again.")
 

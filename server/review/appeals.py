@@ -220,7 +220,8 @@ async def decide(state, appeal_id: str, body, who, base: str) -> dict:
                 {"$push": {"history": {"at": now, "event": "appeal-closed", "by": who.username, "detail": f"appeal {appeal_id}: denial overturned at {STAGE_NAMES[stage['stage']].lower()}"}}},
                 session=session)
 
-        await overturn(state, appeal["case_id"], appeal["items"], who.username, base, note=note, appeal_id=appeal_id, within=record)
+        await overturn(state, appeal["case_id"], appeal["items"], who, base, note=note, appeal_id=appeal_id, within=record,
+                       roles=DECIDERS[stage["stage"]])
     else:
         result = await appeals.update_one(guard, change)
         if result.matched_count != 1:
