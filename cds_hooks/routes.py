@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 import zlib
 from datetime import datetime, timezone
@@ -43,6 +42,7 @@ from server.fhir.errors import FHIRError, issue
 from server.fhir.jsonio import BodyTooLarge, MalformedJSON, parse_json, read_body
 from server.rules import get_rules
 from server.rules.engine import plan_of
+from server.settings import crd_audit_compress
 
 log = logging.getLogger("precert.crd")
 
@@ -54,7 +54,7 @@ FLUSH_INTERVAL = 0.2
 FLUSH_BATCH = 100
 MAX_PENDING = 50_000
 MAX_AUDIT_BODY = 5 * 1024 * 1024
-COMPRESS_AUDIT = os.environ.get("PRECERT_CRD_AUDIT_COMPRESS", "on").strip().lower() in ("1", "true", "on", "yes")
+COMPRESS_AUDIT = crd_audit_compress()
 
 
 def _pack(body: bytes) -> bytes:

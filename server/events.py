@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable
+from typing import Callable
 
 from server.storage import StoredResource
 
@@ -46,8 +46,6 @@ class CaseDecided:
     actor: str
     name = "case_decided"
 
-
-Listener = Callable[[Any, Any], Awaitable[None]]
 
 
 @dataclass

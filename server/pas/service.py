@@ -18,7 +18,8 @@ from server.pas.adjudicate import (
     ItemDecision, MemberCheck, codings, decide_item, describe, evaluation_input, expedited, member_ids,
     provider_ids, questionnaire_responses,
 )
-from server.pas.constants import EXT_ADMIN_REF, EXT_AUTH_NUMBER, EXT_TRANSMISSION, V201
+from server.pas.decisions import reissue_response
+from server.pas.constants import EXT_ADMIN_REF, EXT_AUTH_NUMBER, EXT_TRANSMISSION, V201, ReviewAction
 from server.pas.request import (
     PasBundle, check_request, claim_cancelled, ext_value, item_cancelled, item_change, prior_claim_reference,
 )
@@ -164,20 +165,20 @@ class PasService:
             errors.append(member.error)
             status = "error"
             history.append(case_store.event("rejected", "precert", member.error[1]))
-        elif prior_case is not None and prior_case.get("status") == "decided" and all(d["action"] == "A3" for d in prior_case.get("decisions") or []):
+        elif prior_case is not None and prior_case.get("status") == "decided" and all(d["action"] == ReviewAction.DENIED for d in prior_case.get("decisions") or []):
             errors.append(("15", "The request this update refers to was denied; a denied request cannot be updated. Submit a new request.", "Claim.related"))
             status = "error"
             history.append(case_store.event("rejected", "precert", "update of a denied request"))
         else:
             decisions = self._decide(pas, member, prior_case)
             actions = {d.action for d in decisions}
-            if actions and actions <= {"C"}:
+            if actions and actions <= {ReviewAction.CANCELLED}:
                 status = "cancelled"
-            elif "A4" in actions:
+            elif ReviewAction.PENDED in actions:
                 status = "pended"
-            auth_number = (prior_case or {}).get("auth_number") or (case_store.new_auth_number() if actions & {"A1", "A6"} else None)
+            auth_number = (prior_case or {}).get("auth_number") or (case_store.new_auth_number() if actions & {ReviewAction.APPROVED, ReviewAction.MODIFIED} else None)
             for d in decisions:
-                history.append(case_store.event("item-" + {"A1": "certified", "A3": "not-certified", "A4": "pended", "A6": "modified", "C": "cancelled"}[d.action], "precert-rules", f"item {d.sequence}: {d.reason or d.summary}", sequence=d.sequence, rule=d.rule_id))
+                history.append(case_store.event("item-" + {ReviewAction.APPROVED: "certified", ReviewAction.DENIED: "not-certified", ReviewAction.PENDED: "pended", ReviewAction.MODIFIED: "modified", ReviewAction.CANCELLED: "cancelled"}[d.action], "precert-rules", f"item {d.sequence}: {d.reason or d.summary}", sequence=d.sequence, rule=d.rule_id))
         cr = build_claim_response(pas, echo, response_id=response_id, version=version, decisions=decisions,
                                   case_number=case_id, auth_number=auth_number, errors=errors,
                                   previous_auth_number=(prior_case or {}).get("auth_number"))
@@ -320,10 +321,10 @@ class PasService:
                 continue
             seq = int(item.get("sequence") or 0)
             if cancel_all or item_cancelled(item):
-                out.append(ItemDecision(sequence=seq, action="C", summary=describe(item), codes=codings(item.get("productOrService")),
+                out.append(ItemDecision(sequence=seq, action=ReviewAction.CANCELLED, summary=describe(item), codes=codings(item.get("productOrService")),
                                         reason="Cancelled at the provider's request.", trace=["cancelled by the submitter"]))
                 continue
-            if seq in prior and item_change(item) is None and prior[seq]["action"] != "C":
+            if seq in prior and item_change(item) is None and prior[seq]["action"] != ReviewAction.CANCELLED:
                 kept = ItemDecision(**prior[seq])
                 kept.trace = kept.trace + ["unchanged in this update: decision carried over"]
                 out.append(kept)
@@ -413,7 +414,7 @@ class PasService:
         if case["status"] != "pended":
             raise FHIRError.single(409, "conflict", f"request {case_id} is {case['status']}; it takes no more attachments")
         decisions = [ItemDecision(**d) for d in case["decisions"]]
-        waiting = {d.sequence for d in decisions if d.action == "A4"}
+        waiting = {d.sequence for d in decisions if d.action == ReviewAction.PENDED}
         for i, att in enumerate(params["attachments"]):
             unknown = [n for n in att["lines"] if n not in waiting]
             if unknown:
@@ -435,16 +436,13 @@ class PasService:
         items = {int(i.get("sequence") or 0): i for i in pas.claim.get("item") or [] if isinstance(i, dict)}
         history = [case_store.event("attachments-received", "provider", f"{len(fresh)} attachment(s)")]
         for k, d in enumerate(decisions):
-            if d.action == "A4" and needs_documentation(d) and d.sequence in items:
+            if d.action == ReviewAction.PENDED and needs_documentation(d) and d.sequence in items:
                 again = decide_item(items[d.sequence], rules.evaluate(evaluation_input(pas, items[d.sequence], member_check.coverage, member_check.patient)), responses)
                 decisions[k] = again
                 history.append(case_store.event("item-redecided", "precert-rules", f"item {again.sequence}: {again.action} {again.reason or ''}".strip(), sequence=again.sequence))
-        still_pended = any(d.action == "A4" for d in decisions)
-        auth_number = case.get("auth_number") or (case_store.new_auth_number() if any(d.action in ("A1", "A6") for d in decisions) else None)
-        echo = Echo(pas)
-        cr = build_claim_response(pas, echo, response_id=case["response_id"], version=case["version"], decisions=decisions,
-                                  case_number=case_id, auth_number=auth_number)
-        bundle = response_bundle(cr, echo, base)
+        still_pended = any(d.action == ReviewAction.PENDED for d in decisions)
+        auth_number = case.get("auth_number") or (case_store.new_auth_number() if any(d.action in (ReviewAction.APPROVED, ReviewAction.MODIFIED) for d in decisions) else None)
+        bundle, stored_cr = reissue_response(case, pas, decisions, auth_number, base)
         update = {
             "request": orjson.dumps(request_bundle),
             "decisions": [d.as_dict() for d in decisions],
@@ -456,10 +454,6 @@ class PasService:
         if not still_pended:
             update["decided"] = utcnow()
             update["decided_by"] = "precert-rules"
-        stored_cr = orjson.loads(orjson.dumps(cr))
-        stored_cr["request"] = {"reference": f"Claim/{case['claim_id']}"}
-        if case.get("patient_id"):
-            stored_cr["patient"] = {"reference": f"Patient/{case['patient_id']}"}
 
         async def write(tx: Transaction):
             session = tx.session

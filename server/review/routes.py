@@ -40,6 +40,7 @@ from server.pas.reasons import DENIAL_REASONS, REASONS
 from server.review import api as review_api
 from server.review import appeals, charts, clock, labels, metrics, view, workbench
 from server.review.workbench import QueueFilter, ReviewError
+from server.pas.constants import ReviewAction
 
 HERE = Path(__file__).parent
 MAX_FORM_BYTES = 64 * 1024
@@ -203,7 +204,7 @@ def decision_body(form: dict[str, str], case: dict) -> dict:
     if action == "modify":
         items = []
         for d in case.get("decisions") or []:
-            if d.get("action") != "A4":
+            if d.get("action") != ReviewAction.PENDED:
                 continue
             seq = d["sequence"]
             qty = number(form.get(f"quantity_{seq}", ""), f"the quantity of item {seq}")
@@ -345,8 +346,8 @@ async def case_page(request: Request, who, case_id: str, *, status: int = 200, e
                   row=workbench.row(case, now, with_member=False), error=error, form=form or {},
                   done=DONE.get(done or ""), staff=await assignable(state), appeals=case_appeals,
                   can_extend=clock.check_extension(case, 1, now) is None,
-                  pended_items=[d for d in case.get("decisions") or [] if d.get("action") == "A4"],
-                  denied_items=[d for d in case.get("decisions") or [] if d.get("action") == "A3"],
+                  pended_items=[d for d in case.get("decisions") or [] if d.get("action") == ReviewAction.PENDED],
+                  denied_items=[d for d in case.get("decisions") or [] if d.get("action") == ReviewAction.DENIED],
                   open_appeal=any(a["status"] == "open" for a in case_appeals))
 
 

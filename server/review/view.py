@@ -18,6 +18,7 @@ import orjson
 from server.pas.request import PasBundle
 from questionnaires.catalog import expansion_contains, get_catalog
 from server.pas.adjudicate import questionnaire_responses
+from server.pas.constants import ReviewAction
 
 SYSTEMS = {
     "http://www.ama-assn.org/go/cpt": "CPT",
@@ -33,7 +34,7 @@ SYSTEMS = {
     "https://www.cms.gov/Medicare/Coding/place-of-service-codes/Place_of_Service_Code_Set": "Place of service",
 }
 NPI = "http://hl7.org/fhir/sid/us-npi"
-ACTIONS = {"A1": "Certified", "A3": "Not certified", "A4": "Pended", "A6": "Modified", "C": "Cancelled"}
+ACTIONS = {ReviewAction.APPROVED: "Certified", ReviewAction.DENIED: "Not certified", ReviewAction.PENDED: "Pended", ReviewAction.MODIFIED: "Modified", ReviewAction.CANCELLED: "Cancelled"}
 SAFE_DOCUMENT_TYPES = {"application/pdf", "image/png", "image/jpeg", "image/gif", "text/plain", "application/xml", "text/xml"}
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import uuid
 from datetime import timedelta
 
@@ -33,6 +32,7 @@ from server.storage import StoredResource, utcnow
 from server.subscriptions.model import (
     PAS_TOPIC, TopicSubscription, check_subscription, notification_bundle, read_subscription, status_parameters,
 )
+from server import settings
 
 log = logging.getLogger("precert.subscriptions")
 
@@ -52,8 +52,7 @@ class SubscriptionService:
         self.repo = Repository.system(state, NOTIFIER)
         self.outbox = state.storage.collection("notification_outbox")
         self.subs = state.storage.collection("subscription_state")
-        self.backoff_base = float(os.environ.get("PRECERT_NOTIFY_BACKOFF_SECONDS", "2"))
-        self.backoff_cap = float(os.environ.get("PRECERT_NOTIFY_BACKOFF_CAP_SECONDS", "300"))
+        self.backoff_base, self.backoff_cap = settings.notify_backoff()
         self.wake = asyncio.Event()
         self.task: asyncio.Task | None = None
         self.client: httpx.AsyncClient | None = None
