@@ -27,7 +27,7 @@ from starlette.responses import JSONResponse, Response
 
 from capability.statement import claim
 from questionnaires.catalog import get_catalog
-from server.auth import audit, enforcing
+from server.auth import audit, enforcing, policy
 from server.events import ResourceWritten
 from server.shared_cache import SharedCache
 from cds_hooks import cards as cardlib
@@ -471,6 +471,10 @@ def install(app: FastAPI) -> None:
 
     app.state.startup_steps.append(start)
     app.state.shutdown_steps.append(stop)
+    policy.declare("/cds-services", ["GET"], policy.PUBLIC_REQ)  # discovery is open
+    policy.declare("/cds-services/{service_id}", ["POST"], policy.DELEGATED_REQ)  # the EHR's JWT is checked by the service
+    policy.declare("/cds-services/{service_id}/feedback", ["POST"], policy.DELEGATED_REQ)
+    policy.declare("/admin/crd/calls", ["GET"], policy.staff("administrator"))
     app.include_router(router)
 
 

@@ -18,7 +18,7 @@ from server.auth.audit import AuditLog, to_audit_event
 from server.auth.clients import ClientRegistry, RegistrationError, build_client, sandbox_clients
 from server.auth.config import AuthConfig
 from server.auth.isolation import install_hooks
-from server.auth.middleware import SecurityMiddleware
+from server.auth.middleware import AuthenticationMiddleware, SecurityHeadersMiddleware, cors_middleware
 from server.auth.scopes import register_types
 from server.auth.staff import COOKIE, StaffDirectory, StaffPrincipal, require_staff, staff_token
 from server.auth.tokens import ASSERTION_TYPE, TokenError, TokenService
@@ -88,6 +88,7 @@ def smart_configuration(base: str) -> dict:
 
 @discovery.get("/.well-known/smart-configuration")
 @discovery.get("/fhir/.well-known/smart-configuration")
+@policy.requires(policy.PUBLIC_REQ)
 async def well_known(request: Request) -> JSONResponse:
     return JSONResponse(smart_configuration(origin(request)), headers={"Cache-Control": "public, max-age=3600"})
 
@@ -126,6 +127,7 @@ async def _read_limited(request: Request, limit: int) -> bytes | None:
 
 
 @discovery.post(TOKEN_PATH)
+@policy.requires(policy.PUBLIC_REQ)
 async def token(request: Request) -> Response:
     svc = auth_service(request)
     ip = request.client.host if request.client else None
@@ -175,6 +177,7 @@ staff_router = APIRouter(prefix="/staff", tags=["payer staff"])
 
 
 @staff_router.post("/login")
+@policy.requires(policy.PUBLIC_REQ)
 async def login(request: Request) -> Response:
     """Sign in with ``{"username", "password"}`` (JSON or a form). Sets the session cookie and also
     returns the session token for API use (``Authorization: Bearer <token>``)."""
@@ -212,6 +215,7 @@ async def login(request: Request) -> Response:
 
 
 @staff_router.post("/logout")
+@policy.requires(policy.staff(always=True, phi=False))
 async def logout(request: Request, who: StaffPrincipal = Depends(require_staff())) -> Response:
     token = staff_token(request)
     if token:
@@ -222,6 +226,7 @@ async def logout(request: Request, who: StaffPrincipal = Depends(require_staff()
 
 
 @staff_router.get("/me")
+@policy.requires(policy.staff(always=True, phi=False))
 async def me(who: StaffPrincipal = Depends(require_staff())) -> JSONResponse:
     return JSONResponse({"username": who.username, "display": who.display, "roles": who.roles})
 
@@ -229,6 +234,8 @@ async def me(who: StaffPrincipal = Depends(require_staff())) -> JSONResponse:
 # ---------------------------------------------------------------------- admin API
 admin = APIRouter(prefix="/admin/auth", tags=["security administration"])
 ADMIN = Depends(require_staff("administrator"))
+# Security configuration stays strict even in an open sandbox.
+ADMIN_CONFIG = policy.staff("administrator", always=True, phi=False)
 
 
 async def _json(request: Request, limit: int = 256 * 1024):
@@ -251,11 +258,13 @@ def _problem(status, code, message) -> _Problem:
 
 
 @admin.get("/clients")
+@policy.requires(ADMIN_CONFIG)
 async def list_clients(request: Request, who=ADMIN) -> JSONResponse:
     return JSONResponse({"clients": [c.public() for c in await auth_service(request).clients.all()]})
 
 
 @admin.post("/clients")
+@policy.requires(ADMIN_CONFIG)
 async def register_client(request: Request, who=ADMIN) -> JSONResponse:
     svc = auth_service(request)
     try:
@@ -270,6 +279,7 @@ async def register_client(request: Request, who=ADMIN) -> JSONResponse:
 
 
 @admin.get("/clients/{client_id:path}")
+@policy.requires(ADMIN_CONFIG)
 async def show_client(request: Request, client_id: str, who=ADMIN) -> JSONResponse:
     client = await auth_service(request).clients.get(client_id)
     if client is None:
@@ -278,6 +288,7 @@ async def show_client(request: Request, client_id: str, who=ADMIN) -> JSONRespon
 
 
 @admin.put("/clients/{client_id:path}")
+@policy.requires(ADMIN_CONFIG)
 async def replace_client(request: Request, client_id: str, who=ADMIN) -> JSONResponse:
     svc = auth_service(request)
     try:
@@ -294,6 +305,7 @@ async def replace_client(request: Request, client_id: str, who=ADMIN) -> JSONRes
 
 
 @admin.patch("/clients/{client_id:path}")
+@policy.requires(ADMIN_CONFIG)
 async def change_client(request: Request, client_id: str, who=ADMIN) -> JSONResponse:
     """``{"active": false}`` disables a client (its tokens stop working within 30 s)."""
     svc = auth_service(request)
@@ -309,6 +321,7 @@ async def change_client(request: Request, client_id: str, who=ADMIN) -> JSONResp
 
 
 @admin.delete("/clients/{client_id:path}")
+@policy.requires(ADMIN_CONFIG)
 async def remove_client(request: Request, client_id: str, who=ADMIN) -> Response:
     if not await auth_service(request).clients.remove(client_id):
         return JSONResponse({"error": "not-found", "message": "no such client"}, 404)
@@ -316,11 +329,13 @@ async def remove_client(request: Request, client_id: str, who=ADMIN) -> Response
 
 
 @admin.get("/staff")
+@policy.requires(ADMIN_CONFIG)
 async def list_staff(request: Request, who=ADMIN) -> JSONResponse:
     return JSONResponse({"staff": await auth_service(request).staff.list()})
 
 
 @admin.post("/staff")
+@policy.requires(ADMIN_CONFIG)
 async def add_staff(request: Request, who=ADMIN) -> JSONResponse:
     """``{"username", "password", "roles": [...], "display", "licence"}``."""
     svc = auth_service(request)
@@ -339,6 +354,7 @@ async def add_staff(request: Request, who=ADMIN) -> JSONResponse:
 
 
 @admin.patch("/staff/{username}")
+@policy.requires(ADMIN_CONFIG)
 async def change_staff(request: Request, username: str, who=ADMIN) -> JSONResponse:
     """Any of ``{"roles": [...], "active": bool, "password": str}``; disabling or a new password
     ends the user's sessions."""
@@ -359,6 +375,7 @@ async def change_staff(request: Request, username: str, who=ADMIN) -> JSONRespon
 
 
 @admin.delete("/staff/{username}")
+@policy.requires(ADMIN_CONFIG)
 async def remove_staff(request: Request, username: str, who=ADMIN) -> Response:
     if username == who.username:
         return JSONResponse({"error": "invalid", "message": "administrators cannot remove themselves"}, 400)
@@ -435,6 +452,7 @@ async def _audit_search(request: Request, items: list[tuple[str, str]], base: st
 
 
 @audit_router.get("/fhir/AuditEvent")
+@policy.requires(policy.AUDIT_REQ)
 async def audit_search(request: Request) -> Response:
     items = list(request.query_params.multi_items())
     base = base_url(request)
@@ -442,6 +460,7 @@ async def audit_search(request: Request) -> Response:
 
 
 @audit_router.post("/fhir/AuditEvent/_search")
+@policy.requires(policy.AUDIT_REQ)
 async def audit_search_post(request: Request) -> Response:
     body = await _read_limited(request, 64 * 1024) or b""
     items = list(request.query_params.multi_items()) + parse_qsl(body.decode("utf-8", "replace"))
@@ -450,6 +469,7 @@ async def audit_search_post(request: Request) -> Response:
 
 
 @audit_router.get("/fhir/AuditEvent/{entry_id}")
+@policy.requires(policy.AUDIT_REQ)
 async def audit_read(request: Request, entry_id: str) -> Response:
     doc = await auth_service(request).audit.read(entry_id)
     if doc is None:
@@ -462,16 +482,19 @@ def _audit_is_read_only():
 
 
 @audit_router.post("/fhir/AuditEvent")
+@policy.requires(policy.AUDIT_REQ)
 async def audit_create(request: Request) -> Response:
     _audit_is_read_only()
 
 
 @audit_router.api_route("/fhir/AuditEvent/{entry_id}", methods=["PUT", "DELETE", "PATCH"])
+@policy.requires(policy.AUDIT_REQ)
 async def audit_change(request: Request, entry_id: str) -> Response:
     _audit_is_read_only()
 
 
 @audit_router.get("/admin/audit")
+@policy.requires(policy.AUDIT_REQ)
 async def admin_audit(request: Request, who=Depends(require_staff("administrator"))) -> Response:
     items = [(k, v) for k, v in request.query_params.multi_items()]
     root = origin(request) + "/fhir"
@@ -516,7 +539,12 @@ def install(app: FastAPI) -> None:
     app.include_router(staff_router)
     app.include_router(admin)
     app.include_router(audit_router)
-    app.add_middleware(SecurityMiddleware, fastapi_app=app)
+    # Innermost first: authentication, then CORS around it, then the security headers around both.
+    settings = app.state.settings
+    app.add_middleware(AuthenticationMiddleware, fastapi_app=app)
+    if settings.cors_origins:
+        app.add_middleware(cors_middleware, origins=settings.cors_origins)
+    app.add_middleware(SecurityHeadersMiddleware, https=bool(settings.base_url and settings.base_url.startswith("https:")))
     try:
         from capability.statement import set_security
 

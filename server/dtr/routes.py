@@ -14,6 +14,7 @@ from starlette.responses import JSONResponse
 
 from capability.statement import claim
 from questionnaires.catalog import get_catalog
+from server.auth import policy
 from server.fhir.repository import Repository
 from server.storage import VersionConflict
 
@@ -109,5 +110,8 @@ def install(app: FastAPI) -> None:
     claim(DTR_PAYER_CAPABILITY)
     for path, endpoint in HOT_ROUTES:
         app.add_route(path, endpoint, methods=["POST"], include_in_schema=False)
+        policy.declare(path, ["POST"], policy.FhirOperation("Questionnaire", path.rsplit("$", 1)[1]))
+    for path in ("/admin/dtr/questionnaire-errors", "/admin/dtr/templates"):
+        policy.declare(path, ["GET"], policy.staff("administrator"))
     app.include_router(router)
     app.state.startup_steps.append(load_templates)

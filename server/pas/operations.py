@@ -49,7 +49,7 @@ async def _inquire(request: Request, body, base: str, pinned: str | None) -> Res
     return fhir_response(result, status)
 
 
-@operation("submit", ["Claim"], SUBMIT_DEFINITION)
+@operation("submit", ["Claim"], SUBMIT_DEFINITION, scopes=(("Claim", "c"),))
 async def submit(call: OperationCall) -> Response:
     """Decide a prior-authorization request (or update or cancel one) and answer with the PAS
     response Bundle. The case is durable before the answer is sent; a retry returns the same
@@ -57,7 +57,9 @@ async def submit(call: OperationCall) -> Response:
     return await _submit(call.request, call.body, base_url(call.request), None)
 
 
-@operation("inquire", ["Claim"], INQUIRE_DEFINITION)
+# An inquiry reads the ClaimResponses of earlier requests: a client with read access to Claims or
+# ClaimResponses may inquire; a write-only client may not.
+@operation("inquire", ["Claim"], INQUIRE_DEFINITION, scopes=(("ClaimResponse", "r"), ("Claim", "r")))
 async def inquire(call: OperationCall) -> Response:
     """The current answer for the caller's requests matching the inquiry (query by example)."""
     return await _inquire(call.request, call.body, base_url(call.request), None)
@@ -89,4 +91,4 @@ def _pinned(version: str) -> str:
 def declare_pinned_routes() -> None:
     """The pinned bases follow the same access rules as /fhir/Claim/$submit and /fhir/Claim/$inquire."""
     for op in ("submit", "inquire"):
-        policy.declare(PINNED_PREFIX + "{version}/Claim/$" + op, ["POST"], policy.requirement_for("POST", f"/fhir/Claim/${op}"))
+        policy.declare(PINNED_PREFIX + "{version}/Claim/$" + op, ["POST"], policy.FhirOperation("Claim", op))

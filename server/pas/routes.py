@@ -10,12 +10,11 @@ from server.events import ResourceWritten
 
 def install(app: FastAPI) -> None:
     from server.pas import operations  # registers $submit and $inquire
-    from server.pas import attachments  # registers $submit-attachment
+    from server.pas import attachments  # noqa: F401 (registers $submit-attachment)
     from server.pas import cases
     from server.pas.service import PasService
     app.include_router(operations.pinned_router)
     operations.declare_pinned_routes()
-    attachments.declare_access()
 
     async def start(state) -> None:
         await cases.ensure_indexes(state.storage)

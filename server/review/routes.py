@@ -674,6 +674,7 @@ def install(app: FastAPI) -> None:
                  "/review/appeals/{appeal_id}/close"):
         policy.declare(path, ["POST"], workers)
     policy.declare("/review/appeals/{appeal_id}/decide", ["POST"], policy.staff("medical-director", "administrator"))
+    policy.declare("/review/logout", ["POST"], policy.staff())
     review_api.declare()
     app.include_router(review_api.router)
     app.include_router(router)

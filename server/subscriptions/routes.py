@@ -61,7 +61,8 @@ def install(app: FastAPI) -> None:
         "valueCanonical": PAS_TOPIC,
     })
 
-    operation("status", ["Subscription"], STATUS_DEFINITION, instance_level=True, methods=("GET", "POST"))(_status)
+    operation("status", ["Subscription"], STATUS_DEFINITION, instance_level=True, methods=("GET", "POST"),
+              scopes=(("Subscription", "r"),))(_status)
 
     async def start(state) -> None:
         service = SubscriptionService(state)
