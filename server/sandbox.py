@@ -178,8 +178,10 @@ async def load_sandbox(state) -> int:
             continue
         try:
             # Conditional on the version read, so two workers starting together write it once.
-            await repo.put(resource["resourceType"], resource["id"], dict(resource), existing.version if existing else None,
-                           reason="sandbox data")
+            if existing is None:
+                await repo.add(resource["resourceType"], resource["id"], dict(resource), reason="sandbox data")
+            else:
+                await repo.put(resource["resourceType"], resource["id"], dict(resource), existing.version, reason="sandbox data")
         except VersionConflict:
             continue  # another worker starting at the same moment wrote it
         written += 1

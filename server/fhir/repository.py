@@ -58,7 +58,14 @@ class Repository:
         self.storage = state.storage
         self.principal = principal
         self.request = request
-        self.base = base if base is not None else (base_url(request) if request is not None else None)
+        self._base = base
+
+    @property
+    def base(self) -> str | None:
+        """The FHIR base URL of the request (or the one given), for the events of its writes."""
+        if self._base is None and self.request is not None:
+            self._base = base_url(self.request)
+        return self._base
 
     @classmethod
     def of(cls, request: Request) -> "Repository":
@@ -216,6 +223,14 @@ class Repository:
         try:
             return await self.transaction(lambda tx: tx.update(rtype, rid, resource, if_match), owner=owner, reason=reason)
         except DuplicateKeyError:  # created by someone else at the same moment
+            raise VersionConflict(None) from None
+
+    async def add(self, rtype: str, rid: str, resource: dict, *, owner: str | None = None, reason: str = "") -> StoredResource:
+        """Create one resource at its id as an internal actor, only if nothing is there yet
+        (VersionConflict otherwise), so loaders starting together in several workers write it once."""
+        try:
+            return await self.transaction(lambda tx: tx.create(rtype, resource, rid=rid), owner=owner, reason=reason)
+        except DuplicateKeyError:
             raise VersionConflict(None) from None
 
     async def _committed(self, tx: "Transaction", reason: str) -> None:
