@@ -14,11 +14,11 @@
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from cds_hooks.coverage_info import V20, V22, CRDVersion
+from server.settings import environment
 
 DEMO_EHR_ISS = "https://ehr.sandbox.precert.example.org"
 DEMO_EHR_JWKS_FILE = Path(__file__).resolve().parent / "demo_ehr_jwks.json"
@@ -67,7 +67,7 @@ class CRDConfig:
 
     @classmethod
     def from_env(cls, mode: str = "sandbox", env: dict | None = None) -> "CRDConfig":
-        env = dict(os.environ if env is None else env)
+        env = dict(environment() if env is None else env)
         production = mode == "production"
         trusted: list[TrustedEHR] = []
         raw = env.get("PRECERT_CRD_TRUSTED_EHRS", "").strip()

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 import zlib
 from datetime import datetime, timezone
@@ -30,10 +29,11 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 
 from capability.statement import claim
 from questionnaires.catalog import get_catalog
-from server.auth import audit, enforcing
+from server.auth import audit, enforcing, policy
 from server.auth.jwks import shared as shared_jwks
 from server.auth.principal import Principal
 from server.auth.scopes import Permissions
+from server.events import ResourceWritten
 from server.shared_cache import SharedCache
 from cds_hooks import cards as cardlib
 from cds_hooks.assertions import CALLS, find_assertion
@@ -48,6 +48,7 @@ from server.fhir.repository import Repository
 from server.fhir.jsonio import BodyTooLarge, MalformedJSON, parse_json, read_body
 from server.rules import get_rules
 from server.rules.engine import plan_of
+from server.settings import crd_audit_compress
 
 log = logging.getLogger("precert.crd")
 
@@ -59,7 +60,7 @@ FLUSH_INTERVAL = 0.2
 FLUSH_BATCH = 100
 MAX_PENDING = 50_000
 MAX_AUDIT_BODY = 5 * 1024 * 1024
-COMPRESS_AUDIT = os.environ.get("PRECERT_CRD_AUDIT_COMPRESS", "on").strip().lower() in ("1", "true", "on", "yes")
+COMPRESS_AUDIT = crd_audit_compress()
 
 
 def _pack(body: bytes) -> bytes:
@@ -519,11 +520,11 @@ def install(app: FastAPI) -> None:
         await state.storage.collection(FEEDBACK).create_index([("card", ASCENDING)])
         state.services["crd"].start_writer()
 
-        async def coverage_written(request, stored, action) -> None:
-            if stored.type == "Coverage":
+        async def coverage_written(event: ResourceWritten) -> None:
+            if event.stored.type == "Coverage":
                 await state.services["crd"].members.invalidate()
 
-        state.after_write_hooks.append(coverage_written)
+        state.events.on(ResourceWritten, coverage_written)
         if state.settings.crd_allow_jwt_reuse:
             log.warning("CRD: an EHR JWT may be reused within its lifetime (PRECERT_CRD_ALLOW_JWT_REUSE=true); for test laboratories only")
         if state.settings.mode == "production" and not config.require_jwt:
@@ -536,6 +537,10 @@ def install(app: FastAPI) -> None:
 
     app.state.startup_steps.append(start)
     app.state.shutdown_steps.append(stop)
+    policy.declare("/cds-services", ["GET"], policy.PUBLIC_REQ)  # discovery is open
+    policy.declare("/cds-services/{service_id}", ["POST"], policy.DELEGATED_REQ)  # the EHR's JWT is checked by the service
+    policy.declare("/cds-services/{service_id}/feedback", ["POST"], policy.DELEGATED_REQ)
+    policy.declare("/admin/crd/calls", ["GET"], policy.staff("administrator"))
     app.include_router(router)
 
 

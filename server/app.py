@@ -101,7 +101,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 from server.review.seed import seed_cases
                 from server.sandbox import load_sandbox
 
-                await load_sandbox(storage)
+                await load_sandbox(state)
                 await seed_cases(state)
             # Everything built at start-up (FHIR model classes, rules, templates) lives as long as the
             # process: moving it out of the collector's reach keeps full collections from pausing

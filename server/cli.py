@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 from pathlib import Path
 
@@ -13,6 +12,7 @@ from server import __version__
 from server.embedded_db import EmbeddedDatabase
 from server.settings import Settings
 from server.workers import MAX_DEFAULT_WORKERS, default_workers, serve_workers
+from server import settings as settings_env
 
 
 def _workers(text: str) -> int:
@@ -26,7 +26,7 @@ def _workers(text: str) -> int:
 
 
 def _env_workers() -> int | None:
-    text = os.environ.get("PRECERT_WORKERS", "").strip()
+    text = settings_env.workers()
     return _workers(text) if text else None
 
 
@@ -146,8 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the server")
-    serve.add_argument("--host", default=os.environ.get("PRECERT_HOST", "127.0.0.1"))
-    serve.add_argument("--port", type=int, default=int(os.environ.get("PRECERT_PORT", "8080")))
+    serve.add_argument("--host", default=settings_env.host())
+    serve.add_argument("--port", type=int, default=settings_env.port())
     serve.add_argument("--data-dir", help="where the embedded database keeps its files (default ./precert-data)")
     serve.add_argument("--mongodb-uri", help="use this MongoDB instead of the embedded database (env PRECERT_MONGODB_URI)")
     serve.add_argument("--base-url", help="public base URL, e.g. https://payer.example.org (env PRECERT_BASE_URL)")
@@ -193,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except Exception as exc:  # one line for the user; PRECERT_DEBUG=1 shows the traceback
-        if os.environ.get("PRECERT_DEBUG"):
+        if settings_env.debug():
             raise
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
         print(f"precert: {args.command} failed: {first[:500]} (PRECERT_DEBUG=1 shows the traceback)", file=sys.stderr)

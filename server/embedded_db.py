@@ -20,6 +20,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from server import settings
 
 log = logging.getLogger("precert.embedded_db")
 
@@ -200,7 +201,7 @@ class EmbeddedDatabase:
         offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         out = open(self.log_path, "ab")
         args = [_command(self.command), "--host", "127.0.0.1", "--port", str(port), "--storage-path", self.storage_path]
-        if os.environ.get("PRECERT_EMBEDDED_SYNC_ON_COMMIT", "").strip().lower() in ("1", "true", "yes", "on"):
+        if settings.embedded_sync_on_commit():
             # Fsync the journal at every commit: survives power loss, at a large cost in write speed.
             args.append("--sync-on-commit")
         try:

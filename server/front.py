@@ -95,6 +95,8 @@ def install(app: FastAPI) -> None:
     policy.declare("/guide/{name}", ["GET"], policy.PUBLIC_REQ)
     policy.declare(ASSETS, ["GET"], policy.DOCS_REQ)
     policy.declare(ASSETS + "/{path:path}", ["GET"], policy.DOCS_REQ)
+    for path in ("/docs", "/openapi.json"):
+        policy.declare(path, ["GET"], policy.DOCS_REQ)
     app.add_api_route("/", front_door, methods=["GET"], include_in_schema=False)
     app.add_api_route("/docs", swagger_ui, methods=["GET"], include_in_schema=False)
     app.add_api_route("/guide/{name}", guide, methods=["GET"], include_in_schema=False)

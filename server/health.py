@@ -5,15 +5,19 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from starlette.responses import JSONResponse
 
+from server.auth import policy
+
 router = APIRouter()
 
 
 @router.get("/health/live")
+@policy.requires(policy.PUBLIC_REQ)
 async def live() -> JSONResponse:
     return JSONResponse({"status": "ok"})
 
 
 @router.get("/health/ready")
+@policy.requires(policy.PUBLIC_REQ)
 async def ready(request: Request) -> JSONResponse:
     state = request.app.state.precert
     embedded = state.embedded

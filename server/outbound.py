@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import os
 import socket
 from urllib.parse import urlparse
+from server import settings
 
 # Headers a caller may not set on a request Precert sends: they belong to the connection or to
 # Precert, not to the subscriber.
@@ -30,7 +30,7 @@ class OutboundRefused(Exception):
 
 
 def allow_list(env: dict | None = None) -> tuple[set[str], list[ipaddress._BaseNetwork]]:
-    raw = (env if env is not None else os.environ).get("PRECERT_OUTBOUND_ALLOW", "")
+    raw = env.get("PRECERT_OUTBOUND_ALLOW", "") if env is not None else settings.outbound_allow()
     names, nets = set(), []
     for item in (p.strip() for p in raw.split(",")):
         if not item:

@@ -12,31 +12,17 @@ import logging
 
 import orjson
 
+from server.npi import NPI, npi
 from server.sandbox_charts import chart_resources
-from server.storage import Storage, VersionConflict
+from server.fhir.repository import Repository
+from server.storage import VersionConflict
 
 log = logging.getLogger("precert.sandbox")
 
 MEMBER_ID_SYSTEM = "http://precert.example.org/sid/member-id"
 PAYER_ID_SYSTEM = "http://precert.example.org/sid/payer-id"
-NPI = "http://hl7.org/fhir/sid/us-npi"
 PAYER_ID = "precert-demo-payer"
 MB = "http://terminology.hl7.org/CodeSystem/v2-0203"
-
-
-def npi(base8: str) -> str:
-    """A valid NPI (Luhn check digit over the 80840 prefix) from eight digits after a leading 1."""
-    digits = "80840" + "1" + base8
-    total = 0
-    for i, ch in enumerate(reversed(digits)):
-        d = int(ch)
-        if i % 2 == 0:
-            d *= 2
-            if d > 9:
-                d -= 9
-        total += d
-    return "1" + base8 + str((10 - total % 10) % 10)
-
 
 PLANS = {
     "gold-ppo": {"plan": "GOLD-PPO", "name": "Precert Gold PPO", "group": "GRP-1001", "network": "PPO"},
@@ -181,8 +167,10 @@ def _content(resource: dict) -> bytes:
     return orjson.dumps({k: v for k, v in resource.items() if k != "meta"}, option=orjson.OPT_SORT_KEYS)
 
 
-async def load_sandbox(storage: Storage) -> int:
+async def load_sandbox(state) -> int:
     """Write the sandbox resources that are missing or changed. Returns how many were written."""
+    storage = state.storage
+    repo = Repository.system(state, "sandbox-loader")
     written = 0
     for resource in sandbox_resources():
         existing = await storage.read(resource["resourceType"], resource["id"])
@@ -190,7 +178,10 @@ async def load_sandbox(storage: Storage) -> int:
             continue
         try:
             # Conditional on the version read, so two workers starting together write it once.
-            await storage.update(resource["resourceType"], resource["id"], dict(resource), existing.version if existing else None)
+            if existing is None:
+                await repo.add(resource["resourceType"], resource["id"], dict(resource), reason="sandbox data")
+            else:
+                await repo.put(resource["resourceType"], resource["id"], dict(resource), existing.version, reason="sandbox data")
         except VersionConflict:
             continue  # another worker starting at the same moment wrote it
         written += 1

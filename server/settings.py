@@ -57,3 +57,84 @@ class Settings:
 
     def with_overrides(self, **changes) -> "Settings":
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+# ---------------------------------------------------------------------- knobs read where they are used
+# Every other read of the process environment is here too, one function per variable, so this module
+# is the one place that lists what can be configured (the test suite checks that no other module
+# reads ``os.environ``). They are read on each call, as a few are changed while the process runs
+# (the CLI's flags, a test's monkeypatch).
+
+
+def environment() -> dict[str, str]:
+    """A copy of the whole environment, for the config objects that read a family of variables
+    (``PRECERT_AUTH_*``, ``PRECERT_CRD_*``) and take an explicit mapping in tests."""
+    return dict(os.environ)
+
+
+def export(values: dict[str, str]) -> None:
+    """Hand settings to worker processes, which read them back with :meth:`Settings.from_env`."""
+    os.environ.update(values)
+
+
+def workers() -> str:
+    """``PRECERT_WORKERS``: how many server processes ``precert serve`` runs (default: one per core)."""
+    return os.environ.get("PRECERT_WORKERS", "").strip()
+
+
+def host() -> str:
+    """``PRECERT_HOST``: the address ``precert serve`` listens on."""
+    return os.environ.get("PRECERT_HOST", "127.0.0.1")
+
+
+def port() -> int:
+    """``PRECERT_PORT``: the port ``precert serve`` listens on."""
+    return int(os.environ.get("PRECERT_PORT", "8080"))
+
+
+def debug() -> bool:
+    """``PRECERT_DEBUG``: the CLI shows the traceback of a failure instead of one line."""
+    return bool(os.environ.get("PRECERT_DEBUG"))
+
+
+def rules_dir() -> str:
+    """``PRECERT_RULES_DIR``: the payer rules directory (default: the sandbox rules)."""
+    return os.environ.get("PRECERT_RULES_DIR", "").strip()
+
+
+def dtr_version() -> str:
+    """``PRECERT_DTR_VERSION``: the DTR version answered when a request does not say."""
+    return os.environ.get("PRECERT_DTR_VERSION", "").strip()
+
+
+def pas_version() -> str:
+    """``PRECERT_PAS_VERSION``: the PAS version answered when nothing else decides it."""
+    return os.environ.get("PRECERT_PAS_VERSION", "").strip()
+
+
+def pas_retention_days() -> str:
+    """``PRECERT_PAS_RETENTION_DAYS``: how long requests stay available to ``$inquire`` (never
+    less than PAS's six months)."""
+    return os.environ.get("PRECERT_PAS_RETENTION_DAYS", "").strip()
+
+
+def notify_backoff() -> tuple[float, float]:
+    """``PRECERT_NOTIFY_BACKOFF_SECONDS`` and ``PRECERT_NOTIFY_BACKOFF_CAP_SECONDS``: the first retry
+    delay of a failed notification and the longest."""
+    return (float(os.environ.get("PRECERT_NOTIFY_BACKOFF_SECONDS", "2")),
+            float(os.environ.get("PRECERT_NOTIFY_BACKOFF_CAP_SECONDS", "300")))
+
+
+def outbound_allow() -> str:
+    """``PRECERT_OUTBOUND_ALLOW``: private hosts and networks outbound calls may reach in production."""
+    return os.environ.get("PRECERT_OUTBOUND_ALLOW", "")
+
+
+def embedded_sync_on_commit() -> bool:
+    """``PRECERT_EMBEDDED_SYNC_ON_COMMIT``: the embedded database fsyncs its journal at every commit."""
+    return _bool(os.environ.get("PRECERT_EMBEDDED_SYNC_ON_COMMIT"), False)
+
+
+def crd_audit_compress() -> bool:
+    """``PRECERT_CRD_AUDIT_COMPRESS``: CRD call records keep their bodies compressed (default on)."""
+    return _bool(os.environ.get("PRECERT_CRD_AUDIT_COMPRESS"), True)

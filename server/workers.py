@@ -19,6 +19,7 @@ import os
 
 from server.embedded_db import EmbeddedDatabase, exit_process
 from server.settings import Settings
+from server.settings import export
 
 log = logging.getLogger("precert.workers")
 
@@ -53,7 +54,7 @@ def serve_workers(settings: Settings, workers: int, **uvicorn_options) -> int:
         embedded.start()
         embedded.supervise(exit_process)  # restarted if it dies; the supervisor exits if it keeps dying
         uri = embedded.uri
-    os.environ.update(worker_environment(settings, uri))
+    export(worker_environment(settings, uri))
     try:
         uvicorn.run("server.app:create_app", factory=True, workers=workers, **uvicorn_options)
     finally:

@@ -87,7 +87,7 @@ def all_except(alternatives) -> str:
 
 
 def test_every_route_declares_its_requirement(srv):
-    assert policy.undeclared_routes(srv.app) == [], "declare these routes in server/auth/policy.py or with policy.declare()"
+    assert policy.undeclared_routes(srv.app) == [], "declare these routes beside their registration: @policy.requires(...) or policy.declare()"
 
 
 def test_a_route_nobody_declared_is_reported():
@@ -98,24 +98,45 @@ def test_a_route_nobody_declared_is_reported():
     assert ("GET", "/mystery/{thing}") in policy.undeclared_routes(app)
 
 
+def test_public_routes_are_declared_public_like_any_other():
+    from fastapi import FastAPI
+
+    app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
+
+    @app.get("/open")
+    @policy.requires(policy.PUBLIC_REQ)
+    async def open_route():
+        return {}
+
+    app.add_api_route("/also-open", lambda: {}, methods=["GET"])
+    policy.declare("/also-open", ["GET"], policy.PUBLIC_REQ)
+    assert policy.undeclared_routes(app) == []
+    assert policy.requirement_for(app, "GET", "/open") is policy.PUBLIC_REQ
+    assert policy.requirement_for(app, "POST", "/open") is None  # no such route: the router answers 405
+
+
+def test_every_registered_operation_declares_its_scopes(srv):
+    assert [(op.name, op.resource_types) for op in registry.operations if not op.scopes] == []
+
+
 def test_the_table_covers_the_da_vinci_operations(srv):
     rows = {(m, p) for m, _, p in table(srv.app)}
     for path in ("/fhir/Claim/$submit", "/fhir/Claim/$inquire", "/fhir/Questionnaire/$questionnaire-package"):
         if any(p == path for _, p in rows):
-            assert policy.requirement_for("POST", path).kind == policy.SMART
-    assert policy.requirement_for("POST", "/fhir/Claim/$submit").permissions == (("Claim", "c"),)
-    assert set(policy.requirement_for("POST", "/fhir/Claim/$inquire").permissions) == {("ClaimResponse", "r"), ("Claim", "r")}
-    assert policy.requirement_for("POST", "/fhir/Questionnaire/$questionnaire-package").permissions == (("Questionnaire", "r"),)
-    assert policy.requirement_for("POST", "/fhir/Subscription/abc/$status").permissions == (("Subscription", "r"),)
-    assert policy.requirement_for("POST", "/fhir/Claim/$brand-new").permissions == (("Claim", "c"),)
-    assert policy.requirement_for("GET", "/fhir/Claim/$brand-new").permissions == (("Claim", "r"),)
-    assert policy.requirement_for("POST", "/fhir/$system-op").permissions == (("*", "c"),)
+            assert policy.requirement_for(srv.app, "POST", path).kind == policy.SMART
+    assert policy.requirement_for(srv.app, "POST", "/fhir/Claim/$submit").permissions == (("Claim", "c"),)
+    assert set(policy.requirement_for(srv.app, "POST", "/fhir/Claim/$inquire").permissions) == {("ClaimResponse", "r"), ("Claim", "r")}
+    assert policy.requirement_for(srv.app, "POST", "/fhir/Questionnaire/$questionnaire-package").permissions == (("Questionnaire", "r"),)
+    assert policy.requirement_for(srv.app, "POST", "/fhir/Subscription/abc/$status").permissions == (("Subscription", "r"),)
+    assert policy.requirement_for(srv.app, "POST", "/fhir/Claim/$brand-new").permissions == (("Claim", "c"),)
+    assert policy.requirement_for(srv.app, "GET", "/fhir/Claim/$brand-new").permissions == (("Claim", "r"),)
+    assert policy.requirement_for(srv.app, "POST", "/fhir/$system-op").permissions == (("*", "c"),)
 
 
 def test_every_protected_route_refuses_requests_without_credentials(srv, http):
     failures = []
     for method, template, path in table(srv.app):
-        req = policy.requirement_for(method, path)
+        req = policy.requirement_for(srv.app, method, path)
         if req.kind in (policy.PUBLIC, policy.DELEGATED):
             continue
         resp = send(http, method, path, {})
@@ -128,7 +149,7 @@ def test_every_scope_is_checked_on_every_fhir_route(srv, http, client_id):
     failures = []
     checked = 0
     for method, template, path in table(srv.app):
-        req = policy.requirement_for(method, path)
+        req = policy.requirement_for(srv.app, method, path)
         if req.kind != policy.SMART:
             continue
         checked += 1
@@ -166,7 +187,7 @@ def test_staff_routes_need_the_right_role(srv, http, client_id):
     smart_token = mint(srv, client_id, "system/*.cruds")
     failures = []
     for method, template, path in table(srv.app):
-        req = policy.requirement_for(method, path)
+        req = policy.requirement_for(srv.app, method, path)
         if req.kind not in (policy.STAFF, policy.DOCS):
             continue
         if send(http, method, path, smart_token).status_code not in (401, 403):

@@ -35,6 +35,20 @@ ACTIONS = {"create": "C", "read": "R", "vread": "R", "history-instance": "R", "h
            "update": "U", "delete": "D", "operation": "E"}
 
 
+def agent_of(principal, ip: str | None = None) -> dict:
+    """Who acted, as an audit entry records it (``principal`` is a :class:`~server.auth.principal.Principal`
+    or None for nobody)."""
+    if principal is None or principal.kind == "anonymous":
+        return {"kind": "anonymous", "id": "anonymous", "ip": ip}
+    if principal.kind == "client":
+        return {"kind": "client", "id": principal.client.client_id, "display": principal.client.name,
+                "organization": principal.organization, "ip": ip}
+    if principal.kind == "system":
+        return {"kind": "system", "id": principal.actor, "display": f"Precert ({principal.actor})"}
+    return {"kind": "staff", "id": principal.staff.username, "display": principal.staff.display or principal.staff.username,
+            "roles": principal.staff.roles, "ip": ip}
+
+
 def outcome_code(status: int) -> str:
     """AuditEvent.outcome: 0 success, 4 minor failure (client errors), 8 serious failure (5xx)."""
     if status < 400:

@@ -21,6 +21,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from server.auth.scopes import Permissions, valid_scope_list
+from server.npi import NPI, npi
 
 NPI_SYSTEM = "http://hl7.org/fhir/sid/us-npi"
 CACHE_SECONDS = 30
@@ -239,8 +240,6 @@ class ClientRegistry:
 
 def sandbox_clients() -> list[Client]:
     """The demo clients, whose private keys are published in docs/sandbox-keys/."""
-    from server.sandbox import NPI, npi
-
     data = json.loads(SANDBOX_CLIENTS_FILE.read_text())
     orgs = {
         "sandbox-clinic": ("org-clinic", npi("23456789"), "Precert Demo Family Clinic"),

@@ -15,11 +15,11 @@ app starts.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from server.settings import Settings
+from server.settings import environment
 
 
 def _bool(value: str | None) -> bool | None:
@@ -45,7 +45,7 @@ class AuthConfig:
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> "AuthConfig":
-        env = dict(os.environ if env is None else env)
+        env = dict(environment() if env is None else env)
         key = None
         if env.get("PRECERT_AUTH_SIGNING_KEY_FILE"):
             key = Path(env["PRECERT_AUTH_SIGNING_KEY_FILE"]).read_bytes()

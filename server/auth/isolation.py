@@ -10,29 +10,27 @@ Operations that look data up themselves (``$inquire``) call ``AppState.search_fi
 
 from __future__ import annotations
 
-from starlette.requests import Request
-
-from server.auth.principal import current_principal
+from server.auth.principal import ANONYMOUS, Principal
 from server.storage import StoredResource
 
 ISOLATED_TYPES = frozenset({"Claim", "ClaimResponse", "QuestionnaireResponse", "Task", "Subscription"})
 
 
-def owner_for(request: Request) -> str | None:
-    return current_principal(request).organization
+def owner_for(principal: Principal | None) -> str | None:
+    return (principal or ANONYMOUS).organization
 
 
-async def visible(request: Request, stored: StoredResource) -> bool:
+async def visible(principal: Principal | None, stored: StoredResource) -> bool:
     if stored.type not in ISOLATED_TYPES:
         return True
-    org = current_principal(request).organization
+    org = (principal or ANONYMOUS).organization
     return org is None or stored.owner == org
 
 
-async def search_filter(request: Request, rtype: str) -> dict | None:
+async def search_filter(principal: Principal | None, rtype: str) -> dict | None:
     if rtype not in ISOLATED_TYPES:
         return None
-    org = current_principal(request).organization
+    org = (principal or ANONYMOUS).organization
     return {"o": org} if org is not None else None
 
 

@@ -1,9 +1,13 @@
-"""The security middleware (pure ASGI): it wraps every other route of the app.
+"""Security middleware (pure ASGI), each with one job:
 
-For each HTTP request it finds the route's :class:`~server.auth.policy.Requirement`, authenticates
-the caller (SMART access token, payer-staff session, or nobody), checks the scope or role, puts the
-:class:`~server.auth.principal.Principal` on ``request.state.principal``, audits the access, and adds
-security headers to the response. CORS, when configured, sits inside it so preflights get answers.
+* :class:`SecurityHeadersMiddleware` adds the security headers to every response;
+* CORS, when configured, is Starlette's ``CORSMiddleware`` between the two (preflights never reach
+  authentication, and refusals carry the CORS headers a browser needs to read them);
+* :class:`AuthenticationMiddleware` authenticates the caller (SMART access token, payer-staff
+  session, or nobody) and puts the :class:`~server.auth.principal.Principal` on
+  ``request.state.principal``. It refuses a request only as the route's declared requirement says
+  (:mod:`server.auth.policy`, declared beside each route and found by matching the route's template),
+  before any body is read, and audits the access.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 
 from server.auth import policy
+from server.auth.audit import agent_of
 from server.auth.principal import ANONYMOUS, Principal
 from server.auth.scopes import Permissions
 from server.auth.staff import COOKIE
@@ -35,39 +40,60 @@ CSP_DOCS = ("default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-
 _UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
-class SecurityMiddleware:
+class SecurityHeadersMiddleware:
+    """nosniff, no referrer, no framing, a CSP on HTML, HSTS over https, and no caching unless the
+    route says otherwise."""
+
+    def __init__(self, app, https: bool = False):
+        self.app = app
+        self.https = https
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = scope["path"]
+
+        async def send_wrapper(message):
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": security_headers(list(message.get("headers", [])), path, self.https)}
+            await send(message)
+
+        await self.app(scope, receive, send_wrapper)
+
+
+def security_headers(raw: list, path: str, https: bool) -> list:
+    present = {k.lower() for k, _ in raw}
+    add = [(b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"no-referrer"),
+           (b"x-frame-options", b"DENY")]
+    ctype = next((v for k, v in raw if k.lower() == b"content-type"), b"")
+    if ctype.startswith(b"text/html"):
+        add.append((b"content-security-policy", (CSP_DOCS if path.startswith("/docs") else CSP_HTML).encode()))
+    if https:
+        add.append((b"strict-transport-security", b"max-age=31536000; includeSubDomains"))
+    if b"cache-control" not in present:
+        add.append((b"cache-control", b"no-store"))
+    return raw + [(k, v) for k, v in add if k not in present]
+
+
+def cors_middleware(app, origins) -> CORSMiddleware:
+    return CORSMiddleware(
+        app,
+        allow_origins=list(origins),
+        allow_methods=["GET", "POST", "PUT", "DELETE", "OPTIONS"],
+        allow_headers=["Authorization", "Content-Type", "Accept", "If-Match", "If-None-Exist", "If-None-Match", "Prefer"],
+        expose_headers=["Location", "ETag", "Content-Location", "Last-Modified"],
+        allow_credentials=False,
+        max_age=600,
+    )
+
+
+class AuthenticationMiddleware:
     def __init__(self, app, fastapi_app=None):
+        self.app = app
         self.fastapi_app = fastapi_app
-        settings = fastapi_app.state.settings
-        self.https = bool(settings.base_url and settings.base_url.startswith("https:"))
-        inner = app
-        if settings.cors_origins:
-            inner = CORSMiddleware(
-                app,
-                allow_origins=list(settings.cors_origins),
-                allow_methods=["GET", "POST", "PUT", "DELETE", "OPTIONS"],
-                allow_headers=["Authorization", "Content-Type", "Accept", "If-Match", "If-None-Exist", "If-None-Match", "Prefer"],
-                expose_headers=["Location", "ETag", "Content-Location", "Last-Modified"],
-                allow_credentials=False,
-                max_age=600,
-            )
-        self.app = inner
-        self.cors = bool(settings.cors_origins)
 
     # ------------------------------------------------------------------ helpers
-    def _headers(self, raw: list, path: str) -> list:
-        present = {k.lower() for k, _ in raw}
-        add = [(b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"no-referrer"),
-               (b"x-frame-options", b"DENY")]
-        ctype = next((v for k, v in raw if k.lower() == b"content-type"), b"")
-        if ctype.startswith(b"text/html"):
-            add.append((b"content-security-policy", (CSP_DOCS if path.startswith("/docs") else CSP_HTML).encode()))
-        if self.https:
-            add.append((b"strict-transport-security", b"max-age=31536000; includeSubDomains"))
-        if b"cache-control" not in present:
-            add.append((b"cache-control", b"no-store"))
-        return raw + [(k, v) for k, v in add if k not in present]
-
     async def _refuse(self, scope, receive, send, status: int, code: str, message: str, www: str | None = None) -> None:
         # Read (a bounded part of) the unread request body first, so the connection stays usable for
         # the client's next request; a larger body ends the connection instead.
@@ -86,7 +112,7 @@ class SecurityMiddleware:
             target = path + ("?" + scope["query_string"].decode("latin-1") if scope.get("query_string") else "")
             location = "/review/login?next=" + quote(target, safe="")
             headers = [(b"location", location.encode()), (b"content-length", b"0")]
-            await send({"type": "http.response.start", "status": 303, "headers": self._headers(headers, path)})
+            await send({"type": "http.response.start", "status": 303, "headers": headers})
             await send({"type": "http.response.body", "body": b""})
             return
         if path == "/fhir" or path.startswith("/fhir/"):
@@ -102,7 +128,7 @@ class SecurityMiddleware:
         headers = [(b"content-type", ctype), (b"content-length", str(len(body)).encode())]
         if www:
             headers.append((b"www-authenticate", www.encode()))
-        await send({"type": "http.response.start", "status": status, "headers": self._headers(headers, path)})
+        await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
     # ------------------------------------------------------------------ ASGI
@@ -114,10 +140,13 @@ class SecurityMiddleware:
         method = scope["method"]
         state = getattr(self.fastapi_app.state, "precert", None)
         svc = state.services.get("auth") if state is not None else None
-        if svc is None or (method == "OPTIONS" and self.cors):
-            await self._pass(scope, receive, send, path)
+        if svc is None:
+            await self.app(scope, receive, send)
             return
-        req = policy.requirement_for(method, path)
+        req = policy.requirement_for(self.fastapi_app, method, path)
+        if req is None:  # no route serves this path and method: the router answers 404 or 405
+            await self.app(scope, receive, send)
+            return
         request = Request(scope)
         ip = scope.get("client")[0] if scope.get("client") else None
 
@@ -126,24 +155,22 @@ class SecurityMiddleware:
             failure = self._authorize(svc, request, req, principal)
         if failure is not None:
             status, code, message, www = failure
-            if req is None or req.kind != policy.PUBLIC:
+            if req.kind != policy.PUBLIC:
                 svc.audit.record(kind="rest", agent=self._agent(principal, ip, request), status=status, method=method,
                                  path=path, query=scope.get("query_string", b"").decode("latin-1"),
-                                 interaction=req.interaction if req else "", resource_type=req.resource_type if req else None,
-                                 resource_id=req.resource_id if req else None, operation=req.operation if req else None,
-                                 description=message)
+                                 interaction=req.interaction, resource_type=req.resource_type,
+                                 resource_id=req.resource_id, operation=req.operation, description=message)
             await self._refuse(scope, receive, send, status, code, message, www)
             return
         scope.setdefault("state", {})["principal"] = principal
         if principal.staff is not None:
             scope["state"]["staff"] = principal.staff  # request.state.staff, as the review API reads it
         status_box = [500]
-        audited = req is not None and req.kind != policy.PUBLIC and (req.phi or principal.kind != "anonymous")
+        audited = req.kind not in (policy.PUBLIC, policy.UNDECLARED.kind) and (req.phi or principal.kind != "anonymous")
 
         async def send_wrapper(message):
             if message["type"] == "http.response.start":
                 status_box[0] = message["status"]
-                message = {**message, "headers": self._headers(list(message.get("headers", [])), path)}
             await send(message)
 
         try:
@@ -155,30 +182,16 @@ class SecurityMiddleware:
                                  interaction=req.interaction, resource_type=req.resource_type,
                                  resource_id=req.resource_id, operation=req.operation)
 
-    async def _pass(self, scope, receive, send, path):
-        async def send_wrapper(message):
-            if message["type"] == "http.response.start":
-                message = {**message, "headers": self._headers(list(message.get("headers", [])), path)}
-            await send(message)
-
-        await self.app(scope, receive, send_wrapper)
-
     @staticmethod
     def _agent(principal: Principal | None, ip: str | None, request: Request, req=None) -> dict:
         if req is not None and req.kind == policy.DELEGATED:
             return {"kind": "ehr", "id": "cds-hooks-client", "display": "CDS Hooks client (JWT checked by the service)", "ip": ip}
-        if principal is None or principal.kind == "anonymous":
-            return {"kind": "anonymous", "id": "anonymous", "ip": ip}
-        if principal.kind == "client":
-            return {"kind": "client", "id": principal.client.client_id, "display": principal.client.name,
-                    "organization": principal.organization, "ip": ip}
-        return {"kind": "staff", "id": principal.staff.username, "display": principal.staff.display or principal.staff.username,
-                "roles": principal.staff.roles, "ip": ip}
+        return agent_of(principal, ip)
 
     async def _authenticate(self, svc, request: Request, req):
         """(principal, None) or (None, (status, code, message, WWW-Authenticate))."""
         enforcing = svc.enforcing
-        if req is None:
+        if req.kind == policy.UNDECLARED.kind:  # fail closed: the route declared no requirement
             if enforcing:
                 return None, (403, "forbidden", "no access policy is declared for this route", None)
             return ANONYMOUS, None
@@ -221,7 +234,7 @@ class SecurityMiddleware:
 
     @staticmethod
     def _authorize(svc, request: Request, req, principal: Principal):
-        if req is None or req.kind in (policy.PUBLIC, policy.DELEGATED) or principal.kind == "anonymous":
+        if req.kind in (policy.PUBLIC, policy.DELEGATED, policy.UNDECLARED.kind) or principal.kind == "anonymous":
             return None
         if principal.kind == "staff" and req.kind == policy.SMART and not svc.enforcing:
             return None  # the open sandbox lets anyone write; a signed-in reviewer is not less than anyone

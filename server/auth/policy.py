@@ -1,22 +1,27 @@
-"""Which credential each route needs: the route -> requirement table.
+"""Which credential each route needs, declared beside the route.
 
-Every route the app serves resolves to exactly one :class:`Requirement`:
+Every route the app serves declares exactly one :class:`Requirement` where it is registered:
 
-* ``/fhir/...`` paths are derived from the FHIR interaction they are (read ``r``, search ``s``,
-  create ``c``, update ``u``, delete ``d`` on the path's resource type), and FHIR operations from
-  :data:`OPERATION_SCOPES` or, for an operation nobody declared, from the HTTP method (``GET`` reads,
-  ``POST`` needs ``c``) on the operation's type (``*`` at system level). So an operation another
-  capability registers is protected the moment it exists.
-* Other paths come from :data:`ROUTES` (exact templates) or :data:`PREFIXES`; capabilities may add
-  their own with :func:`declare` from their ``install(app)``.
+* endpoints carry it with :func:`requires` (``@requires(PUBLIC_REQ)`` under ``@router.get(...)``);
+  the FHIR REST routes declare their interaction (:class:`FhirInteraction`: ``read`` needs ``r`` on
+  the route's ``{rtype}``) and the operation routes defer to the operation a request names
+  (:class:`FhirOperation`), whose scopes are declared with its registration
+  (``@operation(..., scopes=...)`` in :mod:`server.fhir.operations`);
+* routes added without a decorator (``add_route``, mounts) are declared by their installer with
+  :func:`declare`, next to the ``add_route`` call.
 
-A route that resolves to nothing is an error: the table-driven test over ``app.routes`` fails, and
-at run time an enforcing server refuses the request (fail closed).
+Requests are matched to routes as the router does (the route templates, in order); nothing here
+parses URLs by hand. A route that declares nothing is an error: ``tests/test_auth_routes.py`` walks
+``app.routes`` and fails, and at run time an enforcing server refuses it (fail closed).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from starlette.routing import Mount, compile_path
+
+from server.fhir.operations import registry
 
 PUBLIC = "public"  # no credential, ever
 SMART = "smart"  # SMART Backend Services bearer token with a scope (or payer staff, read-only)
@@ -27,7 +32,7 @@ DOCS = "docs"  # API documentation: open in sandbox, staff in an enforcing serve
 ROLES = ("reviewer", "medical-director", "administrator")
 
 
-@dataclass(frozen=True)
+@dataclass(eq=False)  # a value object, built per FHIR request: a plain dataclass builds fastest
 class Requirement:
     kind: str
     # SMART: alternatives, each (resource type or "*", letter); any one suffices.
@@ -42,6 +47,9 @@ class Requirement:
     resource_type: str | None = None
     resource_id: str | None = None
     operation: str | None = None
+
+    def resolve(self, params: dict, method: str) -> "Requirement":
+        return self
 
     def describe(self) -> str:
         if self.kind == SMART:
@@ -68,79 +76,74 @@ AUDIT_REQ = staff("administrator", always=True)
 # them are not PHI accesses and are not audited.
 KNOWLEDGE_TYPES = frozenset({"Questionnaire", "Library", "ValueSet", "CodeSystem"})
 
-# FHIR operations -> the permission they imply: (type, operation) -> alternatives of (type, letter).
-# SMART defines no operation scopes; each operation needs the permission on the data it touches.
-OPERATION_SCOPES: dict[tuple[str | None, str], tuple[tuple[str, str], ...]] = {
-    # PAS: submitting a prior-authorization request creates a Claim.
-    ("Claim", "submit"): (("Claim", "c"),),
-    # PAS: an inquiry reads the ClaimResponses of earlier requests. It is a read, so a client with
-    # read access to Claims or ClaimResponses may inquire; a write-only client may not.
-    ("Claim", "inquire"): (("ClaimResponse", "r"), ("Claim", "r")),
-    # DTR: fetching and filling forms reads knowledge artifacts (DTR names system/Questionnaire.rs).
-    ("Questionnaire", "questionnaire-package"): (("Questionnaire", "r"),),
-    ("Questionnaire", "next-question"): (("Questionnaire", "r"),),
-    ("QuestionnaireResponse", "next-question"): (("Questionnaire", "r"),),
-    (None, "next-question"): (("Questionnaire", "r"),),
-    (None, "questionnaire-package"): (("Questionnaire", "r"),),
-    # Checking answers against a form: a DTR client (Questionnaire.rs), or one that may store them.
-    ("QuestionnaireResponse", "validate"): (("Questionnaire", "r"), ("QuestionnaireResponse", "c")),
-    ("Questionnaire", "log-questionnaire-errors"): (("Questionnaire", "r"),),
-    ("Questionnaire", "populate"): (("Questionnaire", "r"),),
-    ("ValueSet", "expand"): (("ValueSet", "r"),),
-    ("ValueSet", "validate-code"): (("ValueSet", "r"),),
-    ("CodeSystem", "lookup"): (("CodeSystem", "r"),),
-    ("Library", "data-requirements"): (("Library", "r"),),
-    # Subscriptions backport.
-    ("Subscription", "status"): (("Subscription", "r"),),
-    ("Subscription", "events"): (("Subscription", "r"),),
-    ("Subscription", "get-ws-binding-token"): (("Subscription", "r"),),
-}
-
-# Exact non-FHIR route templates -> requirement (any method unless the key has one).
-ROUTES: dict[tuple[str, str], Requirement] = {
-    ("GET", "/health/live"): PUBLIC_REQ,
-    ("GET", "/health/ready"): PUBLIC_REQ,
-    ("GET", "/.well-known/smart-configuration"): PUBLIC_REQ,
-    ("GET", "/fhir/.well-known/smart-configuration"): PUBLIC_REQ,
-    ("GET", "/fhir/metadata"): PUBLIC_REQ,
-    ("POST", "/auth/token"): PUBLIC_REQ,
-    ("POST", "/staff/login"): PUBLIC_REQ,
-    ("GET", "/cds-services"): PUBLIC_REQ,
-    # CMS-0057-F: the list of services that need prior authorization is published openly.
-    ("GET", "/rules/prior-auth-list"): PUBLIC_REQ,
-    ("GET", "/docs"): DOCS_REQ,
-    ("GET", "/docs/oauth2-redirect"): DOCS_REQ,
-    ("GET", "/openapi.json"): DOCS_REQ,
-}
-
-# Path prefixes -> requirement, longest first.
-PREFIXES: list[tuple[str, Requirement]] = [
-    ("/staff/", staff(always=True, phi=False)),
-    ("/admin/auth/", staff("administrator", always=True, phi=False)),
-    ("/admin/audit", AUDIT_REQ),
-    ("/admin/", staff("administrator")),
-    ("/review/", staff()),
-    ("/review", staff()),
-    ("/cds-services/", DELEGATED_REQ),
-]
-
-_DECLARED: dict[tuple[str, str], Requirement] = {}
-_DECLARED_TEMPLATES: list[tuple[str, object, Requirement]] = []  # (method, compiled path regex, requirement)
+UNDECLARED = Requirement("undeclared", phi=False)  # a route that declared nothing (refused when enforcing)
 
 
-def declare(path: str, methods, requirement: Requirement) -> None:
-    """Declare the requirement of a non-FHIR route (call from ``install(app)``). ``path`` is the
-    route's template, e.g. ``/dtr/launch/{session_id}``."""
-    from starlette.routing import compile_path
+def requires(requirement):
+    """Declare the requirement of the endpoint below (a :class:`Requirement`, or a resolver such as
+    :class:`FhirInteraction` whose ``resolve(path_params, method)`` gives one)."""
 
+    def mark(endpoint):
+        endpoint.__precert_access__ = requirement
+        return endpoint
+
+    return mark
+
+
+@dataclass(frozen=True)
+class FhirInteraction:
+    """A FHIR REST interaction on the route's ``{rtype}``: read ``r``, search ``s``, create ``c``,
+    update ``u``, delete ``d``. Reads of knowledge (forms, value sets) are not PHI accesses; the audit
+    trail (``AuditEvent``) is the administrators'."""
+
+    interaction: str
+    letter: str
+
+    def resolve(self, params: dict, method: str) -> Requirement:
+        rtype = params.get("rtype") or "*"
+        if rtype == "AuditEvent":
+            return AUDIT_REQ
+        return smart(rtype, self.letter, interaction=self.interaction, resource_type=rtype,
+                     resource_id=params.get("rid"), phi=rtype not in KNOWLEDGE_TYPES)
+
+
+@dataclass(frozen=True)
+class FhirOperation:
+    """The FHIR operation a request names (``{name}`` on ``{rtype}``, or fixed here for routes that
+    serve one operation): the scopes declared with the operation's registration. An operation nobody
+    registered needs read (``GET``) or create (``POST``) on its type, so probing one tells nothing."""
+
+    rtype: str | None = None
+    name: str | None = None
+    instance: bool = False
+
+    def resolve(self, params: dict, method: str) -> Requirement:
+        rtype = self.rtype or params.get("rtype")
+        rid = params.get("rid")
+        name = self.name or params.get("name") or ""
+        op = registry.find(name, rtype, instance=self.instance or rid is not None)
+        alternatives = op.scopes_for(rtype) if op is not None and op.scopes else ()
+        if not alternatives:
+            alternatives = ((rtype or "*", "r" if method in ("GET", "HEAD") else "c"),)
+        # DTR operations carry the patient's order, coverage and answers: only terminology is not PHI.
+        phi = not all(t in ("ValueSet", "CodeSystem", "Library") for t, _ in alternatives)
+        return Requirement(SMART, tuple(alternatives), phi=phi, interaction="operation", resource_type=rtype,
+                           resource_id=rid, operation=name)
+
+
+_DECLARED: dict[tuple[str, str], object] = {}
+
+
+def declare(path: str, methods, requirement) -> None:
+    """Declare the requirement of a route registered without :func:`requires` (call beside its
+    ``add_route``). ``path`` is the route's template, e.g. ``/dtr/launch/{session_id}``."""
     for method in methods:
         _DECLARED[(method.upper(), path)] = requirement
-        if "{" in path:
-            _DECLARED_TEMPLATES.append((method.upper(), compile_path(path)[0], requirement))
 
 
-def iter_routes(app):
-    """(path template, methods) of every HTTP route the app serves, however FastAPI nests them."""
+def _walk(app):
+    """(template, methods, endpoint, route) of every HTTP route the app serves, in routing order,
+    however FastAPI nests them."""
     def walk(routes):
         for route in routes:
             if hasattr(route, "effective_candidates"):  # FastAPI's lazily included routers
@@ -153,88 +156,96 @@ def iter_routes(app):
                 continue
             if path is None:
                 continue
-            yield path, tuple(sorted(getattr(original, "methods", None) or ("GET",)))
+            if isinstance(original, Mount):
+                path = path.rstrip("/") + "/{path:path}"
+            endpoint = getattr(original, "endpoint", None) or getattr(route, "endpoint", None)
+            yield path, tuple(sorted(getattr(original, "methods", None) or ("GET",))), endpoint
 
     yield from walk(app.router.routes)
 
 
-def _fhir(method: str, path: str) -> Requirement:
-    parts = [p for p in path[len("/fhir"):].split("/") if p]
-    letter_for = {"GET": "r", "HEAD": "r", "POST": "c", "PUT": "u", "PATCH": "u", "DELETE": "d"}.get(method, "c")
-    if not parts:
-        return smart("*", "s" if method == "GET" else "c", interaction="system")
-    head = parts[0]
-    if parts == ["metadata"] or parts == [".well-known", "smart-configuration"]:
-        return PUBLIC_REQ
-    if head == "AuditEvent":
-        return AUDIT_REQ
-    if head.startswith("$"):
-        return _operation(None, None, head[1:], method)
-    if head == "_history":
-        return smart("*", "s", interaction="history-system")
-    rtype = head
-    phi = rtype not in KNOWLEDGE_TYPES
-    if len(parts) == 1:
-        if method in ("GET", "HEAD"):
-            return smart(rtype, "s", interaction="search-type", resource_type=rtype, phi=phi)
-        return smart(rtype, "c", interaction="create", resource_type=rtype, phi=phi)
-    second = parts[1]
-    if second == "_search":
-        return smart(rtype, "s", interaction="search-type", resource_type=rtype, phi=phi)
-    if second == "_history":
-        return smart(rtype, "s", interaction="history-type", resource_type=rtype, phi=phi)
-    if second.startswith("$"):
-        return _operation(rtype, None, second[1:], method)
-    rid = second
-    if len(parts) == 2:
-        interaction = {"r": "read", "u": "update", "d": "delete"}.get(letter_for, "create")
-        return smart(rtype, letter_for, interaction=interaction, resource_type=rtype, resource_id=rid, phi=phi)
-    third = parts[2]
-    if third.startswith("$"):
-        return _operation(rtype, rid, third[1:], method)
-    if third == "_history":
-        kind = "vread" if len(parts) > 3 else "history-instance"
-        return smart(rtype, "r", interaction=kind, resource_type=rtype, resource_id=rid, phi=phi)
-    return smart(rtype, letter_for, resource_type=rtype, resource_id=rid, phi=phi)
+def iter_routes(app):
+    """(path template, methods) of every HTTP route the app serves."""
+    for path, methods, _ in _walk(app):
+        yield path, methods
 
 
-def _operation(rtype: str | None, rid: str | None, name: str, method: str) -> Requirement:
-    alternatives = OPERATION_SCOPES.get((rtype, name))
-    if alternatives is None:
-        alternatives = ((rtype or "*", "r" if method in ("GET", "HEAD") else "c"),)
-    # DTR operations carry the patient's order, coverage and answers: only terminology is not PHI.
-    phi = not all(t in ("ValueSet", "CodeSystem", "Library") for t, _ in alternatives)
-    return Requirement(
-        SMART, alternatives, phi=phi, interaction="operation", resource_type=rtype, resource_id=rid, operation=name
-    )
+def declared(path: str, method: str, endpoint) -> object | None:
+    """What a route declares: the endpoint's :func:`requires`, else its :func:`declare`."""
+    return getattr(endpoint, "__precert_access__", None) or _DECLARED.get((method, path))
 
 
-def requirement_for(method: str, path: str) -> Requirement | None:
-    """The requirement of a request (or of a route template). None means nobody declared one (the
-    caller fails closed)."""
-    method = method.upper()
-    lookup = "GET" if method == "HEAD" else method
-    found = _DECLARED.get((lookup, path)) or ROUTES.get((lookup, path))
-    if found is not None:
+@dataclass
+class _Entry:
+    regex: object
+    methods: tuple[str, ...]
+    template: str
+    endpoint: object
+
+
+class RouteIndex:
+    """The app's routes by first path segment, to find the route a request reaches (and so what it
+    declares) without scanning every template."""
+
+    def __init__(self, app):
+        self.entries = [_Entry(compile_path(path)[0], methods, path, endpoint) for path, methods, endpoint in _walk(app)]
+        self._by_prefix: dict[tuple[str, str], list[_Entry]] = {}
+
+    @staticmethod
+    def _prefix(path: str) -> tuple[str, str]:
+        """The first two path segments ("" when absent)."""
+        parts = path.split("/", 3)
+        return (parts[1] if len(parts) > 1 else "", parts[2] if len(parts) > 2 else "")
+
+    @staticmethod
+    def _could_match(template: tuple[str, str], path: tuple[str, str]) -> bool:
+        for mine, theirs in zip(template, path):
+            if "{" in mine:
+                return True  # a parameter (or anything after it) may match what follows
+            if mine != theirs:
+                return False
+        return True
+
+    def candidates(self, path: str) -> list[_Entry]:
+        prefix = self._prefix(path)
+        found = self._by_prefix.get(prefix)
+        if found is None:
+            found = [e for e in self.entries if self._could_match(self._prefix(e.template), prefix)]
+            if len(self._by_prefix) < 10_000:  # bounded: client-chosen segments vary
+                self._by_prefix[prefix] = found
         return found
-    for m, regex, req in _DECLARED_TEMPLATES:
-        if m == lookup and regex.match(path):
-            return req
-    if path == "/fhir" or path.startswith("/fhir/"):
-        return _fhir(lookup, path)
-    for prefix, req in PREFIXES:
-        if path.startswith(prefix) or path == prefix.rstrip("/"):
-            return req
-    return None
+
+    def requirement(self, method: str, path: str) -> Requirement | None:
+        """The requirement of a request; None when no route serves its path and method (the router
+        answers 404 or 405, and nothing protected is reached)."""
+        lookup = "GET" if method == "HEAD" else method
+        for entry in self.candidates(path):
+            if lookup not in entry.methods:
+                continue
+            match = entry.regex.match(path)
+            if match is None:
+                continue
+            access = declared(entry.template, lookup, entry.endpoint)
+            if access is None:
+                return UNDECLARED
+            return access.resolve(match.groupdict(), lookup)
+        return None
+
+
+def route_index(app) -> RouteIndex:
+    """The app's :class:`RouteIndex`, built on first use (routes are fixed once the app is built)."""
+    index = getattr(app.state, "route_index", None)
+    if index is None:
+        index = app.state.route_index = RouteIndex(app)
+    return index
+
+
+def requirement_for(app, method: str, path: str) -> Requirement | None:
+    """The requirement of a request to ``app`` (see :meth:`RouteIndex.requirement`)."""
+    return route_index(app).requirement(method.upper(), path)
 
 
 def undeclared_routes(app) -> list[tuple[str, str]]:
-    """(method, path template) of every route with no requirement (the test suite keeps this empty).
-    FHIR templates are resolved with a sample resource type, as every type follows the same rules."""
-    missing = []
-    for path, methods in iter_routes(app):
-        sample = path.replace("{rtype}", "Claim").replace("{rid}", "x").replace("{name}", "op").replace("{vid}", "1")
-        for method in methods:
-            if method != "HEAD" and requirement_for(method, sample) is None:
-                missing.append((method, path))
-    return missing
+    """(method, path template) of every route that declares no requirement (the test suite keeps this empty)."""
+    return [(method, path) for path, methods, endpoint in _walk(app) for method in methods
+            if method != "HEAD" and declared(path, method, endpoint) is None]

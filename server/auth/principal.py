@@ -11,11 +11,12 @@ from server.auth.staff import StaffPrincipal
 
 @dataclass
 class Principal:
-    kind: str  # "client" | "staff" | "anonymous"
+    kind: str  # "client" | "staff" | "anonymous" | "system"
     client: Client | None = None
     staff: StaffPrincipal | None = None
     permissions: Permissions | None = None
     token_id: str | None = None
+    actor: str | None = None  # "system": the internal actor (decision clock, notification worker, loader)
 
     @property
     def organization(self) -> str | None:
@@ -28,10 +29,12 @@ class Principal:
             return self.client.client_id
         if self.staff is not None:
             return self.staff.username
+        if self.actor is not None:
+            return self.actor
         return "anonymous"
 
     def allows(self, alternatives) -> bool:
-        if self.kind == "anonymous":
+        if self.kind in ("anonymous", "system"):
             return True
         if self.kind == "staff":
             # Staff may read and search through the FHIR API; they change data through the review
@@ -41,6 +44,11 @@ class Principal:
 
 
 ANONYMOUS = Principal("anonymous")
+
+
+def system_principal(actor: str) -> Principal:
+    """An internal actor of Precert itself, bound to no organization; it writes with an explicit owner."""
+    return Principal("system", actor=actor)
 
 
 def current_principal(request) -> Principal:

@@ -18,7 +18,7 @@ from server.auth.audit import AuditLog, to_audit_event
 from server.auth.clients import ClientRegistry, RegistrationError, build_client, sandbox_clients
 from server.auth.config import AuthConfig
 from server.auth.isolation import install_hooks
-from server.auth.middleware import SecurityMiddleware
+from server.auth.middleware import AuthenticationMiddleware, SecurityHeadersMiddleware, cors_middleware
 from server.auth.scopes import register_types
 from server.auth.staff import COOKIE, StaffDirectory, StaffPrincipal, require_staff, staff_token
 from server.auth.jwks import shared as shared_jwks
@@ -89,6 +89,7 @@ def smart_configuration(base: str) -> dict:
 
 @discovery.get("/.well-known/smart-configuration")
 @discovery.get("/fhir/.well-known/smart-configuration")
+@policy.requires(policy.PUBLIC_REQ)
 async def well_known(request: Request) -> JSONResponse:
     return JSONResponse(smart_configuration(origin(request)), headers={"Cache-Control": "public, max-age=3600"})
 
@@ -127,6 +128,7 @@ async def _read_limited(request: Request, limit: int) -> bytes | None:
 
 
 @discovery.post(TOKEN_PATH)
+@policy.requires(policy.PUBLIC_REQ)
 async def token(request: Request) -> Response:
     svc = auth_service(request)
     ip = request.client.host if request.client else None
@@ -176,6 +178,7 @@ staff_router = APIRouter(prefix="/staff", tags=["payer staff"])
 
 
 @staff_router.post("/login")
+@policy.requires(policy.PUBLIC_REQ)
 async def login(request: Request) -> Response:
     """Sign in with ``{"username", "password"}`` (JSON or a form). Sets the session cookie and also
     returns the session token for API use (``Authorization: Bearer <token>``)."""
@@ -213,6 +216,7 @@ async def login(request: Request) -> Response:
 
 
 @staff_router.post("/logout")
+@policy.requires(policy.staff(always=True, phi=False))
 async def logout(request: Request, who: StaffPrincipal = Depends(require_staff())) -> Response:
     token = staff_token(request)
     if token:
@@ -223,6 +227,7 @@ async def logout(request: Request, who: StaffPrincipal = Depends(require_staff()
 
 
 @staff_router.get("/me")
+@policy.requires(policy.staff(always=True, phi=False))
 async def me(who: StaffPrincipal = Depends(require_staff())) -> JSONResponse:
     return JSONResponse({"username": who.username, "display": who.display, "roles": who.roles})
 
@@ -230,6 +235,8 @@ async def me(who: StaffPrincipal = Depends(require_staff())) -> JSONResponse:
 # ---------------------------------------------------------------------- admin API
 admin = APIRouter(prefix="/admin/auth", tags=["security administration"])
 ADMIN = Depends(require_staff("administrator"))
+# Security configuration stays strict even in an open sandbox.
+ADMIN_CONFIG = policy.staff("administrator", always=True, phi=False)
 
 
 async def _json(request: Request, limit: int = 256 * 1024):
@@ -252,11 +259,13 @@ def _problem(status, code, message) -> _Problem:
 
 
 @admin.get("/clients")
+@policy.requires(ADMIN_CONFIG)
 async def list_clients(request: Request, who=ADMIN) -> JSONResponse:
     return JSONResponse({"clients": [c.public() for c in await auth_service(request).clients.all()]})
 
 
 @admin.post("/clients")
+@policy.requires(ADMIN_CONFIG)
 async def register_client(request: Request, who=ADMIN) -> JSONResponse:
     svc = auth_service(request)
     try:
@@ -271,6 +280,7 @@ async def register_client(request: Request, who=ADMIN) -> JSONResponse:
 
 
 @admin.get("/clients/{client_id:path}")
+@policy.requires(ADMIN_CONFIG)
 async def show_client(request: Request, client_id: str, who=ADMIN) -> JSONResponse:
     client = await auth_service(request).clients.get(client_id)
     if client is None:
@@ -279,6 +289,7 @@ async def show_client(request: Request, client_id: str, who=ADMIN) -> JSONRespon
 
 
 @admin.put("/clients/{client_id:path}")
+@policy.requires(ADMIN_CONFIG)
 async def replace_client(request: Request, client_id: str, who=ADMIN) -> JSONResponse:
     svc = auth_service(request)
     try:
@@ -295,6 +306,7 @@ async def replace_client(request: Request, client_id: str, who=ADMIN) -> JSONRes
 
 
 @admin.patch("/clients/{client_id:path}")
+@policy.requires(ADMIN_CONFIG)
 async def change_client(request: Request, client_id: str, who=ADMIN) -> JSONResponse:
     """``{"active": false}`` disables a client (its tokens stop working within 30 s)."""
     svc = auth_service(request)
@@ -310,6 +322,7 @@ async def change_client(request: Request, client_id: str, who=ADMIN) -> JSONResp
 
 
 @admin.delete("/clients/{client_id:path}")
+@policy.requires(ADMIN_CONFIG)
 async def remove_client(request: Request, client_id: str, who=ADMIN) -> Response:
     if not await auth_service(request).clients.remove(client_id):
         return JSONResponse({"error": "not-found", "message": "no such client"}, 404)
@@ -324,11 +337,13 @@ def _staff_invalid(message: str) -> JSONResponse:
 
 
 @admin.get("/staff")
+@policy.requires(ADMIN_CONFIG)
 async def list_staff(request: Request, who=ADMIN) -> JSONResponse:
     return JSONResponse({"staff": await auth_service(request).staff.list()})
 
 
 @admin.post("/staff")
+@policy.requires(ADMIN_CONFIG)
 async def add_staff(request: Request, who=ADMIN) -> JSONResponse:
     """``{"username", "password", "roles": [...], "display", "licence"}``."""
     svc = auth_service(request)
@@ -347,6 +362,7 @@ async def add_staff(request: Request, who=ADMIN) -> JSONResponse:
 
 
 @admin.patch("/staff/{username}")
+@policy.requires(ADMIN_CONFIG)
 async def change_staff(request: Request, username: str, who=ADMIN) -> JSONResponse:
     """Any of ``{"roles": [...], "active": bool, "password": str, "licence": str}``; disabling or a
     new password ends the user's sessions."""
@@ -367,6 +383,7 @@ async def change_staff(request: Request, username: str, who=ADMIN) -> JSONRespon
 
 
 @admin.delete("/staff/{username}")
+@policy.requires(ADMIN_CONFIG)
 async def remove_staff(request: Request, username: str, who=ADMIN) -> Response:
     if username == who.username:
         return JSONResponse({"error": "invalid", "message": "administrators cannot remove themselves"}, 400)
@@ -443,6 +460,7 @@ async def _audit_search(request: Request, items: list[tuple[str, str]], base: st
 
 
 @audit_router.get("/fhir/AuditEvent")
+@policy.requires(policy.AUDIT_REQ)
 async def audit_search(request: Request) -> Response:
     items = list(request.query_params.multi_items())
     base = base_url(request)
@@ -450,6 +468,7 @@ async def audit_search(request: Request) -> Response:
 
 
 @audit_router.post("/fhir/AuditEvent/_search")
+@policy.requires(policy.AUDIT_REQ)
 async def audit_search_post(request: Request) -> Response:
     body = await _read_limited(request, 64 * 1024) or b""
     items = list(request.query_params.multi_items()) + parse_qsl(body.decode("utf-8", "replace"))
@@ -458,6 +477,7 @@ async def audit_search_post(request: Request) -> Response:
 
 
 @audit_router.get("/fhir/AuditEvent/{entry_id}")
+@policy.requires(policy.AUDIT_REQ)
 async def audit_read(request: Request, entry_id: str) -> Response:
     doc = await auth_service(request).audit.read(entry_id)
     if doc is None:
@@ -470,16 +490,19 @@ def _audit_is_read_only():
 
 
 @audit_router.post("/fhir/AuditEvent")
+@policy.requires(policy.AUDIT_REQ)
 async def audit_create(request: Request) -> Response:
     _audit_is_read_only()
 
 
 @audit_router.api_route("/fhir/AuditEvent/{entry_id}", methods=["PUT", "DELETE", "PATCH"])
+@policy.requires(policy.AUDIT_REQ)
 async def audit_change(request: Request, entry_id: str) -> Response:
     _audit_is_read_only()
 
 
 @audit_router.get("/admin/audit")
+@policy.requires(policy.AUDIT_REQ)
 async def admin_audit(request: Request, who=Depends(require_staff("administrator"))) -> Response:
     items = [(k, v) for k, v in request.query_params.multi_items()]
     root = origin(request) + "/fhir"
@@ -524,7 +547,12 @@ def install(app: FastAPI) -> None:
     app.include_router(staff_router)
     app.include_router(admin)
     app.include_router(audit_router)
-    app.add_middleware(SecurityMiddleware, fastapi_app=app)
+    # Innermost first: authentication, then CORS around it, then the security headers around both.
+    settings = app.state.settings
+    app.add_middleware(AuthenticationMiddleware, fastapi_app=app)
+    if settings.cors_origins:
+        app.add_middleware(cors_middleware, origins=settings.cors_origins)
+    app.add_middleware(SecurityHeadersMiddleware, https=bool(settings.base_url and settings.base_url.startswith("https:")))
     try:
         from capability.statement import set_security
 

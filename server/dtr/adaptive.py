@@ -285,6 +285,6 @@ async def _next_question(call: OperationCall):
     return fhir_response(result)
 
 
-operation("next-question", ("Questionnaire", "QuestionnaireResponse"), DEFINITION)(_next_question)
+operation("next-question", ("Questionnaire", "QuestionnaireResponse"), DEFINITION, scopes=(("Questionnaire", "r"),))(_next_question)
 # DTR 2.0.1 prose: with questionnaireAdaptive = true the client posts to [base]/$next-question.
-operation("next-question", (), DEFINITION)(_next_question)
+operation("next-question", (), DEFINITION, scopes=(("Questionnaire", "r"),))(_next_question)

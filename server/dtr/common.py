@@ -3,10 +3,10 @@ extension and code-system names that differ between DTR 2.0.1 and 2.2."""
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 
 from server.fhir.errors import FHIRError, bad_request, issue
+from server import settings
 
 DTR = "http://hl7.org/fhir/us/davinci-dtr/"
 DTR_SD = DTR + "StructureDefinition/"
@@ -41,7 +41,7 @@ MAX_CANONICAL = 1000
 def default_version() -> str:
     """The DTR version answered when a request does not say (``PRECERT_DTR_VERSION``, default
     2.0.1, which the Inferno DTR test kit and most deployed clients speak)."""
-    value = os.environ.get("PRECERT_DTR_VERSION", V201).strip()
+    value = settings.dtr_version() or V201
     return V22 if value.startswith(("2.1", "2.2")) else V201
 
 

@@ -118,4 +118,4 @@ async def _expand(call: OperationCall):
     return fhir_response(expand(valueset, text_filter, offset, count))
 
 
-operation("expand", ("ValueSet",), DEFINITION, instance_level=True, methods=("GET", "POST"))(_expand)
+operation("expand", ("ValueSet",), DEFINITION, instance_level=True, methods=("GET", "POST"), scopes=(("ValueSet", "r"),))(_expand)

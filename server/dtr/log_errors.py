@@ -113,4 +113,4 @@ async def recent_reports(app_state, questionnaire: str | None = None, limit: int
     return out
 
 
-operation("log-questionnaire-errors", ("Questionnaire",), DEFINITION)(_log)
+operation("log-questionnaire-errors", ("Questionnaire",), DEFINITION, scopes=(("Questionnaire", "r"),))(_log)

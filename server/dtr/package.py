@@ -417,6 +417,6 @@ async def questionnaire_package(call: OperationCall):
     return fhir_response(orjson.dumps({"resourceType": "Parameters", "parameter": parameters}))
 
 
-operation("questionnaire-package", ("Questionnaire",), DEFINITION)(questionnaire_package)
+operation("questionnaire-package", ("Questionnaire",), DEFINITION, scopes=(("Questionnaire", "r"),))(questionnaire_package)
 # The DTR specification's prose example posts to [base]/$questionnaire-package.
-operation("questionnaire-package", (), DEFINITION)(questionnaire_package)
+operation("questionnaire-package", (), DEFINITION, scopes=(("Questionnaire", "r"),))(questionnaire_package)

@@ -14,6 +14,8 @@ from starlette.responses import JSONResponse
 
 from capability.statement import claim
 from questionnaires.catalog import get_catalog
+from server.auth import policy
+from server.fhir.repository import Repository
 from server.storage import VersionConflict
 
 log = logging.getLogger("precert.dtr")
@@ -90,7 +92,7 @@ async def load_templates(state) -> None:
         if existing is not None and not existing.deleted and _content(existing.resource) == _content(resource):
             continue
         try:
-            await storage.update(rtype, rid, copy.deepcopy(resource))
+            await Repository.system(state, "dtr-templates").put(rtype, rid, copy.deepcopy(resource), reason="DTR template")
             written += 1
         except VersionConflict:  # another worker wrote it at the same moment
             pass
@@ -108,5 +110,8 @@ def install(app: FastAPI) -> None:
     claim(DTR_PAYER_CAPABILITY)
     for path, endpoint in HOT_ROUTES:
         app.add_route(path, endpoint, methods=["POST"], include_in_schema=False)
+        policy.declare(path, ["POST"], policy.FhirOperation("Questionnaire", path.rsplit("$", 1)[1]))
+    for path in ("/admin/dtr/questionnaire-errors", "/admin/dtr/templates"):
+        policy.declare(path, ["GET"], policy.staff("administrator"))
     app.include_router(router)
     app.state.startup_steps.append(load_templates)

@@ -71,4 +71,4 @@ async def _validate(call: OperationCall):
     return fhir_response(feedback(body))
 
 
-operation("validate", ("QuestionnaireResponse",), DEFINITION)(_validate)
+operation("validate", ("QuestionnaireResponse",), DEFINITION, scopes=(("Questionnaire", "r"), ("QuestionnaireResponse", "c")))(_validate)

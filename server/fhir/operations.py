@@ -14,6 +14,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 Handler = Callable[["OperationCall"], Awaitable[Response]]
+# In an operation's scopes: the resource type the operation is called on.
+SAME_TYPE = "{type}"
 
 
 @dataclass
@@ -34,6 +36,12 @@ class Operation:
     type_level: bool = True
     instance_level: bool = False
     methods: tuple[str, ...] = ("POST",)
+    # The SMART permissions that let a client call it: alternatives of (resource type, letter), any
+    # one suffices; SAME_TYPE stands for the type the operation is called on ("*" at system level).
+    scopes: tuple[tuple[str, str], ...] = ()
+
+    def scopes_for(self, resource_type: str | None) -> tuple[tuple[str, str], ...]:
+        return tuple(((resource_type or "*") if t == SAME_TYPE else t, letter) for t, letter in self.scopes)
 
     @property
     def canonical(self) -> str:
@@ -78,12 +86,14 @@ def operation(
     type_level: bool = True,
     instance_level: bool = False,
     methods: tuple[str, ...] = ("POST",),
+    scopes: tuple[tuple[str, str], ...] = (),
 ):
-    """Decorator registering an operation handler with its definition."""
+    """Decorator registering an operation handler with its definition and the scopes it needs (SMART
+    defines no operation scopes: each operation needs the permission on the data it touches)."""
 
     def wrap(fn: Handler) -> Handler:
         registry.register(
-            Operation(name, tuple(resource_types), definition, fn, type_level, instance_level, methods)
+            Operation(name, tuple(resource_types), definition, fn, type_level, instance_level, methods, tuple(scopes))
         )
         return fn
 

@@ -1,4 +1,7 @@
-"""The FHIR REST surface at ``/fhir``: CRUD, history, search and operation dispatch."""
+"""The FHIR REST surface at ``/fhir``: CRUD, history, search and operation dispatch.
+
+Each route declares what it needs beside its registration (``@policy.requires``): the interaction's
+scope on the route's resource type, or, for ``$operations``, the scopes the operation was registered with."""
 
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
+from server.auth import policy
 from server.fhir.errors import FHIRError, bad_request, gone, not_found
 from server.fhir.jsonio import read_fhir_json
 from server.fhir.operations import OperationCall, registry
@@ -60,6 +64,7 @@ def prefer_minimal(request: Request) -> bool:
 
 # ---------------------------------------------------------------------- capability
 @router.get("/metadata")
+@policy.requires(policy.PUBLIC_REQ)
 async def metadata(request: Request) -> Response:
     check_format(request)
     from capability.statement import capability_statement
@@ -86,16 +91,19 @@ async def dispatch_operation(request: Request, rtype: str | None, rid: str | Non
 
 
 @router.api_route("/${name}", methods=["GET", "POST"])
+@policy.requires(policy.FhirOperation())
 async def system_operation(request: Request, name: str) -> Response:
     return await dispatch_operation(request, None, None, name)
 
 
 @router.api_route("/{rtype}/${name}", methods=["GET", "POST"])
+@policy.requires(policy.FhirOperation())
 async def type_operation(request: Request, rtype: str, name: str) -> Response:
     return await dispatch_operation(request, rtype, None, name)
 
 
 @router.api_route("/{rtype}/{rid}/${name}", methods=["GET", "POST"])
+@policy.requires(policy.FhirOperation(instance=True))
 async def instance_operation(request: Request, rtype: str, rid: str, name: str) -> Response:
     return await dispatch_operation(request, rtype, check_id(rid), name)
 
@@ -173,6 +181,7 @@ async def run_search(request: Request, rtype: str, items: list[tuple[str, str]])
 
 
 @router.get("/{rtype}")
+@policy.requires(policy.FhirInteraction("search-type", "s"))
 async def search_type(request: Request, rtype: str) -> Response:
     check_format(request)
     provider_for(rtype, "search-type")
@@ -180,6 +189,7 @@ async def search_type(request: Request, rtype: str) -> Response:
 
 
 @router.post("/{rtype}/_search")
+@policy.requires(policy.FhirInteraction("search-type", "s"))
 async def search_post(request: Request, rtype: str) -> Response:
     check_format(request)
     provider_for(rtype, "search-type")
@@ -197,6 +207,7 @@ async def search_post(request: Request, rtype: str) -> Response:
 
 # ---------------------------------------------------------------------- create
 @router.post("/{rtype}")
+@policy.requires(policy.FhirInteraction("create", "c"))
 async def create(request: Request, rtype: str) -> Response:
     check_format(request)
     provider_for(rtype, "create")
@@ -229,6 +240,7 @@ def _known(stored, rtype: str, rid: str):
 
 
 @router.get("/{rtype}/{rid}")
+@policy.requires(policy.FhirInteraction("read", "r"))
 async def read(request: Request, rtype: str, rid: str) -> Response:
     check_format(request)
     provider_for(rtype, "read")
@@ -243,6 +255,7 @@ async def read(request: Request, rtype: str, rid: str) -> Response:
 
 
 @router.get("/{rtype}/{rid}/_history/{vid}")
+@policy.requires(policy.FhirInteraction("vread", "r"))
 async def vread(request: Request, rtype: str, rid: str, vid: str) -> Response:
     check_format(request)
     provider_for(rtype, "vread")
@@ -260,6 +273,7 @@ async def vread(request: Request, rtype: str, rid: str, vid: str) -> Response:
 
 
 @router.get("/{rtype}/{rid}/_history")
+@policy.requires(policy.FhirInteraction("history-instance", "r"))
 async def history(request: Request, rtype: str, rid: str) -> Response:
     check_format(request)
     provider_for(rtype, "history-instance")
@@ -280,6 +294,7 @@ async def history(request: Request, rtype: str, rid: str) -> Response:
 
 # ---------------------------------------------------------------------- update / delete
 @router.put("/{rtype}/{rid}")
+@policy.requires(policy.FhirInteraction("update", "u"))
 async def update(request: Request, rtype: str, rid: str) -> Response:
     check_format(request)
     provider_for(rtype, "update")
@@ -311,6 +326,7 @@ async def update(request: Request, rtype: str, rid: str) -> Response:
 
 
 @router.delete("/{rtype}/{rid}")
+@policy.requires(policy.FhirInteraction("delete", "d"))
 async def delete(request: Request, rtype: str, rid: str) -> Response:
     check_format(request)
     provider_for(rtype, "delete")

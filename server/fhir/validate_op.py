@@ -11,7 +11,7 @@ from starlette.responses import Response
 
 from server.fhir import profiles
 from server.fhir.errors import FHIRError, bad_request
-from server.fhir.operations import OperationCall, operation
+from server.fhir.operations import SAME_TYPE, OperationCall, operation
 from server.fhir.responses import fhir_response
 
 
@@ -89,8 +89,8 @@ async def _validate(call: OperationCall) -> Response:
     return fhir_response(outcome, 200)
 
 
-operation("validate", (), VALIDATE_DEFINITION)(_validate)
-operation("validate", RESOURCE_TYPES, VALIDATE_DEFINITION)(_validate)
+operation("validate", (), VALIDATE_DEFINITION, scopes=((SAME_TYPE, "c"),))(_validate)
+operation("validate", RESOURCE_TYPES, VALIDATE_DEFINITION, scopes=((SAME_TYPE, "c"),))(_validate)
 
 
 def install(app: FastAPI) -> None:

@@ -21,7 +21,7 @@ from typing import Any
 from questionnaires.criteria import assess, questionnaire_of
 from server.pas.request import PasBundle, ext_value
 from server.rules.model import EvaluationInput
-from server.pas.constants import EXT_REQUESTED_SERVICE, LEVEL_OF_SERVICE_CS, EXT_LEVEL_OF_SERVICE
+from server.pas.constants import EXT_REQUESTED_SERVICE, LEVEL_OF_SERVICE_CS, EXT_LEVEL_OF_SERVICE, ReviewAction
 
 NPI = "http://hl7.org/fhir/sid/us-npi"
 
@@ -185,7 +185,7 @@ def decide_item(
     seq = int(item.get("sequence") or 0)
     quantity = (item.get("quantity") or {}).get("value")
     decision = ItemDecision(
-        sequence=seq, action="A4", summary=describe(item), codes=codings(item.get("productOrService")),
+        sequence=seq, action=ReviewAction.PENDED, summary=describe(item), codes=codings(item.get("productOrService")),
         requested_quantity=quantity, authorized_quantity=quantity,
         category=determination.category, rule_id=determination.rule_id,
         auth_period_days=determination.auth_period_days, pa_needed=determination.pa_needed,
@@ -193,14 +193,14 @@ def decide_item(
     )
     reason = (determination.reason or {}).get("display")
     if determination.covered == "not-covered":
-        decision.action = "A3"
+        decision.action = ReviewAction.DENIED
         decision.reason_code = "not-covered"
         decision.reason_class = "administrative"
         decision.reason = reason or f"{decision.summary} is not a covered benefit under this plan."
         decision.trace.append("not covered: not certified (A3)")
         return decision
     if determination.pa_needed in ("no-auth", "satisfied"):
-        decision.action = "A1"
+        decision.action = ReviewAction.APPROVED
         decision.reason = (
             "No prior authorization is required for this service." if determination.pa_needed == "no-auth"
             else "Prior authorization requirement satisfied (provider gold-carded)."
@@ -208,7 +208,7 @@ def decide_item(
         decision.trace.append(f"pa-needed {determination.pa_needed}: certified (A1)")
         return decision
     if determination.review == "clinical":
-        decision.action = "A4"
+        decision.action = ReviewAction.PENDED
         decision.reason = "Pended for clinical review: this service is decided by a clinician."
         decision.trace.append("rules reserve this service for clinical review: pended (A4)")
         if determination.questionnaires:
@@ -222,14 +222,14 @@ def decide_item(
         decision.questionnaire = canonical
         qr = _matching_response(responses, canonical)
         if qr is None:
-            decision.action = "A4"
+            decision.action = ReviewAction.PENDED
             decision.reason = f"Pended: the required documentation ({_canonical_base(canonical).rsplit('/', 1)[-1]} questionnaire) was not attached."
             decision.trace.append("required DTR questionnaire missing: pended (A4)")
             return decision
         assessment = _assess(qr)
         decision.assessment = assessment
         if assessment is None or not assessment.get("complete") or assessment.get("met") is None:
-            decision.action = "A4"
+            decision.action = ReviewAction.PENDED
             missing = ", ".join((assessment or {}).get("missing") or [])[:300]
             decision.reason = "Pended: the documentation is incomplete" + (f" (unanswered: {missing})." if missing else ".")
             decision.trace.append("documentation incomplete: pended (A4)")
@@ -241,23 +241,23 @@ def decide_item(
             decision.reason_class = "clinical"
             if getattr(determination, "auto_clinical_denial", False):
                 # The payer's rule opts in to automatic clinical denial where its jurisdiction allows it.
-                decision.action = "A3"
+                decision.action = ReviewAction.DENIED
                 decision.automatic_clinical_denial = True
                 decision.reason = (f"Not certified: {unmet}. Policy: payer rule {determination.rule_id}"
                                    f"{f' ({determination.category})' if determination.category else ''}.")
                 decision.trace.append("coverage criteria not met; the rule opts in to automatic clinical denial: not certified (A3)")
                 return decision
-            decision.action = "A4"
+            decision.action = ReviewAction.PENDED
             decision.reason = f"Pended for review by a physician: the answers do not meet the criteria ({unmet})."
             decision.trace.append("coverage criteria not met: pended (A4) for a physician reviewer; "
                                   "automatic decisions never deny on clinical grounds")
             return decision
         decision.trace.append("coverage criteria met")
-    decision.action = "A1"
+    decision.action = ReviewAction.APPROVED
     decision.trace.append("certified (A1)")
     limit = determination.max_units
     if limit is not None and quantity is not None and float(quantity) > float(limit):
-        decision.action = "A6"
+        decision.action = ReviewAction.MODIFIED
         decision.reason_code = "quantity-limit"
         decision.reason_class = "administrative"
         decision.authorized_quantity = float(limit)

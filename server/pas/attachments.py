@@ -13,9 +13,9 @@ from __future__ import annotations
 from starlette.responses import Response
 
 from server.fhir.errors import FHIRError, issue, operation_outcome
+from server.fhir.repository import Repository
 from server.fhir.operations import OperationCall, operation
 from server.fhir.responses import base_url, fhir_response
-from server.auth import policy
 
 SUBMIT_ATTACHMENT_DEFINITION = {
     "resourceType": "OperationDefinition",
@@ -42,13 +42,6 @@ SUBMIT_ATTACHMENT_DEFINITION = {
 }
 
 ACCEPTED_TYPES = ("DocumentReference", "QuestionnaireResponse")
-
-
-def declare_access() -> None:
-    """Sending attachments for a prior authorization needs what submitting one needs (Claim
-    create) or QuestionnaireResponse create, as a DTR client holds."""
-    policy.declare("/fhir/$submit-attachment", ["POST"], policy.smart(
-        "Claim", "c", ("QuestionnaireResponse", "c"), phi=True, interaction="operation", operation="submit-attachment"))
 
 
 def _bad(status: int, code: str, message: str, expression: str | None = None) -> FHIRError:
@@ -96,10 +89,12 @@ def parse(body) -> dict:
     return out
 
 
-@operation("submit-attachment", [], SUBMIT_ATTACHMENT_DEFINITION)
+# Sending attachments for a prior authorization needs what submitting one needs (Claim create) or
+# QuestionnaireResponse create, as a DTR client holds.
+@operation("submit-attachment", [], SUBMIT_ATTACHMENT_DEFINITION, scopes=(("Claim", "c"), ("QuestionnaireResponse", "c")))
 async def submit_attachment(call: OperationCall) -> Response:
     request = call.request
     state = request.app.state.precert
     params = parse(call.body)
-    message = await state.services["pas"].submit_attachment(params, state.owner_for(request), base_url(request))
+    message = await state.services["pas"].submit_attachment(params, Repository.of(request), base_url(request))
     return fhir_response(operation_outcome([issue("informational", message, severity="information")]), 200)

@@ -8,7 +8,6 @@ the case instead of creating a second one (a unique index makes concurrent dupli
 from __future__ import annotations
 
 import hashlib
-import os
 import secrets
 from datetime import date, datetime, time, timedelta, timezone
 
@@ -16,6 +15,7 @@ import orjson
 from pymongo import ASCENDING, DESCENDING
 
 from server.storage import Storage, utcnow
+from server import settings
 
 EXPEDITED_HOURS = 72
 STANDARD_DAYS = 7
@@ -86,7 +86,7 @@ def event(kind: str, by: str, detail: str = "", **extra) -> dict:
 
 def retention_days() -> int:
     try:
-        days = int(os.environ.get("PRECERT_PAS_RETENTION_DAYS", "") or MIN_RETENTION_DAYS)
+        days = int(settings.pas_retention_days() or MIN_RETENTION_DAYS)
     except ValueError:
         days = MIN_RETENTION_DAYS
     return max(days, MIN_RETENTION_DAYS)

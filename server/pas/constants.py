@@ -1,5 +1,7 @@
 """Canonical URLs and codes of Da Vinci PAS (2.0.1 and 2.2.1)."""
 
+from enum import StrEnum
+
 PAS = "http://hl7.org/fhir/us/davinci-pas"
 SD = f"{PAS}/StructureDefinition/"
 PAS_TEMP = f"{PAS}/CodeSystem/PASTempCodes"
@@ -48,11 +50,26 @@ TOPIC = f"{PAS}/SubscriptionTopic/PASSubscriptionTopic"
 SUBMIT_OPERATION = f"{PAS}/OperationDefinition/Claim-submit"
 INQUIRE_OPERATION = f"{PAS}/OperationDefinition/Claim-inquiry"
 
+class ReviewAction(StrEnum):
+    """The X12 306 review action of an item (what ``ItemDecision.action`` holds), named once here so
+    that no two modules spell them differently. ``CANCELLED`` is Precert's own mark for a line the
+    provider cancelled; the response carries no review action for it."""
+
+    APPROVED = "A1"  # certified in total
+    DENIED = "A3"  # not certified
+    PENDED = "A4"
+    MODIFIED = "A6"
+    CANCELLED = "C"
+
+
+# Review actions that certify an item (and so give the request an authorization number).
+CERTIFYING = frozenset({ReviewAction.APPROVED, ReviewAction.MODIFIED})
+
 REVIEW_ACTIONS = {
-    "A1": "Certified in total",
-    "A3": "Not Certified",
-    "A4": "Pending",
-    "A6": "Modified",
+    ReviewAction.APPROVED: "Certified in total",
+    ReviewAction.DENIED: "Not Certified",
+    ReviewAction.PENDED: "Pending",
+    ReviewAction.MODIFIED: "Modified",
 }
 
 # The two versions Precert answers in.

@@ -18,10 +18,13 @@ from typing import Any
 
 import orjson
 
+from server.auth.principal import Principal
+from server.events import CaseDecided
 from server.fhir.errors import FHIRError
+from server.fhir.repository import Repository, Transaction
 from server.pas import cases as case_store
 from server.pas.adjudicate import ItemDecision
-from server.pas.constants import PAS_TEMP, PROFILE_TASK
+from server.pas.constants import PAS_TEMP, PROFILE_TASK, ReviewAction
 from server.pas.reasons import DEFAULT_PEER_TO_PEER, DENIAL_REASONS, peer_to_peer_offer, reason_class
 from server.pas.request import PasBundle
 from server.pas.response import Echo, build_claim_response, response_bundle
@@ -45,7 +48,7 @@ def plan_item_changes(case: dict, body: dict) -> dict[int, tuple[str, dict]]:
     action = body.get("action")
     if action not in ACTIONS:
         raise _bad(f"action must be one of {', '.join(ACTIONS)}")
-    pended = {d["sequence"] for d in case["decisions"] if d["action"] == "A4"}
+    pended = {d["sequence"] for d in case["decisions"] if d["action"] == ReviewAction.PENDED}
     items = body.get("items")
     if items is None:
         items = [{"sequence": s} for s in sorted(pended)]
@@ -60,14 +63,14 @@ def plan_item_changes(case: dict, body: dict) -> dict[int, tuple[str, dict]]:
             raise FHIRError.single(409, "conflict", f"item {seq} is not pended; only pended items can be decided", f"items[{i}]")
         item_action = it.get("action", action)
         if item_action == "approve":
-            changes[seq] = ("A1", {})
+            changes[seq] = (ReviewAction.APPROVED, {})
         elif item_action == "deny":
             reason = it.get("reason") or body.get("reason") or {}
             code = reason.get("code") if isinstance(reason, dict) else None
             if code not in DENIAL_REASONS:
                 raise _bad(f"a denial needs reason.code, one of: {', '.join(DENIAL_REASONS)}", "reason.code")
             text = str(reason.get("text") or "").strip()[:1000]
-            changes[seq] = ("A3", {"reason": f"{DENIAL_REASONS[code]}{' ' + text if text else ''}", "reason_code": code,
+            changes[seq] = (ReviewAction.DENIED, {"reason": f"{DENIAL_REASONS[code]}{' ' + text if text else ''}", "reason_code": code,
                                    "reason_class": reason_class(code), "text": text})
         elif item_action == "modify":
             qty = it.get("quantity")
@@ -76,9 +79,9 @@ def plan_item_changes(case: dict, body: dict) -> dict[int, tuple[str, dict]]:
             days = it.get("days")
             if days is not None and (not isinstance(days, int) or isinstance(days, bool) or not 1 <= days <= 366):
                 raise _bad(f"items[{i}].days must be 1-366", f"items[{i}].days")
-            changes[seq] = ("A6", {"quantity": float(qty), "days": days, "reason": str(it.get("note") or body.get("note") or "").strip()[:1000]})
+            changes[seq] = (ReviewAction.MODIFIED, {"quantity": float(qty), "days": days, "reason": str(it.get("note") or body.get("note") or "").strip()[:1000]})
         elif item_action in ("request-info", "recommend-denial"):
-            changes[seq] = ("A4", {})
+            changes[seq] = (ReviewAction.PENDED, {})
         else:
             raise _bad(f"items[{i}].action must be one of {', '.join(ACTIONS)}", f"items[{i}].action")
     if action == "request-info":
@@ -101,14 +104,14 @@ def authorize(who, action: str, changes: dict[int, tuple[str, dict]], body: dict
         raise FHIRError.single(403, "forbidden", "administrators manage accounts and settings and do not see or decide cases")
     physician = getattr(who, "physician", False)
     record = {"by": who.username, "as": getattr(who, "acting_as", "reviewer")}
-    clinical = any(code == "A3" and details.get("reason_class") == "clinical" for code, details in changes.values())
-    modified = any(code == "A6" for code, _ in changes.values())
+    clinical = any(code == ReviewAction.DENIED and details.get("reason_class") == "clinical" for code, details in changes.values())
+    modified = any(code == ReviewAction.MODIFIED for code, _ in changes.values())
     if (clinical or modified) and not physician:
         what = "deny on clinical grounds" if clinical else "modify what was asked"
         raise FHIRError.single(403, "forbidden", f"only a physician reviewer (medical director, MD or DO) may {what}; "
                                "a clinical reviewer may recommend denial (action 'recommend-denial')", "action")
     if clinical or modified:
-        texts = [d.get("text") for c, d in changes.values() if c == "A3"]
+        texts = [d.get("text") for c, d in changes.values() if c == ReviewAction.DENIED]
         rationale = str(body.get("rationale") or next((t for t in texts if t), "") or body.get("note") or "").strip()
         if len(rationale) < (RATIONALE_MIN if clinical else 1):
             raise _bad(f"a physician's {'denial' if clinical else 'modification'} needs a rationale in your own words "
@@ -133,13 +136,29 @@ def denial_text(d: ItemDecision, code: str, explanation: str, rationale: str = "
     return " ".join(parts)
 
 
+def reissue_response(case: dict, pas: PasBundle, decisions: list[ItemDecision], auth_number: str | None, base: str, *,
+                     reviewed_by_human: bool = False, extra: list[tuple[str, dict]] | None = None) -> tuple[dict, dict]:
+    """The case's ClaimResponse issued again for new decisions (the same id; storing it makes a new
+    version). Returns the PAS response Bundle (the answer kept on the case and sent in notifications)
+    and the ClaimResponse as stored, its request and patient pointing at the stored Claim and Patient."""
+    echo = Echo(pas)
+    cr = build_claim_response(pas, echo, response_id=case["response_id"], version=case["version"], decisions=decisions,
+                              case_number=case["_id"], auth_number=auth_number, reviewed_by_human=reviewed_by_human)
+    bundle = response_bundle(cr, echo, base, extra=extra or [])
+    stored_cr = copy.deepcopy(cr)
+    stored_cr["request"] = {"reference": f"Claim/{case['claim_id']}"}
+    if case.get("patient_id"):
+        stored_cr["patient"] = {"reference": f"Patient/{case['patient_id']}"}
+    return bundle, stored_cr
+
+
 def _task(case: dict, pas: PasBundle, needed: list[str], base: str, questionnaire: str | None) -> dict:
     claim = pas.claim
     provider = pas.resource(claim.get("provider")) or {}
     provider_ident = next((i for i in provider.get("identifier") or [] if isinstance(i, dict) and i.get("value")), {"value": "unknown"})
     patient_ref = claim.get("patient")
     inputs = [{"type": {"coding": [{"system": PAS_TEMP, "code": "payer-url"}]}, "valueUrl": f"{base}/Claim/$submit"}]
-    line = min((d["sequence"] for d in case["decisions"] if d["action"] == "A4"), default=1)
+    line = min((d["sequence"] for d in case["decisions"] if d["action"] == ReviewAction.PENDED), default=1)
     for n in needed:
         code = n.strip()
         concept = {"coding": [{"system": "http://loinc.org", "code": code}]} if code.replace("-", "").isdigit() else {"text": code[:500]}
@@ -197,10 +216,10 @@ async def decide(state, case_id: str, body: Any, who, base: str) -> dict:
         code, details = changes[d.sequence]
         d.action = code
         d.trace = d.trace + [f"{action} by {reviewer}, {signed['as']}"]
-        if code == "A1":
+        if code == ReviewAction.APPROVED:
             d.reason = None
             d.authorized_quantity = d.requested_quantity
-        elif code == "A3":
+        elif code == ReviewAction.DENIED:
             d.reason_code = details["reason_code"]
             d.reason_class = details["reason_class"]
             d.reason = denial_text(d, details["reason_code"], details.get("text") or "", signed.get("rationale") or "")
@@ -208,27 +227,24 @@ async def decide(state, case_id: str, body: Any, who, base: str) -> dict:
                 offer = peer_to_peer_offer(getattr(get_rules(state).payer, "peer_to_peer", None))
                 d.reason += (f" A peer-to-peer discussion with the reviewing physician is offered: {offer['contact']},"
                              f" within {offer['window_days']} days of this decision.")
-        elif code == "A6":
+        elif code == ReviewAction.MODIFIED:
             d.reason_code = d.reason_code or "quantity-limit"
             d.reason_class = "clinical"
             d.authorized_quantity = details["quantity"]
             if details.get("days"):
                 d.auth_period_days = details["days"]
             d.reason = details.get("reason") or f"Modified by the reviewer: {details['quantity']:g} authorized."
-    still_pended = any(d.action == "A4" for d in decisions)
-    auth_number = case.get("auth_number") or (case_store.new_auth_number() if any(d.action in ("A1", "A6") for d in decisions) else None)
+    still_pended = any(d.action == ReviewAction.PENDED for d in decisions)
+    auth_number = case.get("auth_number") or (case_store.new_auth_number() if any(d.action in (ReviewAction.APPROVED, ReviewAction.MODIFIED) for d in decisions) else None)
     extra: list[tuple[str, dict]] = []
     task = None
     if action == "request-info":
-        questionnaire = next((d.questionnaire for d in decisions if d.action == "A4" and d.questionnaire), None)
+        questionnaire = next((d.questionnaire for d in decisions if d.action == ReviewAction.PENDED and d.questionnaire), None)
         task = _task(case, pas, body["needed"], base, questionnaire)
         extra.append((f"{base}/Task/{task['id']}", task))
         if pas.claim_entry:
             extra.append((pas.claim_entry.full_url, pas.claim))
-    echo = Echo(pas)
-    cr = build_claim_response(pas, echo, response_id=case["response_id"], version=case["version"], decisions=decisions,
-                              case_number=case["_id"], auth_number=auth_number, reviewed_by_human=True)
-    bundle = response_bundle(cr, echo, base, extra=extra)
+    bundle, stored_cr = reissue_response(case, pas, decisions, auth_number, base, reviewed_by_human=True, extra=extra)
     now = utcnow()
     note = str(body.get("note") or "").strip()[:2000]
     detail = {"approve": "approved", "deny": "denied", "modify": "modified", "request-info": "requested more information",
@@ -255,7 +271,7 @@ async def decide(state, case_id: str, body: Any, who, base: str) -> dict:
         update["decided_as"] = signed["as"]
     if signed.get("rationale"):
         update["signed"] = signed
-    if any(d.action == "A3" and d.reason_class == "clinical" for d in decisions):
+    if any(d.action == ReviewAction.DENIED and d.reason_class == "clinical" for d in decisions):
         offer = peer_to_peer_offer(getattr(get_rules(state).payer, "peer_to_peer", None))
         update["peer_to_peer"] = {"contact": offer["contact"], "window_days": offer["window_days"],
                                   "until": now + timedelta(days=offer["window_days"]), "physician": reviewer}
@@ -267,27 +283,19 @@ async def decide(state, case_id: str, body: Any, who, base: str) -> dict:
         update["info_requested"] = now
         update["info_request"] = {"task_id": task["id"], "needed": [n.strip()[:500] for n in body["needed"]],
                                   "due": task["restriction"]["period"]["end"], "by": reviewer}
-    stored_cr = copy.deepcopy(cr)
-    stored_cr["request"] = {"reference": f"Claim/{case['claim_id']}"}
-    if case.get("patient_id"):
-        stored_cr["patient"] = {"reference": f"Patient/{case['patient_id']}"}
 
-    async def write(session):
+    async def write(tx: Transaction):
         result = await cases.update_one({"_id": case_id, "status": "pended", "decisions": case["decisions"]},
-                                        {"$set": update, "$push": {"history": history}}, session=session)
+                                        {"$set": update, "$push": {"history": history}}, session=tx.session)
         if result.matched_count != 1:
             raise FHIRError.single(409, "conflict", f"case {case_id} was decided by someone else meanwhile; reload it")
-        await state.storage.update("ClaimResponse", case["response_id"], stored_cr, owner=case.get("owner"), session=session)
+        await tx.update("ClaimResponse", case["response_id"], stored_cr)
         if task:
-            task_copy = copy.deepcopy(task)
-            await state.storage.create("Task", task_copy, rid=task["id"], owner=case.get("owner"), session=session)
-        subs = state.services.get("subscriptions")
-        if subs is not None:
-            queued = await subs.notify_decision({**case, **update}, bundle, session=session)
-            if queued:
-                await cases.update_one({"_id": case_id}, {"$push": {"history": case_store.event("notification-queued", "precert", f"{queued} subscription(s)")}}, session=session)
+            await tx.create("Task", copy.deepcopy(task), rid=task["id"])
+        tx.emit(CaseDecided({**case, **update}, bundle, reviewer))
 
-    await state.storage.transaction(write)
+    repo = Repository.acting(state, Principal("staff", staff=who), base=base)
+    await repo.transaction(write, roles=WORKING_ROLES, owner=case.get("owner"), reason=f"review decision: {action}")
     return await cases.find_one({"_id": case_id}, {"request": 0, "response": 0})
 
 
@@ -304,8 +312,8 @@ async def assign(state, case_id: str, assignee: str | None, by: str) -> dict:
     return result
 
 
-async def overturn(state, case_id: str, sequences: list[int] | None, reviewer: str, base: str, *, note: str = "",
-                   appeal_id: str | None = None, within=None) -> dict:
+async def overturn(state, case_id: str, sequences: list[int] | None, who, base: str, *, note: str = "",
+                   appeal_id: str | None = None, within=None, roles: tuple[str, ...] = WORKING_ROLES) -> dict:
     """A denial overturned on appeal: the denied (A3) items become certified (A1), the ClaimResponse
     is updated (a new version, reviewed by a person, with an authorization number) and the PAS
     notification is queued, in one transaction.
@@ -313,14 +321,17 @@ async def overturn(state, case_id: str, sequences: list[int] | None, reviewer: s
     The first determination is kept in ``original_decisions`` (CMS-0057-F reports initial approvals
     and denials separately from approvals after appeal) and ``decided`` keeps its time; the overturn
     is recorded in ``overturned``/``overturned_by``/``appeal`` and the case history. ``within`` is an
-    optional ``async fn(session)`` run in the same transaction (the appeal's own record)."""
+    optional ``async fn(session)`` run in the same transaction (the appeal's own record). ``who`` is
+    the deciding :class:`~server.auth.staff.StaffPrincipal`, holding one of ``roles`` (those that may
+    decide the appeal's stage)."""
+    reviewer = who.username
     cases = case_store.collection(state.storage)
     case = await cases.find_one({"_id": case_id})
     if case is None:
         raise FHIRError.single(404, "not-found", f"case {case_id[:40]} is not known")
     if case["status"] != "decided":
         raise FHIRError.single(409, "conflict", f"case {case_id} is {case['status']}; only a decided request can be overturned")
-    denied = [d["sequence"] for d in case["decisions"] if d["action"] == "A3"]
+    denied = [d["sequence"] for d in case["decisions"] if d["action"] == ReviewAction.DENIED]
     chosen = denied if not sequences else list(dict.fromkeys(sequences))
     if not chosen or any(s not in denied for s in chosen):
         raise FHIRError.single(409, "conflict", f"only denied items can be overturned; denied items of {case_id}: {denied or 'none'}")
@@ -328,15 +339,12 @@ async def overturn(state, case_id: str, sequences: list[int] | None, reviewer: s
     decisions = [ItemDecision(**d) for d in case["decisions"]]
     for d in decisions:
         if d.sequence in chosen:
-            d.action = "A1"
+            d.action = ReviewAction.APPROVED
             d.reason = f"Certified on appeal{f' ({note[:300]})' if note else ''}."
             d.authorized_quantity = d.requested_quantity
             d.trace = d.trace + [f"denial overturned on appeal{f' {appeal_id}' if appeal_id else ''} by {reviewer}"]
     auth_number = case.get("auth_number") or case_store.new_auth_number()
-    echo = Echo(pas)
-    cr = build_claim_response(pas, echo, response_id=case["response_id"], version=case["version"], decisions=decisions,
-                              case_number=case["_id"], auth_number=auth_number, reviewed_by_human=True)
-    bundle = response_bundle(cr, echo, base)
+    bundle, stored_cr = reissue_response(case, pas, decisions, auth_number, base, reviewed_by_human=True)
     now = utcnow()
     update: dict = {
         "decisions": [d.as_dict() for d in decisions],
@@ -351,24 +359,17 @@ async def overturn(state, case_id: str, sequences: list[int] | None, reviewer: s
     }
     history = case_store.event("overturned", reviewer, f"denial overturned on appeal{f' {appeal_id}' if appeal_id else ''}: items "
                                f"{', '.join(str(s) for s in sorted(chosen))}" + (f" ({note[:500]})" if note else ""))
-    stored_cr = copy.deepcopy(cr)
-    stored_cr["request"] = {"reference": f"Claim/{case['claim_id']}"}
-    if case.get("patient_id"):
-        stored_cr["patient"] = {"reference": f"Patient/{case['patient_id']}"}
 
-    async def write(session):
+    async def write(tx: Transaction):
         result = await cases.update_one({"_id": case_id, "status": "decided", "decisions": case["decisions"]},
-                                        {"$set": update, "$push": {"history": history}}, session=session)
+                                        {"$set": update, "$push": {"history": history}}, session=tx.session)
         if result.matched_count != 1:
             raise FHIRError.single(409, "conflict", f"case {case_id} changed meanwhile; reload it")
-        await state.storage.update("ClaimResponse", case["response_id"], stored_cr, owner=case.get("owner"), session=session)
-        subs = state.services.get("subscriptions")
-        if subs is not None:
-            queued = await subs.notify_decision({**case, **update}, bundle, session=session)
-            if queued:
-                await cases.update_one({"_id": case_id}, {"$push": {"history": case_store.event("notification-queued", "precert", f"{queued} subscription(s)")}}, session=session)
+        await tx.update("ClaimResponse", case["response_id"], stored_cr)
+        tx.emit(CaseDecided({**case, **update}, bundle, reviewer))
         if within is not None:
-            await within(session)
+            await within(tx.session)
 
-    await state.storage.transaction(write)
+    repo = Repository.acting(state, Principal("staff", staff=who), base=base)
+    await repo.transaction(write, roles=roles, owner=case.get("owner"), reason=f"appeal {appeal_id}: denial overturned" if appeal_id else "denial overturned on appeal")
     return await cases.find_one({"_id": case_id}, {"request": 0, "response": 0})

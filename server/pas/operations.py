@@ -16,6 +16,7 @@ from server.auth.principal import current_principal
 from server.fhir.errors import FHIRError
 from server.fhir.jsonio import read_fhir_json
 from server.fhir.operations import OperationCall, operation
+from server.fhir.repository import Repository
 from server.fhir.responses import FHIR_JSON_UTF8, base_url, fhir_response
 from server.pas.constants import INQUIRE_DEFINITION, SUBMIT_DEFINITION
 from server.pas.versions import VERSIONS
@@ -37,7 +38,7 @@ def _client_default(request: Request) -> str | None:
 
 
 async def _submit(request: Request, body, base: str, pinned: str | None) -> Response:
-    result, status = await _service(request).submit(body, _owner(request), base, pinned=pinned,
+    result, status = await _service(request).submit(body, Repository.of(request), base, pinned=pinned,
                                                     client_default=_client_default(request))
     return Response(result, status_code=status, media_type=FHIR_JSON_UTF8)
 
@@ -48,7 +49,7 @@ async def _inquire(request: Request, body, base: str, pinned: str | None) -> Res
     return fhir_response(result, status)
 
 
-@operation("submit", ["Claim"], SUBMIT_DEFINITION)
+@operation("submit", ["Claim"], SUBMIT_DEFINITION, scopes=(("Claim", "c"),))
 async def submit(call: OperationCall) -> Response:
     """Decide a prior-authorization request (or update or cancel one) and answer with the PAS
     response Bundle. The case is durable before the answer is sent; a retry returns the same
@@ -56,7 +57,9 @@ async def submit(call: OperationCall) -> Response:
     return await _submit(call.request, call.body, base_url(call.request), None)
 
 
-@operation("inquire", ["Claim"], INQUIRE_DEFINITION)
+# An inquiry reads the ClaimResponses of earlier requests: a client with read access to Claims or
+# ClaimResponses may inquire; a write-only client may not.
+@operation("inquire", ["Claim"], INQUIRE_DEFINITION, scopes=(("ClaimResponse", "r"), ("Claim", "r")))
 async def inquire(call: OperationCall) -> Response:
     """The current answer for the caller's requests matching the inquiry (query by example)."""
     return await _inquire(call.request, call.body, base_url(call.request), None)
@@ -88,4 +91,4 @@ def _pinned(version: str) -> str:
 def declare_pinned_routes() -> None:
     """The pinned bases follow the same access rules as /fhir/Claim/$submit and /fhir/Claim/$inquire."""
     for op in ("submit", "inquire"):
-        policy.declare(PINNED_PREFIX + "{version}/Claim/$" + op, ["POST"], policy.requirement_for("POST", f"/fhir/Claim/${op}"))
+        policy.declare(PINNED_PREFIX + "{version}/Claim/$" + op, ["POST"], policy.FhirOperation("Claim", op))

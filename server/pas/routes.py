@@ -5,22 +5,22 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from capability.statement import claim as claim_capability
+from server.events import ResourceWritten
 
 
 def install(app: FastAPI) -> None:
     from server.pas import operations  # registers $submit and $inquire
-    from server.pas import attachments  # registers $submit-attachment
+    from server.pas import attachments  # noqa: F401 (registers $submit-attachment)
     from server.pas import cases
     from server.pas.service import PasService
     app.include_router(operations.pinned_router)
     operations.declare_pinned_routes()
-    attachments.declare_access()
 
     async def start(state) -> None:
         await cases.ensure_indexes(state.storage)
         await cases.purge_expired(state.storage)
         service = state.services["pas"] = PasService(state)
-        state.after_write_hooks.append(service.forget_members)
+        state.events.on(ResourceWritten, service.forget_members)
 
     app.state.startup_steps.append(start)
     claim_capability("http://hl7.org/fhir/us/davinci-pas/CapabilityStatement/IntermediaryCapabilities")

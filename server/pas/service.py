@@ -18,7 +18,8 @@ from server.pas.adjudicate import (
     ItemDecision, MemberCheck, codings, decide_item, describe, evaluation_input, expedited, member_ids,
     provider_ids, questionnaire_responses,
 )
-from server.pas.constants import EXT_ADMIN_REF, EXT_AUTH_NUMBER, EXT_TRANSMISSION, V201
+from server.pas.decisions import reissue_response
+from server.pas.constants import EXT_ADMIN_REF, EXT_AUTH_NUMBER, EXT_TRANSMISSION, V201, ReviewAction
 from server.pas.request import (
     PasBundle, check_request, claim_cancelled, ext_value, item_cancelled, item_change, prior_claim_reference,
 )
@@ -26,7 +27,9 @@ from server.pas.response import Echo, build_claim_response, needs_documentation,
 from server.pas.tasks import CASE_SYSTEM, information_request_task
 from server.pas.versions import negotiate
 from server.rules import get_rules
+from server.events import CaseDecided, ResourceWritten
 from server.fhir.errors import FHIRError
+from server.fhir.repository import Repository, Transaction
 from server.storage import fhir_instant, utcnow
 
 log = logging.getLogger("precert.pas")
@@ -63,6 +66,8 @@ def sender_ids(pas: PasBundle) -> list[str]:
 
 
 MEMBER_CACHE_SECONDS = 30.0
+# The scope that writes a request's case, Claim, ClaimResponse and Task (the scope of Claim/$submit).
+SUBMIT_SCOPE = (("Claim", "c"),)
 
 
 class PasService:
@@ -75,8 +80,8 @@ class PasService:
         # them everywhere. Concurrent look-ups of one member share one query (single flight).
         self.members = SharedCache(state.storage.collection("cache_versions"), "pas-members", ttl=MEMBER_CACHE_SECONDS)
 
-    async def forget_members(self, request, stored, action) -> None:
-        if stored.type in ("Coverage", "Patient"):
+    async def forget_members(self, event: ResourceWritten) -> None:
+        if event.stored.type in ("Coverage", "Patient"):
             await self.members.invalidate()
 
     async def _member_records(self, ids: list[str]) -> tuple[dict | None, dict | None]:
@@ -130,8 +135,11 @@ class PasService:
         return MemberCheck(coverage=coverage, patient=patient)
 
     # ------------------------------------------------------------------ submit
-    async def submit(self, body: Any, owner: str | None, base: str, *, pinned: str | None = None,
+    async def submit(self, body: Any, repo: Repository, base: str, *, pinned: str | None = None,
                      client_default: str | None = None) -> tuple[bytes, int]:
+        """``repo`` is the caller's repository: the case, Claim, ClaimResponse and Task are written
+        through it, owned by the caller's organization, under its ``system/Claim.c``."""
+        owner = repo.organization
         # Checking a large request takes long enough to matter; a worker thread does it.
         pas, evidence = await run_in_threadpool(check_request, body, "submit")
         version = negotiate(pinned_version=pinned, evidence=evidence, client_default=client_default)
@@ -157,20 +165,20 @@ class PasService:
             errors.append(member.error)
             status = "error"
             history.append(case_store.event("rejected", "precert", member.error[1]))
-        elif prior_case is not None and prior_case.get("status") == "decided" and all(d["action"] == "A3" for d in prior_case.get("decisions") or []):
+        elif prior_case is not None and prior_case.get("status") == "decided" and all(d["action"] == ReviewAction.DENIED for d in prior_case.get("decisions") or []):
             errors.append(("15", "The request this update refers to was denied; a denied request cannot be updated. Submit a new request.", "Claim.related"))
             status = "error"
             history.append(case_store.event("rejected", "precert", "update of a denied request"))
         else:
             decisions = self._decide(pas, member, prior_case)
             actions = {d.action for d in decisions}
-            if actions and actions <= {"C"}:
+            if actions and actions <= {ReviewAction.CANCELLED}:
                 status = "cancelled"
-            elif "A4" in actions:
+            elif ReviewAction.PENDED in actions:
                 status = "pended"
-            auth_number = (prior_case or {}).get("auth_number") or (case_store.new_auth_number() if actions & {"A1", "A6"} else None)
+            auth_number = (prior_case or {}).get("auth_number") or (case_store.new_auth_number() if actions & {ReviewAction.APPROVED, ReviewAction.MODIFIED} else None)
             for d in decisions:
-                history.append(case_store.event("item-" + {"A1": "certified", "A3": "not-certified", "A4": "pended", "A6": "modified", "C": "cancelled"}[d.action], "precert-rules", f"item {d.sequence}: {d.reason or d.summary}", sequence=d.sequence, rule=d.rule_id))
+                history.append(case_store.event("item-" + {ReviewAction.APPROVED: "certified", ReviewAction.DENIED: "not-certified", ReviewAction.PENDED: "pended", ReviewAction.MODIFIED: "modified", ReviewAction.CANCELLED: "cancelled"}[d.action], "precert-rules", f"item {d.sequence}: {d.reason or d.summary}", sequence=d.sequence, rule=d.rule_id))
         cr = build_claim_response(pas, echo, response_id=response_id, version=version, decisions=decisions,
                                   case_number=case_id, auth_number=auth_number, errors=errors,
                                   previous_auth_number=(prior_case or {}).get("auth_number"))
@@ -232,7 +240,8 @@ class PasService:
         if member.patient:
             cr_stored["patient"] = {"reference": f"Patient/{member.patient['id']}"}
 
-        async def write(session):
+        async def write(tx: Transaction):
+            session = tx.session
             await self.cases.insert_one(doc, session=session)
             if prior_case is not None:
                 await self.cases.update_one(
@@ -250,10 +259,10 @@ class PasService:
                 if member.patient:
                     task_copy["for"] = {"reference": f"Patient/{member.patient['id']}"}
                 stored.append(("Task", task_copy, task["id"]))
-            await self.storage.create_many(stored, owner=owner, session=session)
+            await tx.create_many(stored)
 
         try:
-            await self.storage.transaction(write)
+            await repo.transaction(write, requires=SUBMIT_SCOPE, owner=owner, reason="PAS Claim/$submit")
         except DuplicateKeyError:
             # A concurrent submission of the same Bundle won the race: answer with its decision.
             existing = await self.cases.find_one({"key": key}, {"response": 1})
@@ -312,10 +321,10 @@ class PasService:
                 continue
             seq = int(item.get("sequence") or 0)
             if cancel_all or item_cancelled(item):
-                out.append(ItemDecision(sequence=seq, action="C", summary=describe(item), codes=codings(item.get("productOrService")),
+                out.append(ItemDecision(sequence=seq, action=ReviewAction.CANCELLED, summary=describe(item), codes=codings(item.get("productOrService")),
                                         reason="Cancelled at the provider's request.", trace=["cancelled by the submitter"]))
                 continue
-            if seq in prior and item_change(item) is None and prior[seq]["action"] != "C":
+            if seq in prior and item_change(item) is None and prior[seq]["action"] != ReviewAction.CANCELLED:
                 kept = ItemDecision(**prior[seq])
                 kept.trace = kept.trace + ["unchanged in this update: decision carried over"]
                 out.append(kept)
@@ -394,7 +403,8 @@ class PasService:
         return {"resourceType": "Parameters", "parameter": [{"name": "return", "resource": bundle}]}
 
     # ------------------------------------------------------------------ CDex $submit-attachment
-    async def submit_attachment(self, params: dict, owner: str | None, base: str) -> str:
+    async def submit_attachment(self, params: dict, repo: Repository, base: str) -> str:
+        owner = repo.organization
         case_id = params["trackingId"]["value"]
         case = await self.cases.find_one({"_id": case_id, "owner": owner})
         member = params["memberId"]
@@ -404,7 +414,7 @@ class PasService:
         if case["status"] != "pended":
             raise FHIRError.single(409, "conflict", f"request {case_id} is {case['status']}; it takes no more attachments")
         decisions = [ItemDecision(**d) for d in case["decisions"]]
-        waiting = {d.sequence for d in decisions if d.action == "A4"}
+        waiting = {d.sequence for d in decisions if d.action == ReviewAction.PENDED}
         for i, att in enumerate(params["attachments"]):
             unknown = [n for n in att["lines"] if n not in waiting]
             if unknown:
@@ -426,16 +436,13 @@ class PasService:
         items = {int(i.get("sequence") or 0): i for i in pas.claim.get("item") or [] if isinstance(i, dict)}
         history = [case_store.event("attachments-received", "provider", f"{len(fresh)} attachment(s)")]
         for k, d in enumerate(decisions):
-            if d.action == "A4" and needs_documentation(d) and d.sequence in items:
+            if d.action == ReviewAction.PENDED and needs_documentation(d) and d.sequence in items:
                 again = decide_item(items[d.sequence], rules.evaluate(evaluation_input(pas, items[d.sequence], member_check.coverage, member_check.patient)), responses)
                 decisions[k] = again
                 history.append(case_store.event("item-redecided", "precert-rules", f"item {again.sequence}: {again.action} {again.reason or ''}".strip(), sequence=again.sequence))
-        still_pended = any(d.action == "A4" for d in decisions)
-        auth_number = case.get("auth_number") or (case_store.new_auth_number() if any(d.action in ("A1", "A6") for d in decisions) else None)
-        echo = Echo(pas)
-        cr = build_claim_response(pas, echo, response_id=case["response_id"], version=case["version"], decisions=decisions,
-                                  case_number=case_id, auth_number=auth_number)
-        bundle = response_bundle(cr, echo, base)
+        still_pended = any(d.action == ReviewAction.PENDED for d in decisions)
+        auth_number = case.get("auth_number") or (case_store.new_auth_number() if any(d.action in (ReviewAction.APPROVED, ReviewAction.MODIFIED) for d in decisions) else None)
+        bundle, stored_cr = reissue_response(case, pas, decisions, auth_number, base)
         update = {
             "request": orjson.dumps(request_bundle),
             "decisions": [d.as_dict() for d in decisions],
@@ -447,32 +454,28 @@ class PasService:
         if not still_pended:
             update["decided"] = utcnow()
             update["decided_by"] = "precert-rules"
-        stored_cr = orjson.loads(orjson.dumps(cr))
-        stored_cr["request"] = {"reference": f"Claim/{case['claim_id']}"}
-        if case.get("patient_id"):
-            stored_cr["patient"] = {"reference": f"Patient/{case['patient_id']}"}
 
-        async def write(session):
+        async def write(tx: Transaction):
+            session = tx.session
             result = await self.cases.update_one(
                 {"_id": case_id, "status": "pended", "decisions": case["decisions"]},
                 {"$set": update, "$push": {"history": {"$each": history}, "attachments_received": {"$each": [a["content"] for a in fresh]}}},
                 session=session)
             if result.matched_count != 1:
                 raise FHIRError.single(409, "conflict", f"request {case_id} changed meanwhile; send the attachments again")
-            await self.storage.update("ClaimResponse", case["response_id"], stored_cr, owner=owner, session=session)
+            await tx.update("ClaimResponse", case["response_id"], stored_cr)
             # The information-request Tasks of this case are answered.
-            tasks, _ = await self.storage.search("Task", {"k.identifier": {"$in": [f"{CASE_SYSTEM}|{case_id}"]}}, count=20, with_total=False)
+            tasks, _ = await tx.search("Task", {"k.identifier": {"$in": [f"{CASE_SYSTEM}|{case_id}"]}}, count=20, with_total=False)
             for stored_task in tasks:
                 answered = dict(stored_task.resource)
                 if answered.get("status") in ("requested", "received", "accepted", "in-progress"):
                     answered["status"] = "completed"
                     answered["lastModified"] = fhir_instant(utcnow())
-                    await self.storage.update("Task", stored_task.id, answered, owner=owner, session=session)
-            subs = self.state.services.get("subscriptions")
-            if subs is not None and not still_pended:
-                await subs.notify_decision({**case, **update}, bundle, session=session)
+                    await tx.update("Task", stored_task.id, answered)
+            if not still_pended:
+                tx.emit(CaseDecided({**case, **update}, bundle, repo.principal.agent_id))
 
-        await self.storage.transaction(write)
+        await repo.transaction(write, requires=SUBMIT_SCOPE, owner=owner, reason="CDex Claim/$submit-attachment")
         return ("Attachments received; the request is still pended." if still_pended
                 else "Attachments received; the request has been decided again.")
 

@@ -13,10 +13,10 @@ One endpoint serves PAS 2.0.1 and 2.2.1 clients. The version is decided, first m
 
 from __future__ import annotations
 
-import os
 from typing import Iterable
 
 from server.pas.constants import PAS, SD, V201, V221
+from server import settings
 
 VERSIONS = (V201, V221)
 
@@ -34,7 +34,7 @@ MEMBER_TYPE = ("http://terminology.hl7.org/CodeSystem/v2-0203", "MB")
 
 
 def server_default() -> str:
-    value = os.environ.get("PRECERT_PAS_VERSION", "").strip()
+    value = settings.pas_version()
     return value if value in VERSIONS else V221
 
 

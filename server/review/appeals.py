@@ -37,6 +37,7 @@ from server.pas import cases as case_store
 from server.pas.decisions import overturn
 from server.review import clock
 from server.review.errors import LIST_FIELDS, ReviewError, clean_text
+from server.pas.constants import ReviewAction
 
 STAGES = ("first-level", "peer-to-peer", "second-level", "external-review")
 STAGE_NAMES = {
@@ -114,7 +115,7 @@ async def file(state, case_id: str, body, who: str) -> dict:
     urgency = body.get("urgency") or case.get("urgency") or "standard"
     if urgency not in ("standard", "expedited"):
         raise ReviewError(400, "urgency must be standard or expedited")
-    denied = [d["sequence"] for d in case.get("decisions") or [] if d.get("action") == "A3"]
+    denied = [d["sequence"] for d in case.get("decisions") or [] if d.get("action") == ReviewAction.DENIED]
     if case.get("status") != "decided" or not denied:
         raise ReviewError(409, "only a decided request with a denied item can be appealed")
     items = body.get("items")
@@ -220,7 +221,8 @@ async def decide(state, appeal_id: str, body, who, base: str) -> dict:
                 {"$push": {"history": {"at": now, "event": "appeal-closed", "by": who.username, "detail": f"appeal {appeal_id}: denial overturned at {STAGE_NAMES[stage['stage']].lower()}"}}},
                 session=session)
 
-        await overturn(state, appeal["case_id"], appeal["items"], who.username, base, note=note, appeal_id=appeal_id, within=record)
+        await overturn(state, appeal["case_id"], appeal["items"], who, base, note=note, appeal_id=appeal_id, within=record,
+                       roles=DECIDERS[stage["stage"]])
     else:
         result = await appeals.update_one(guard, change)
         if result.matched_count != 1:

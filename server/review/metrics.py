@@ -31,6 +31,7 @@ from server.pas import cases as case_store
 from server.review import clock
 from server.review.view import service_code_name
 from server.rules import get_rules
+from server.pas.constants import ReviewAction
 
 URGENCIES = ("standard", "expedited")
 FIELDS = ("requests", "approved", "denied", "approved_after_appeal", "extended", "approved_after_extension", "decided_late",
@@ -85,7 +86,7 @@ def parse_period(start: str | None, end: str | None, today: date | None = None) 
 
 
 def counted_items(decisions: list[dict]) -> list[dict]:
-    return [d for d in decisions or [] if isinstance(d, dict) and d.get("action") in ("A1", "A3", "A6") and d.get("pa_needed") != "no-auth"]
+    return [d for d in decisions or [] if isinstance(d, dict) and d.get("action") in (ReviewAction.APPROVED, ReviewAction.DENIED, ReviewAction.MODIFIED) and d.get("pa_needed") != "no-auth"]
 
 
 def outcome(case: dict) -> dict | None:
@@ -96,9 +97,9 @@ def outcome(case: dict) -> dict | None:
     first = counted_items(case.get("original_decisions") or case.get("decisions"))
     if not first:
         return None
-    denied = all(d["action"] == "A3" for d in first)
+    denied = all(d["action"] == ReviewAction.DENIED for d in first)
     now_items = counted_items(case.get("decisions"))
-    after_appeal = denied and bool(case.get("overturned")) and any(d["action"] in ("A1", "A6") for d in now_items)
+    after_appeal = denied and bool(case.get("overturned")) and any(d["action"] in (ReviewAction.APPROVED, ReviewAction.MODIFIED) for d in now_items)
     decided, received = clock.aware(case["decided"]), clock.aware(case["received"])
     urgency = "expedited" if case.get("urgency") == "expedited" else "standard"
     due = clock.aware(case.get("due"))

@@ -43,6 +43,7 @@ from server.review import api as review_api
 from server.review import appeals, charts, clock, dashboard, labels, metrics, view, workbench
 from server.rules import get_rules
 from server.review.workbench import QueueFilter, ReviewError
+from server.pas.constants import ReviewAction
 
 HERE = Path(__file__).parent
 MAX_FORM_BYTES = 64 * 1024
@@ -206,7 +207,7 @@ def decision_body(form: dict[str, str], case: dict) -> dict:
     if action == "modify":
         items = []
         for d in case.get("decisions") or []:
-            if d.get("action") != "A4":
+            if d.get("action") != ReviewAction.PENDED:
                 continue
             seq = d["sequence"]
             qty = number(form.get(f"quantity_{seq}", ""), f"the quantity of item {seq}")
@@ -419,8 +420,8 @@ async def case_page(request: Request, who, case_id: str, *, status: int = 200, e
                   row=workbench.row(case, now, with_member=False), error=error, form=form or {},
                   done=DONE.get(done or ""), staff=await assignable(state), appeals=case_appeals,
                   can_extend=clock.check_extension(case, 1, now, rule) is None, extension_rule=rule,
-                  pended_items=[d for d in case.get("decisions") or [] if d.get("action") == "A4"],
-                  denied_items=[d for d in case.get("decisions") or [] if d.get("action") == "A3"],
+                  pended_items=[d for d in case.get("decisions") or [] if d.get("action") == ReviewAction.PENDED],
+                  denied_items=[d for d in case.get("decisions") or [] if d.get("action") == ReviewAction.DENIED],
                   open_appeal=any(a["status"] == "open" for a in case_appeals))
 
 
@@ -752,6 +753,7 @@ def install(app: FastAPI) -> None:
                  "/review/appeals/{appeal_id}/close"):
         policy.declare(path, ["POST"], workers)
     policy.declare("/review/appeals/{appeal_id}/decide", ["POST"], policy.staff("medical-director", "administrator"))
+    policy.declare("/review/logout", ["POST"], policy.staff())
     review_api.declare()
     app.include_router(review_api.router)
     app.include_router(router)

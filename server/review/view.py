@@ -20,6 +20,7 @@ from server.pas.request import PasBundle
 from questionnaires.catalog import expansion_contains, get_catalog
 from server.pas.adjudicate import questionnaire_responses
 from server.review.labels import ICD10_NAMES, SERVICE_NAMES
+from server.pas.constants import ReviewAction
 
 SYSTEMS = {
     "http://www.ama-assn.org/go/cpt": "CPT",
@@ -36,7 +37,7 @@ SYSTEMS = {
 }
 NPI = "http://hl7.org/fhir/sid/us-npi"
 ICD10 = "http://hl7.org/fhir/sid/icd-10-cm"
-ACTIONS = {"A1": "Certified", "A3": "Not certified", "A4": "Pended", "A6": "Modified", "C": "Cancelled"}
+ACTIONS = {ReviewAction.APPROVED: "Certified", ReviewAction.DENIED: "Not certified", ReviewAction.PENDED: "Pended", ReviewAction.MODIFIED: "Modified", ReviewAction.CANCELLED: "Cancelled"}
 SAFE_DOCUMENT_TYPES = {"application/pdf", "image/png", "image/jpeg", "image/gif", "text/plain", "application/xml", "text/xml"}
 
 

@@ -15,13 +15,13 @@ errors visible at ``GET /admin/rules``.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from pathlib import Path
 
 from server.rules.engine import RuleSet
 from server.rules.loader import RulesError, load_directory, signature
+from server import settings
 
 log = logging.getLogger("precert.rules")
 
@@ -32,7 +32,7 @@ __all__ = ["get_rules", "RuleSet", "RulesError", "RulesService", "rules_director
 
 
 def rules_directory() -> Path:
-    configured = os.environ.get("PRECERT_RULES_DIR", "").strip()
+    configured = settings.rules_dir()
     return Path(configured) if configured else SANDBOX_DIR
 
 

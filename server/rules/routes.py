@@ -16,6 +16,7 @@ import logging
 from fastapi import APIRouter, FastAPI, Request
 from starlette.responses import JSONResponse, Response
 
+from server.auth import policy
 from server.fhir.jsonio import BodyTooLarge, MalformedJSON, parse_json, read_body
 from server.rules import SANDBOX_DIR, RulesError, RulesService, get_rules
 from server.rules.model import EvaluationInput
@@ -114,4 +115,8 @@ def install(app: FastAPI) -> None:
             log.warning("rules: production mode is using the sandbox rule set; set PRECERT_RULES_DIR to the payer's rules")
 
     app.state.startup_steps.append(load_rules)
+    for path, methods in (("/admin/rules", ["GET"]), ("/admin/rules/reload", ["POST"]), ("/admin/rules/evaluate", ["POST"])):
+        policy.declare(path, methods, policy.staff("administrator"))
+    # CMS-0057-F: the list of services that need prior authorization is published openly.
+    policy.declare("/rules/prior-auth-list", ["GET"], policy.PUBLIC_REQ)
     app.include_router(router)

@@ -8,6 +8,7 @@ from starlette.responses import Response
 
 from server.fhir.errors import not_found
 from server.fhir.operations import OperationCall, operation
+from server.fhir.repository import Repository
 from server.fhir.responses import base_url, fhir_response
 from server.storage import fhir_instant, utcnow
 
@@ -37,13 +38,12 @@ async def _status(call: OperationCall) -> Response:
         ids += [p.get("valueId") or p.get("valueString") for p in call.body.get("parameter") or [] if p.get("name") == "id"]
     base = base_url(call.request)
     entries = []
+    repo = Repository.of(call.request)
     if not ids:
-        found, _ = await state.storage.search("Subscription", await state.search_filter(call.request, "Subscription") or {}, count=100, with_total=False)
+        found, _ = await repo.search("Subscription", None, scoped=False, count=100, with_total=False)
     else:
-        found = [s for s in await state.storage.read_many(f"Subscription/{i}" for i in ids if i)]
+        found = await repo.read_many((f"Subscription/{i}" for i in ids if i), scoped=False)
     for stored in found:
-        if not await state.visible(call.request, stored):
-            continue
         params = await service.status(stored.id, stored.resource, stored.owner, base)
         entries.append({"fullUrl": f"urn:uuid:{stored.id}-status", "resource": params, "search": {"mode": "match"}})
     if call.resource_id and not entries:
@@ -61,14 +61,15 @@ def install(app: FastAPI) -> None:
         "valueCanonical": PAS_TOPIC,
     })
 
-    operation("status", ["Subscription"], STATUS_DEFINITION, instance_level=True, methods=("GET", "POST"))(_status)
+    operation("status", ["Subscription"], STATUS_DEFINITION, instance_level=True, methods=("GET", "POST"),
+              scopes=(("Subscription", "r"),))(_status)
 
     async def start(state) -> None:
         service = SubscriptionService(state)
         await service.ensure_indexes()
         state.services["subscriptions"] = service
         state.before_write_hooks.append(service.before_write)
-        state.after_write_hooks.append(service.after_write)
+        service.listen(state.events)
         service.start()
 
     async def stop(state) -> None:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import uuid
 from datetime import timedelta
 
@@ -25,12 +24,15 @@ import httpx
 import orjson
 from pymongo import ASCENDING, ReturnDocument
 
+from server.events import CaseDecided, EventBus, ResourceWritten
 from server.outbound import OutboundRefused, check_destination, safe_headers
-from server.fhir.responses import base_url
+from server.fhir.repository import Repository, Transaction
+from server.pas import cases as case_store
 from server.storage import StoredResource, utcnow
 from server.subscriptions.model import (
     PAS_TOPIC, TopicSubscription, check_subscription, notification_bundle, read_subscription, status_parameters,
 )
+from server import settings
 
 log = logging.getLogger("precert.subscriptions")
 
@@ -39,16 +41,18 @@ MAX_DELIVERY_SECONDS = 10.0
 LEASE = timedelta(seconds=MAX_DELIVERY_SECONDS + 5)
 MAX_IN_FLIGHT = 32
 ERROR_AFTER_FAILURES = 3
+# The internal actor that delivers notifications and keeps each Subscription's status.
+NOTIFIER = "notification-worker"
 
 
 class SubscriptionService:
     def __init__(self, state):
         self.state = state
         self.storage = state.storage
+        self.repo = Repository.system(state, NOTIFIER)
         self.outbox = state.storage.collection("notification_outbox")
         self.subs = state.storage.collection("subscription_state")
-        self.backoff_base = float(os.environ.get("PRECERT_NOTIFY_BACKOFF_SECONDS", "2"))
-        self.backoff_cap = float(os.environ.get("PRECERT_NOTIFY_BACKOFF_CAP_SECONDS", "300"))
+        self.backoff_base, self.backoff_cap = settings.notify_backoff()
         self.wake = asyncio.Event()
         self.task: asyncio.Task | None = None
         self.client: httpx.AsyncClient | None = None
@@ -84,7 +88,25 @@ class SubscriptionService:
         if self.client:
             await self.client.aclose()
 
-    # ------------------------------------------------------------------ hooks on /fhir/Subscription
+    def listen(self, events: EventBus) -> None:
+        """Join the repository's events: a decision queues its notifications in the deciding
+        transaction (so they commit, or roll back, with it); Subscription writes start a handshake."""
+        events.on(CaseDecided, self.queue_decision, phase="transaction")
+        events.on(CaseDecided, self.wake_up)
+        events.on(ResourceWritten, self.subscription_written)
+
+    async def wake_up(self, event) -> None:
+        self.wake.set()
+
+    async def queue_decision(self, event: CaseDecided, tx: Transaction) -> None:
+        queued = await self.notify_decision(event.case, event.response, session=tx.session)
+        if queued:
+            await case_store.collection(self.storage).update_one(
+                {"_id": event.case["_id"]},
+                {"$push": {"history": case_store.event("notification-queued", "precert", f"{queued} subscription(s)")}},
+                session=tx.session)
+
+    # ------------------------------------------------------------------ checks and events on /fhir/Subscription
     async def before_write(self, request, rtype: str, resource: dict) -> None:
         if rtype != "Subscription":
             return
@@ -93,15 +115,16 @@ class SubscriptionService:
             # The server owns the status: a new or changed subscription starts with a handshake.
             resource["status"] = "requested"
 
-    async def after_write(self, request, stored: StoredResource, action: str) -> None:
-        if stored.type != "Subscription":
-            return
+    async def subscription_written(self, event: ResourceWritten) -> None:
+        stored, action = event.stored, event.action
+        if stored.type != "Subscription" or event.actor == NOTIFIER:
+            return  # the worker's own status changes need no new handshake
         if action == "delete":
             await self.subs.update_one({"_id": stored.id}, {"$set": {"deleted": True, "next_heartbeat": None}})
             return
         resource = stored.resource
         sub = read_subscription(resource, stored.owner)
-        base = base_url(request)
+        base = event.base or ""
         heartbeat = int(sub.heartbeat) if sub.heartbeat else None
         await self.subs.update_one(
             {"_id": stored.id},
@@ -134,7 +157,7 @@ class SubscriptionService:
     async def matching_subscriptions(self, owner: str | None, sender_ids: list[str]) -> list[tuple[TopicSubscription, dict]]:
         states = {s["_id"]: s async for s in self.subs.find({"owner": owner, "topic": {"$in": [PAS_TOPIC, None]}, "deleted": False})}
         out = []
-        for stored in await self.storage.read_many(f"Subscription/{sid}" for sid in states):
+        for stored in await self.repo.read_many(f"Subscription/{sid}" for sid in states):
             if stored.owner != owner or stored.resource.get("status") not in ("requested", "active", "error"):
                 continue
             sub = read_subscription(stored.resource, stored.owner)
@@ -223,7 +246,7 @@ class SubscriptionService:
             self.wake.set()  # this subscription's next notification may be due
 
     async def _deliver(self, doc: dict) -> None:
-        stored = await self.storage.read("Subscription", doc["subscription"])
+        stored = await self.repo.read("Subscription", doc["subscription"])
         if stored is None or stored.deleted or stored.resource.get("status") == "off":
             await self.outbox.update_one({"_id": doc["_id"]}, {"$set": {"status": "cancelled", "finished": utcnow()}})
             return
@@ -267,7 +290,7 @@ class SubscriptionService:
             await self._set_status(stored, "error")
 
     async def _set_status(self, stored: StoredResource, status: str) -> None:
-        current = await self.storage.read("Subscription", stored.id)
+        current = await self.repo.read("Subscription", stored.id)
         if current is None or current.deleted:
             return
         resource = current.resource
@@ -275,14 +298,15 @@ class SubscriptionService:
             return
         resource["status"] = status
         try:
-            await self.storage.update("Subscription", stored.id, resource, if_match=current.version)
+            await self.repo.put("Subscription", stored.id, resource, current.version, owner=current.owner,
+                                reason=f"subscription status {status}")
         except Exception:  # changed meanwhile by its owner: their write wins
             log.info("subscription %s changed while its status was being set", stored.id)
 
     async def _heartbeats(self) -> None:
         now = utcnow()
         async for state in self.subs.find({"next_heartbeat": {"$ne": None, "$lte": now}, "deleted": {"$ne": True}}):
-            stored = await self.storage.read("Subscription", state["_id"])
+            stored = await self.repo.read("Subscription", state["_id"])
             if stored is None or stored.deleted or stored.resource.get("status") not in ("active", "error"):
                 await self.subs.update_one({"_id": state["_id"]}, {"$set": {"next_heartbeat": now + timedelta(seconds=state["heartbeat"])}})
                 continue
