@@ -60,7 +60,7 @@ def test_seeding_happens_once_across_workers_and_restarts(mongodb_uri, settings)
         state = first.app.state.precert
 
         async def two_workers_start_together():
-            await load_sandbox(state.storage)
+            await load_sandbox(state)
             return await asyncio.gather(seed_cases(state), seed_cases(state))
 
         made = asyncio.run_coroutine_threadsafe(two_workers_start_together(), first.loop).result(120)

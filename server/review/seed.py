@@ -28,6 +28,7 @@ from pathlib import Path
 from pymongo.errors import DuplicateKeyError
 
 from server.auth.staff import StaffPrincipal
+from server.fhir.repository import Repository
 from server.pas import cases as case_store
 from server.pas import decisions
 from server.pas.service import PasService
@@ -130,7 +131,7 @@ async def _case_for(state, seed: Seed) -> dict | None:
 
 
 async def seed_case(state, pas: PasService, seed: Seed, base: str, now: datetime) -> str | None:
-    await pas.submit(request_bundle(seed), None, base)
+    await pas.submit(request_bundle(seed), Repository.system(state, "sandbox-seed", base=base), base)
     case = await _case_for(state, seed)
     if case is None or case.get("status") != "pended":
         log.warning("sandbox: seed case %s was not pended; skipped", seed.key)
