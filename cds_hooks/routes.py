@@ -110,9 +110,7 @@ class CRDState:
             return Fetcher(self.http, req.fhir_server, req.token, self.config.fhir_timeout,
                            guarded=self.app_state.settings.mode == "production")
         if self.config.sandbox and request is not None:
-            repository = Repository(request)
-            repository.principal = SANDBOX_READER
-            return LocalFetcher(repository)
+            return LocalFetcher(Repository.acting(self.app_state, SANDBOX_READER, request=request))
         return None
 
     def dtr_available(self, questionnaire: str, cache: dict | None = None) -> bool:
