@@ -65,7 +65,8 @@ MAX_VALUES = 50_000
 MAX_DEPTH = 64
 
 
-def _check_cost(resource: Any) -> None:
+def check_cost(resource: Any) -> None:
+    """Raise :class:`TooCostly` for a resource beyond :data:`MAX_VALUES` or :data:`MAX_DEPTH`."""
     count = 0
     stack = [(resource, 0)]
     while stack:
@@ -337,6 +338,13 @@ def _matches_pattern(value: Any, pattern: Any) -> bool:
     return value == pattern
 
 
+def claimed_profiles(resource: Any) -> list[str]:
+    """The canonical URLs in ``meta.profile``; other values there are the cardinality and type checks' to report."""
+    meta = resource.get("meta") if isinstance(resource, dict) else None
+    found = meta.get("profile") if isinstance(meta, dict) else None
+    return [p for p in found if isinstance(p, str)] if isinstance(found, list) else []
+
+
 def _as_list(value: Any) -> list:
     return value if isinstance(value, list) else [value]
 
@@ -559,7 +567,7 @@ class _Run:
             if n == 0:
                 break
         self.issues.extend(best or [])
-        for purl in (item.get("meta") or {}).get("profile", []) or []:
+        for purl in claimed_profiles(item):
             if purl in urls:
                 continue
             try:
@@ -600,7 +608,7 @@ class _Run:
 
     def _claimed_declares(self, resource: dict, here: tuple[str, str]) -> bool:
         """Whether a profile the resource claims (meta.profile) slices this extension in."""
-        for purl in (resource.get("meta") or {}).get("profile", []) or [] if isinstance(resource, dict) else []:
+        for purl in claimed_profiles(resource):
             try:
                 if here in _declared_extensions(compile_profile(purl, self.prefer)):
                     return True
@@ -831,9 +839,9 @@ def validate(resource: Any, profile: str | None = None, package: str | None = No
     Without ``package``, an unversioned canonical that several shipped versions define (PAS 2.0.1 and
     2.2.1) is met when any one version is met: the outcome is that of the best-matching version.
     """
-    _check_cost(resource)
+    check_cost(resource)
     if package is None and isinstance(resource, dict):
-        claimed = [profile] if profile else list((resource.get("meta") or {}).get("profile") or [])
+        claimed = [profile] if profile else claimed_profiles(resource)
         packages = []
         for url in claimed:
             if isinstance(url, str) and "|" not in url:
@@ -862,7 +870,7 @@ def _validate(resource: Any, profile: str | None, package: str | None) -> dict:
         compile_profile(profile, package)
         urls.append(profile)
     else:
-        for purl in (resource.get("meta") or {}).get("profile", []) or []:
+        for purl in claimed_profiles(resource):
             if registry().structure(purl, package) is None:
                 run.add("warning", "not-supported", "profile-unknown", f"{rtype}.meta.profile", f"profile {purl} is not known")
             else:

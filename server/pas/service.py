@@ -133,7 +133,7 @@ class PasService:
     async def submit(self, body: Any, owner: str | None, base: str, *, pinned: str | None = None,
                      client_default: str | None = None) -> tuple[bytes, int]:
         # Checking a large request takes long enough to matter; a worker thread does it.
-        pas, evidence = await run_in_threadpool(check_request, body, "submit")
+        pas, evidence = await run_in_threadpool(lambda: check_request(body, "submit", pinned=pinned, client_default=client_default))
         version = negotiate(pinned_version=pinned, evidence=evidence, client_default=client_default)
         request_bundle = pas.bundle
         digest = case_store.request_hash(request_bundle)
@@ -327,7 +327,7 @@ class PasService:
     # ------------------------------------------------------------------ inquire
     async def inquire(self, body: Any, owner: str | None, base: str, *, pinned: str | None = None,
                       client_default: str | None = None) -> tuple[dict, int]:
-        pas, evidence = await run_in_threadpool(check_request, body, "inquire")
+        pas, evidence = await run_in_threadpool(lambda: check_request(body, "inquire", pinned=pinned, client_default=client_default))
         claim = pas.claim
         members = member_ids(pas)
         providers = provider_ids(pas)
