@@ -12,7 +12,6 @@ offers the provider a peer-to-peer discussion (contact and window in the process
 from __future__ import annotations
 
 import copy
-import uuid
 from datetime import timedelta
 from typing import Any
 
@@ -21,10 +20,10 @@ import orjson
 from server.fhir.errors import FHIRError
 from server.pas import cases as case_store
 from server.pas.adjudicate import ItemDecision
-from server.pas.constants import PAS_TEMP, PROFILE_TASK
 from server.pas.reasons import DENIAL_REASONS, reason_class
 from server.pas.request import PasBundle
 from server.pas.response import Echo, build_claim_response, response_bundle
+from server.pas.tasks import information_request_task, stored_task
 from server.storage import fhir_instant, utcnow
 
 ACTIONS = ("approve", "deny", "modify", "request-info", "recommend-denial")
@@ -132,46 +131,6 @@ def denial_text(d: ItemDecision, code: str, explanation: str, rationale: str = "
     return " ".join(parts)
 
 
-def _task(case: dict, pas: PasBundle, needed: list[str], base: str, questionnaire: str | None) -> dict:
-    claim = pas.claim
-    provider = pas.resource(claim.get("provider")) or {}
-    provider_ident = next((i for i in provider.get("identifier") or [] if isinstance(i, dict) and i.get("value")), {"value": "unknown"})
-    patient_ref = claim.get("patient")
-    inputs = [{"type": {"coding": [{"system": PAS_TEMP, "code": "payer-url"}]}, "valueUrl": f"{base}/Claim/$submit"}]
-    line = min((d["sequence"] for d in case["decisions"] if d["action"] == "A4"), default=1)
-    for n in needed:
-        code = n.strip()
-        concept = {"coding": [{"system": "http://loinc.org", "code": code}]} if code.replace("-", "").isdigit() else {"text": code[:500]}
-        inputs.append({
-            "extension": [{"url": "http://hl7.org/fhir/us/davinci-pas/StructureDefinition/extension-serviceLineNumber", "valuePositiveInt": line}],
-            "type": {"coding": [{"system": PAS_TEMP, "code": "attachments-needed"}]},
-            "valueCodeableConcept": concept,
-        })
-    if questionnaire:
-        inputs.append({
-            "extension": [{"url": "http://hl7.org/fhir/us/davinci-pas/StructureDefinition/extension-serviceLineNumber", "valuePositiveInt": line}],
-            "type": {"coding": [{"system": PAS_TEMP, "code": "questionnaire-context"}]},
-            "valueString": case["_id"],
-        })
-    return {
-        "resourceType": "Task",
-        "id": str(uuid.uuid4()),
-        "meta": {"profile": [PROFILE_TASK]},
-        "identifier": [{"system": "http://precert.example.org/sid/case", "value": case["_id"]}],
-        "status": "requested",
-        "intent": "order",
-        "code": {"coding": [{"system": PAS_TEMP, "code": "attachment-request-questionnaire" if questionnaire else "attachment-request-code"}]},
-        "for": patient_ref,
-        "authoredOn": fhir_instant(utcnow()),
-        "requester": {"identifier": {"system": "http://precert.example.org/sid/payer-id", "value": "PRECERT01"}},
-        "owner": {"identifier": provider_ident},
-        "reasonCode": {"coding": [{"system": PAS_TEMP, "code": "priorAuthorization"}]},
-        "reasonReference": {"reference": pas.claim_entry.full_url or claim.get("id", "")},
-        "restriction": {"period": {"end": fhir_instant(utcnow() + timedelta(days=INFO_DUE_DAYS))}},
-        "input": inputs,
-    }
-
-
 async def decide(state, case_id: str, body: Any, who, base: str) -> dict:
     """Apply a staff decision. ``who`` is the acting :class:`~server.auth.staff.StaffPrincipal`."""
     if not isinstance(body, dict):
@@ -217,13 +176,17 @@ async def decide(state, case_id: str, body: Any, who, base: str) -> dict:
     auth_number = case.get("auth_number") or (case_store.new_auth_number() if any(d.action in ("A1", "A6") for d in decisions) else None)
     extra: list[tuple[str, dict]] = []
     task = None
+    echo = Echo(pas)
     if action == "request-info":
+        # What the reviewer asked for, as the PAS information-request Task of the case's version.
         questionnaire = next((d.questionnaire for d in decisions if d.action == "A4" and d.questionnaire), None)
-        task = _task(case, pas, body["needed"], base, questionnaire)
-        extra.append((f"{base}/Task/{task['id']}", task))
+        task_url, task = information_request_task(
+            pas, echo, version=case["version"], case_id=case["_id"], base=base, due=utcnow() + timedelta(days=INFO_DUE_DAYS),
+            lines=sorted(changes), attachments=[n.strip() for n in body["needed"]], questionnaire=questionnaire,
+            reason=("Requested by the reviewer: " + "; ".join(n.strip() for n in body["needed"]))[:500])
+        extra.append((task_url, task))
         if pas.claim_entry:
             extra.append((pas.claim_entry.full_url, pas.claim))
-    echo = Echo(pas)
     cr = build_claim_response(pas, echo, response_id=case["response_id"], version=case["version"], decisions=decisions,
                               case_number=case["_id"], auth_number=auth_number, reviewed_by_human=True)
     bundle = response_bundle(cr, echo, base, extra=extra)
@@ -276,8 +239,7 @@ async def decide(state, case_id: str, body: Any, who, base: str) -> dict:
             raise FHIRError.single(409, "conflict", f"case {case_id} was decided by someone else meanwhile; reload it")
         await state.storage.update("ClaimResponse", case["response_id"], stored_cr, owner=case.get("owner"), session=session)
         if task:
-            task_copy = copy.deepcopy(task)
-            await state.storage.create("Task", task_copy, rid=task["id"], owner=case.get("owner"), session=session)
+            await state.storage.create("Task", stored_task(task, case), rid=task["id"], owner=case.get("owner"), session=session)
         subs = state.services.get("subscriptions")
         if subs is not None:
             queued = await subs.notify_decision({**case, **update}, bundle, session=session)

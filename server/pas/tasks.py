@@ -8,6 +8,7 @@ differently (2.0.1 ``paLineNumber`` and ``questionnaires-needed``, an Identifier
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import datetime
 
@@ -95,3 +96,15 @@ def information_request_task(
     if due is not None:
         task["restriction"] = {"period": {"end": fhir_instant(due)}}
     return f"urn:uuid:{task_id}", task
+
+
+def stored_task(task: dict, case: dict) -> dict:
+    """The Task as the server keeps it: its references point at the stored Claim and Patient of the
+    case rather than at entries of the response Bundle; owner and requester by identifier."""
+    stored = json.loads(json.dumps(task))
+    stored["reasonReference"] = {"reference": f"Claim/{case['claim_id']}"}
+    stored["owner"] = {"identifier": task["owner"]["identifier"]}
+    stored["requester"] = {"identifier": task["requester"]["identifier"]}
+    if case.get("patient_id"):
+        stored["for"] = {"reference": f"Patient/{case['patient_id']}"}
+    return stored
