@@ -188,7 +188,8 @@ async def decide(state, case_id: str, body: Any, who, base: str) -> dict:
         if pas.claim_entry:
             extra.append((pas.claim_entry.full_url, pas.claim))
     cr = build_claim_response(pas, echo, response_id=case["response_id"], version=case["version"], decisions=decisions,
-                              case_number=case["_id"], auth_number=auth_number, reviewed_by_human=True)
+                              case_number=case["_id"], auth_number=auth_number, reviewed_by_human=True,
+                              reviewer_npi=getattr(who, "npi", "") or None)
     bundle = response_bundle(cr, echo, base, extra=extra)
     now = utcnow()
     note = str(body.get("note") or "").strip()[:2000]
