@@ -133,3 +133,33 @@ def test_a_reviewers_request_for_information_reaches_the_provider_as_the_pas_tas
     assert task["id"] in [t["id"] for b in found for t in _tasks_of(b)]
     stored = client.get(f"/fhir/Task/{task['id']}").json()
     assert stored["status"] == "requested" and stored["reasonReference"]["reference"].startswith("Claim/")
+
+
+@pytest.mark.parametrize("version", ["2.0.1", "2.2.1"])
+def test_a_document_asked_for_with_a_loinc_modifier_is_signalled_as_the_version_defines(client, version):
+    """2.2.1: the attachments-needed input carries the LOINC attachment modifier as contentModifier;
+    2.0.1 defines contentModifier only on a CommunicationRequest payload, so the Task says it in words."""
+    body = submit(client, pas_request(version, SURGICAL, provider_npi=npi())).json()
+    number = case_number(body)
+    asked = [{"code": "11506-3", "modifier": "18804-5", "text": "Most recent progress note"}]
+    r = client.post(f"/review/api/cases/{number}/decision", json={"action": "request-info", "needed": asked, "due_days": 5})
+    assert r.status_code == 200, r.text
+    info = client.get(f"/review/api/cases/{number}").json()["info_request"]
+    task = client.get(f"/fhir/Task/{info['task_id']}").json()
+    [needed] = [i for i in task["input"] if i["type"]["coding"][0]["code"] == "attachments-needed"]
+    assert needed["valueCodeableConcept"]["coding"] == [{"system": "http://loinc.org", "code": "11506-3"}]
+    modifiers = [e for e in needed["extension"] if e["url"] == SD + "extension-contentModifier"]
+    if version == "2.2.1":
+        assert modifiers[0]["valueCodeableConcept"]["coding"][0]["code"] == "18804-5"
+    else:
+        assert modifiers == [] and "18804-5" in needed["valueCodeableConcept"]["text"]
+    due = datetime.fromisoformat(task["restriction"]["period"]["end"].replace("Z", "+00:00"))
+    assert timedelta(days=4) < due - datetime.now(timezone.utc) <= timedelta(days=5)
+    assert conformance_errors(task, None, f"hl7.fhir.us.davinci-pas-{version}") == []
+
+
+def test_a_request_for_information_with_a_malformed_item_is_refused(client):
+    body = submit(client, pas_request("2.2.1", SURGICAL, provider_npi=npi())).json()
+    r = client.post(f"/review/api/cases/{case_number(body)}/decision",
+                    json={"action": "request-info", "needed": [{"code": "not-loinc"}]})
+    assert r.status_code == 400

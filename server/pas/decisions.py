@@ -23,7 +23,7 @@ from server.pas.adjudicate import ItemDecision
 from server.pas.reasons import DENIAL_REASONS, reason_class
 from server.pas.request import PasBundle
 from server.pas.response import Echo, build_claim_response, response_bundle
-from server.pas.tasks import information_request_task, stored_task
+from server.pas.tasks import information_request_task, parse_needed, stored_task
 from server.storage import fhir_instant, utcnow
 
 ACTIONS = ("approve", "deny", "modify", "request-info", "recommend-denial")
@@ -80,9 +80,10 @@ def plan_item_changes(case: dict, body: dict) -> dict[int, tuple[str, dict]]:
         else:
             raise _bad(f"items[{i}].action must be one of {', '.join(ACTIONS)}", f"items[{i}].action")
     if action == "request-info":
-        needed = body.get("needed")
-        if not isinstance(needed, list) or not needed or not all(isinstance(n, str) and n.strip() for n in needed):
-            raise _bad("request-info needs 'needed': a list of what is missing (plain language, or LOINC codes)", "needed")
+        try:
+            parse_needed(body.get("needed"))
+        except ValueError as exc:
+            raise _bad(f"request-info needs 'needed': {exc}", "needed") from None
     if action == "recommend-denial":
         reason = body.get("reason") or {}
         if not isinstance(reason, dict) or reason.get("code") not in DENIAL_REASONS:
@@ -181,9 +182,10 @@ async def decide(state, case_id: str, body: Any, who, base: str) -> dict:
         # What the reviewer asked for, as the PAS information-request Task of the case's version.
         questionnaire = next((d.questionnaire for d in decisions if d.action == "A4" and d.questionnaire), None)
         task_url, task = information_request_task(
-            pas, echo, version=case["version"], case_id=case["_id"], base=base, due=utcnow() + timedelta(days=INFO_DUE_DAYS),
-            lines=sorted(changes), attachments=[n.strip() for n in body["needed"]], questionnaire=questionnaire,
-            reason=("Requested by the reviewer: " + "; ".join(n.strip() for n in body["needed"]))[:500])
+            pas, echo, version=case["version"], case_id=case["_id"], base=base,
+            due=utcnow() + timedelta(days=body.get("due_days") or INFO_DUE_DAYS),
+            lines=sorted(changes), attachments=body["needed"], questionnaire=questionnaire,
+            reason=("Requested by the reviewer: " + "; ".join(n["text"] for n in parse_needed(body["needed"])))[:500])
         extra.append((task_url, task))
         if pas.claim_entry:
             extra.append((pas.claim_entry.full_url, pas.claim))
@@ -197,7 +199,7 @@ async def decide(state, case_id: str, body: Any, who, base: str) -> dict:
               "recommend-denial": "recommended denial for a physician's decision"}[action]
     said = f"{detail}: items {', '.join(str(s) for s in sorted(changes))}"
     if action == "request-info":
-        said += "; asked for: " + "; ".join(n.strip()[:200] for n in body["needed"])
+        said += "; asked for: " + "; ".join(n["text"][:200] for n in parse_needed(body["needed"]))
     if action == "recommend-denial":
         reason = body.get("reason") or {}
         said += f"; reason {reason.get('code')}: {str(body.get('rationale') or reason.get('text') or '').strip()[:500]}"
@@ -226,7 +228,7 @@ async def decide(state, case_id: str, body: Any, who, base: str) -> dict:
                                     "rationale": str(body.get("rationale") or reason.get("text") or "").strip()[:2000]}
     if task:
         update["info_requested"] = now
-        update["info_request"] = {"task_id": task["id"], "needed": [n.strip()[:500] for n in body["needed"]],
+        update["info_request"] = {"task_id": task["id"], "needed": [n["text"] for n in parse_needed(body["needed"])],
                                   "due": task["restriction"]["period"]["end"], "by": reviewer}
     stored_cr = copy.deepcopy(cr)
     stored_cr["request"] = {"reference": f"Claim/{case['claim_id']}"}
