@@ -23,6 +23,7 @@ from server.pas.request import (
     PasBundle, check_request, claim_cancelled, ext_value, item_cancelled, item_change, prior_claim_reference,
 )
 from server.pas.response import Echo, build_claim_response, needs_documentation, response_bundle
+from server.pas.documents import received
 from server.pas.tasks import CASE_SYSTEM, information_request_task
 from server.pas.versions import negotiate
 from server.rules import get_rules
@@ -427,7 +428,7 @@ class PasService:
         history = [case_store.event("attachments-received", "provider", f"{len(fresh)} attachment(s)")]
         for k, d in enumerate(decisions):
             if d.action == "A4" and needs_documentation(d) and d.sequence in items:
-                again = decide_item(items[d.sequence], rules.evaluate(evaluation_input(pas, items[d.sequence], member_check.coverage, member_check.patient)), responses)
+                again = received(decide_item(items[d.sequence], rules.evaluate(evaluation_input(pas, items[d.sequence], member_check.coverage, member_check.patient)), responses), fresh)
                 decisions[k] = again
                 history.append(case_store.event("item-redecided", "precert-rules", f"item {again.sequence}: {again.action} {again.reason or ''}".strip(), sequence=again.sequence))
         still_pended = any(d.action == "A4" for d in decisions)
@@ -469,7 +470,7 @@ class PasService:
                     answered["lastModified"] = fhir_instant(utcnow())
                     await self.storage.update("Task", stored_task.id, answered, owner=owner, session=session)
             subs = self.state.services.get("subscriptions")
-            if subs is not None and not still_pended:
+            if subs is not None:  # decided, or still pended but changed: the submitter hears either way
                 await subs.notify_decision({**case, **update}, bundle, session=session)
 
         await self.storage.transaction(write)
