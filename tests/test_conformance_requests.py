@@ -59,3 +59,39 @@ def test_inquire_refuses_an_inquiry_that_breaks_the_pas_inquiry_claim_profile(cl
     entry(inquiry, "Claim")["use"] = "claim"  # the inquiry Claim fixes use to preauthorization
     exprs = {i["expression"][0] for i in issues_of(submit(client, inquiry, "/fhir/pas-2.2.1/Claim/$inquire"))}
     assert "Bundle.entry[0].resource.use" in exprs
+
+
+def _refer_to_a_document_not_sent(claim: dict) -> None:
+    claim.setdefault("supportingInfo", []).append({
+        "extension": [{"url": "http://hl7.org/fhir/us/davinci-pas/StructureDefinition/extension-documentInformation", "extension": [
+            {"url": "reportTypeCode", "valueCodeableConcept": {"coding": [{"system": "https://codesystem.x12.org/005010/755", "code": "09"}]}}]}],
+        "sequence": 90,
+        "category": {"coding": [{"system": "http://hl7.org/fhir/us/davinci-pas/CodeSystem/PASTempCodes", "code": "additionalInformation"}]},
+        "valueReference": {"reference": "DocumentReference/summary-held-by-the-provider"}})
+
+
+def test_an_inquiry_referring_to_a_document_it_does_not_carry_is_answered(client):
+    """An inquiry is matched on member, provider and identifiers: a supporting document it names but
+    does not include (PAS requires inclusion of requests, not of inquiries) does not stop the answer."""
+    request = pas_request("2.2.1")
+    assert submit(client, request).status_code == 200
+    inquiry = inquiry_for(request)
+    _refer_to_a_document_not_sent(entry(inquiry, "Claim"))
+    r = submit(client, inquiry, "/fhir/pas-2.2.1/Claim/$inquire")
+    assert r.status_code == 200, r.text
+    found = [p["resource"] for p in r.json()["parameter"] if p["name"] == "return"]
+    assert found and all("error" not in b["entry"][0]["resource"] for b in found)
+
+
+def test_a_request_must_still_carry_every_resource_it_refers_to(client):
+    request = pas_request("2.2.1")
+    _refer_to_a_document_not_sent(entry(request, "Claim"))
+    issues = issues_of(submit(client, request))
+    assert [i["expression"][0] for i in issues] == ["Claim.supportingInfo[1].valueReference"]
+
+
+def test_an_inquiry_must_still_resolve_what_it_is_matched_on(client):
+    request = pas_request("2.2.1")
+    inquiry = inquiry_for(request)
+    entry(inquiry, "Claim")["provider"] = {"reference": "PractitionerRole/not-sent"}
+    assert "Claim.provider" in {i["expression"][0] for i in issues_of(submit(client, inquiry, "/fhir/pas-2.2.1/Claim/$inquire"))}

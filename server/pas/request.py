@@ -16,6 +16,7 @@ FHIRPath expression; nothing is stored for a request that fails:
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any, Iterator
 
@@ -27,6 +28,9 @@ from server.pas.constants import (
 )
 from server.pas.versions import VERSIONS, negotiate, request_evidence
 
+log = logging.getLogger("precert.pas")
+# What an inquiry is matched on: these references must resolve in an inquiry too.
+INQUIRY_KEYS = ("Claim.patient", "Claim.insurer", "Claim.provider", "Claim.insurance")
 REQUEST_PROFILES = {"submit": SD + "profile-pas-request-bundle", "inquire": SD + "profile-pas-inquiry-request-bundle"}
 
 
@@ -242,6 +246,13 @@ def check_request(body: Any, kind: str = "submit", *, pinned: str | None = None,
         problems.append(issue("required", "Claim.item is required: a prior-authorization request names the services asked for", "Claim.item"))
     for expr, ref in claim_references(claim):
         if _is_local(ref) and pas.resolve(ref, claim_entry) is None:
+            if kind == "inquire" and not expr.startswith(INQUIRY_KEYS):
+                # An inquiry is a query by example: PAS requires every referenced resource to be
+                # included only in a request ($submit, spec-67), and an inquiry is matched on the
+                # member, the provider and the identifiers, never on supporting documents, diagnoses
+                # or care team. Such a reference left unresolved is noted, not refused.
+                log.warning("inquiry %s refers to a resource not in the Bundle; matched without it", expr)
+                continue
             problems.append(issue("not-found", f"{expr} refers to '{str(ref.get('reference'))[:120]}', which is not in the Bundle; every referenced resource must be included", expr))
     if kind == "submit":
         for element in ("item", "supportingInfo", "careTeam", "diagnosis"):
