@@ -88,7 +88,8 @@ def _pas_bundle(client: httpx.Client, order: dict) -> dict:
         "insurer": {"reference": "Organization/precert-demo-payer"}, "provider": {"reference": "Organization/org-clinic"},
         "priority": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/processpriority", "code": "normal"}]},
         "insurance": [{"sequence": 1, "focal": True, "coverage": {"reference": "Coverage/cov-001"}}],
-        "item": [{"sequence": 1, "productOrService": order["code"], "quantity": {"value": 1, "unit": "procedure"},
+        "item": [{"sequence": 1, "category": {"coding": [{"system": "https://codesystem.x12.org/005010/1365", "code": "62", "display": "MRI/CAT Scan"}]},
+                  "productOrService": order["code"], "quantity": {"value": 1, "unit": "procedure"},
                   "servicedDate": time.strftime("%Y-%m-%d")}],
     }
     entries = [claim, patient, coverage, clinic, payer]

@@ -3,6 +3,7 @@ re-adjudication and the notification, with a real loopback subscriber."""
 
 from __future__ import annotations
 
+import base64
 import uuid
 
 import orjson
@@ -118,3 +119,50 @@ def test_attachments_are_matched_only_within_the_callers_organization(harness, h
     params = orjson.dumps(attachment(request, task, met_answers()))
     assert http.post("/fhir/$submit-attachment", content=params, headers=hospital).status_code == 404
     assert http.post("/fhir/$submit-attachment", content=params, headers=clinic).status_code == 200
+
+
+def document_reference(content_type: str, data: bytes, title: str) -> dict:
+    return {"resourceType": "DocumentReference", "id": uuid.uuid4().hex[:12], "status": "current",
+            "type": {"coding": [{"system": "http://loinc.org", "code": "11506-3"}]},
+            "content": [{"attachment": {"contentType": content_type, "data": base64.b64encode(data).decode(), "title": title}}]}
+
+
+def review_action_codes(cr: dict) -> list[str]:
+    return [s["valueCodeableConcept"]["coding"][0]["code"] for s in cr["item"][0]["adjudication"][0]["extension"][0]["extension"]
+            if s["url"].endswith("reviewActionCode")]
+
+
+def test_dtr_answers_sent_inside_a_document_reference_certify_the_line(client, receiver):
+    org = npi()
+    subscribe(client, receiver, org)
+    request, body, task = pended_for_documentation(client, org)
+    document = document_reference("application/fhir+json", orjson.dumps(met_answers()), "DTR answers")
+    r = send(client, attachment(request, task, document))
+    assert r.status_code == 200, r.text
+    cr = client.get(f"/fhir/ClaimResponse/{claim_response(body)['id']}").json()
+    assert review_action_codes(cr) == ["A1"] and cr["preAuthRef"]
+    assert client.get(f"/fhir/Task/{task['id']}").json()["status"] == "completed"
+
+
+def test_a_document_no_rule_can_read_is_received_and_the_line_goes_to_a_clinician_with_a_notification(client, receiver):
+    """The request stays pended, but it changed (documentation received, now for clinical review):
+    the ClaimResponse says so, the Task is answered and the submitter is notified."""
+    org = npi()
+    subscribe(client, receiver, org)
+    request, body, task = pended_for_documentation(client, org)
+    document = document_reference("application/pdf", b"%PDF-1.4 progress note", "Progress note 2026-11-30")
+    r = send(client, attachment(request, task, document))
+    assert r.status_code == 200, r.text
+    assert "still pended" in r.json()["issue"][0]["diagnostics"]
+    cr = client.get(f"/fhir/ClaimResponse/{claim_response(body)['id']}").json()
+    assert review_action_codes(cr) == ["A4"]
+    assert any("Documentation received (Progress note 2026-11-30)" in n["text"] for n in cr["processNote"])
+    assert "communicationRequest" not in cr, "nothing is asked of the provider any more"
+    assert client.get(f"/fhir/Task/{task['id']}").json()["status"] == "completed"
+    note = receiver.wait_for(events_for(receiver, claim_response(body)["id"]))[0]
+    pushed = next(e["resource"] for e in note["entry"][1:] if e.get("resource", {}).get("resourceType") == "Bundle")
+    assert "Documentation received" in orjson.dumps(pushed).decode()
+    case = claim_response(body)["item"][0]
+    number = next(e["valueString"] for e in case["extension"] if e["url"].endswith("administrationReferenceNumber")).rsplit("-", 1)[0]
+    queue = client.get("/review/api/cases", params={"status": "pended"}).json()
+    assert number in [c["id"] for c in queue["cases"]]

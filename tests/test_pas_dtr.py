@@ -31,6 +31,10 @@ def with_answers(bundle: dict, qr: dict, inside_bundle: bool = False) -> dict:
     claim = bundle["entry"][0]["resource"]
     seq = max([s["sequence"] for s in claim.get("supportingInfo", [])] + [0]) + 1
     claim.setdefault("supportingInfo", []).append({
+        # 2.2.1 describes each attached document (documentInformation, X12 PWK: report type, how sent).
+        "extension": [{"url": "http://hl7.org/fhir/us/davinci-pas/StructureDefinition/extension-documentInformation", "extension": [
+            {"url": "reportTypeCode", "valueCodeableConcept": {"coding": [{"system": "https://codesystem.x12.org/005010/755", "code": "OZ"}]}},
+            {"url": "transmissionMethod", "valueCodeableConcept": {"coding": [{"system": "https://codesystem.x12.org/005010/756", "code": "EL"}]}}]}],
         "sequence": seq,
         "category": {"coding": [{"system": PAS_TEMP, "code": "additionalInformation"}]},
         "valueReference": {"reference": full_url},

@@ -153,7 +153,9 @@ def test_2_0_1_inquiry_with_no_match_is_a_bundle_with_an_error(client):
     assert inquiry_error_codes(r.json()) == ["15"]
 
 
-def test_inquiry_without_patient_identifier_is_answered_with_error_72(client):
+def test_inquiry_without_patient_identifier_is_refused_naming_the_member_identifier(client):
+    """The PAS inquiry profiles require the member identifier (Coverage memberid, us-core-15): an
+    inquiry without one does not meet them and gets a 400 OperationOutcome saying where it is missing."""
     request = pas_request("2.2.1", member="PCM000001")
     inq = inquiry_for(request)
     entry(inq, "Patient").pop("identifier")
@@ -161,12 +163,10 @@ def test_inquiry_without_patient_identifier_is_answered_with_error_72(client):
         if e["resource"]["resourceType"] == "Coverage":
             e["resource"].pop("identifier", None)
             e["resource"].pop("subscriberId", None)
-    r = submit(client, inq, "/fhir/pas-2.2.1/Claim/$inquire")  # no Coverage identifier: 2.0.1 evidence
-    assert r.status_code == 200
-    bundle = only_return(r.json())
-    assert inquiry_error_codes(bundle) == ["72"]
-    paths = [x["valueString"] for e in bundle["entry"][0]["resource"]["error"] for x in e["extension"] if x["url"].endswith("errorPath")]
-    assert paths == ["Claim.patient"]
+    r = submit(client, inq, "/fhir/pas-2.2.1/Claim/$inquire")
+    assert r.status_code == 400, r.text
+    issues = r.json()["issue"]
+    assert any(i["expression"][0].endswith("resource.identifier") and "memberid" in i["diagnostics"] for i in issues)
 
 
 # ---------------------------------------------------------------------- updates and cancels
@@ -180,6 +180,7 @@ def update_of(original: dict, items: list[dict], *, cancel_all: bool = False) ->
     claim["id"] = claim["id"] + "-update-" + uuid.uuid4().hex[:6]
     upd["entry"][0]["fullUrl"] = prior_entry["fullUrl"].rsplit("/", 1)[0] + "/" + claim["id"]
     claim["identifier"] = [{"system": "urn:test:trace", "value": uuid.uuid4().hex}]
+    claim["meta"] = {"profile": [EXT + "profile-claim-update"]}  # an update meets the Claim update profile
     claim["related"] = [{"claim": {"reference": prior_entry["fullUrl"]}, "relationship": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/ex-relatedclaimrelationship", "code": "prior"}]}}]
     claim["item"] = items
     if cancel_all:

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import copy
 
+import pytest
 from fhir.resources.R4B.bundle import Bundle
 
 from tests.pas_support import CPT, HCPCS, claim_response, entry, pas_request, submit
 from tests.test_pas_dtr import examples, questionnaire_response, with_answers
 from tests.test_pas_inquire_update import changed, update_of
+from tests.test_validator_responses import conformance_errors
 
 SD = "http://hl7.org/fhir/us/davinci-pas/StructureDefinition/"
 PASTEMP = "http://hl7.org/fhir/us/davinci-pas/CodeSystem/PASTempCodes"
@@ -147,3 +149,24 @@ def test_a_request_with_nothing_to_point_at_says_why_in_2_2_1():
     assert cr["request"] == {"extension": [{"url": "http://hl7.org/fhir/StructureDefinition/data-absent-reason", "valueCode": "unknown"}]}
     cr = build_claim_response(pas, Echo(pas), response_id="r", version="2.0.1", decisions=decision, case_number="PA1", auth_number="AUTH1")
     assert "request" not in cr
+
+
+@pytest.mark.parametrize("version", ["2.0.1", "2.2.1"])
+def test_a_reviewers_decision_names_the_reviewer_npi_where_the_version_has_a_place_for_it(client, version):
+    """2.2.1 ``claimResponseReviewer``: a person reviewed (wasHumanReviewedFlag) and who (reviewerNPI);
+    2.0.1 defines no reviewer element, so its ClaimResponse carries none."""
+    body = submit(client, pas_request(version, "Bundle-SurgicalRequestBundleExample.json")).json()
+    number = next(e for e in claim_response(body)["item"][0]["extension"]
+                  if e["url"].endswith("administrationReferenceNumber"))["valueString"].rsplit("-", 1)[0]
+    r = client.post(f"/review/api/cases/{number}/decision", json={"action": "approve"})
+    assert r.status_code == 200, r.text
+    cr = client.get(f"/fhir/ClaimResponse/{claim_response(body)['id']}").json()
+    reviewer = ext(cr, "extension-claimResponseReviewer")
+    if version == "2.0.1":
+        assert reviewer == []
+        return
+    subs = {s["url"]: s for s in reviewer[0]["extension"]}
+    assert subs["wasHumanReviewedFlag"]["valueBoolean"] is True
+    npi = subs["reviewerNPI"]["valueIdentifier"]
+    assert npi["system"] == "http://hl7.org/fhir/sid/us-npi" and len(npi["value"]) == 10 and npi["value"].isdigit()
+    assert conformance_errors(cr, SD + "profile-claimresponse", "hl7.fhir.us.davinci-pas-2.2.1") == []

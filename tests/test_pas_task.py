@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta, timezone
+
+import pytest
 from fhir.resources.R4B.bundle import Bundle
 
-from tests.pas_support import CPT, claim_response, pas_request, submit
+from tests.pas_support import CPT, Receiver, claim_response, pas_request, submit
+from tests.test_pas_inquire_update import inquiry_for
+from tests.test_pas_review_notify import SURGICAL, case_number, events_for, npi, quick_retries, subscribe  # noqa: F401
+from tests.test_validator_responses import conformance_errors
 
 SD = "http://hl7.org/fhir/us/davinci-pas/StructureDefinition/"
 
@@ -83,3 +89,77 @@ def test_an_approval_has_no_task(client):
     body = submit(client, pas_request("2.2.1", code=(CPT, "99213"))).json()
     assert claim_response(body)["outcome"] == "complete"
     assert not [e for e in body["entry"] if e["resource"]["resourceType"] == "Task"]
+
+
+# ---------------------------------------------------------------------- a reviewer's request for information
+@pytest.fixture
+def receiver():
+    r = Receiver().start()
+    yield r
+    r.stop()
+
+
+def _tasks_of(bundle: dict) -> list[dict]:
+    return [e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Task"]
+
+
+@pytest.mark.parametrize("version", ["2.0.1", "2.2.1"])
+def test_a_reviewers_request_for_information_reaches_the_provider_as_the_pas_task(client, receiver, version):
+    """What was asked (documents by LOINC code or in words), for which lines and by when: in the
+    Task of the case's PAS version, in the answer to $inquire and in the notification."""
+    org = npi()
+    subscribe(client, receiver, org)
+    request = pas_request(version, SURGICAL, provider_npi=org)
+    body = submit(client, request).json()
+    number = case_number(body)
+    asked = ["Operative plan and cardiology consult note", "11506-3"]
+    r = client.post(f"/review/api/cases/{number}/decision", json={"action": "request-info", "needed": asked})
+    assert r.status_code == 200, r.text
+    note = receiver.wait_for(events_for(receiver, number))[0]
+    pushed = next(e["resource"] for e in note["entry"][1:] if e["resource"]["resourceType"] == "Bundle")
+    [task] = _tasks_of(pushed)
+    needed = [i for i in task["input"] if i["type"]["coding"][0]["code"] == "attachments-needed"]
+    assert [i["valueCodeableConcept"] for i in needed] == [{"text": asked[0]}, {"coding": [{"system": "http://loinc.org", "code": "11506-3"}]}]
+    line = SD + ("extension-paLineNumber" if version == "2.0.1" else "extension-serviceLineNumber")
+    assert all(i["extension"][0]["url"] == line for i in needed)
+    due = datetime.fromisoformat(task["restriction"]["period"]["end"].replace("Z", "+00:00"))
+    assert timedelta(days=13) < due - datetime.now(timezone.utc) <= timedelta(days=14)
+    assert conformance_errors(task, None, f"hl7.fhir.us.davinci-pas-{version}") == []
+    inquiry = inquiry_for(request, version)
+    if version == "2.0.1":
+        inquiry["meta"] = {"profile": [SD + "profile-pas-inquiry-request-bundle|2.0.1"]}
+    answer = submit(client, inquiry, "/fhir/Claim/$inquire").json()
+    found = [answer] if answer["resourceType"] == "Bundle" else [p["resource"] for p in answer["parameter"]]
+    assert task["id"] in [t["id"] for b in found for t in _tasks_of(b)]
+    stored = client.get(f"/fhir/Task/{task['id']}").json()
+    assert stored["status"] == "requested" and stored["reasonReference"]["reference"].startswith("Claim/")
+
+
+@pytest.mark.parametrize("version", ["2.0.1", "2.2.1"])
+def test_a_document_asked_for_with_a_loinc_modifier_is_signalled_as_the_version_defines(client, version):
+    """2.2.1: the attachments-needed input carries the LOINC attachment modifier as contentModifier;
+    2.0.1 defines contentModifier only on a CommunicationRequest payload, so the Task says it in words."""
+    body = submit(client, pas_request(version, SURGICAL, provider_npi=npi())).json()
+    number = case_number(body)
+    asked = [{"code": "11506-3", "modifier": "18804-5", "text": "Most recent progress note"}]
+    r = client.post(f"/review/api/cases/{number}/decision", json={"action": "request-info", "needed": asked, "due_days": 5})
+    assert r.status_code == 200, r.text
+    info = client.get(f"/review/api/cases/{number}").json()["info_request"]
+    task = client.get(f"/fhir/Task/{info['task_id']}").json()
+    [needed] = [i for i in task["input"] if i["type"]["coding"][0]["code"] == "attachments-needed"]
+    assert needed["valueCodeableConcept"]["coding"] == [{"system": "http://loinc.org", "code": "11506-3"}]
+    modifiers = [e for e in needed["extension"] if e["url"] == SD + "extension-contentModifier"]
+    if version == "2.2.1":
+        assert modifiers[0]["valueCodeableConcept"]["coding"][0]["code"] == "18804-5"
+    else:
+        assert modifiers == [] and "18804-5" in needed["valueCodeableConcept"]["text"]
+    due = datetime.fromisoformat(task["restriction"]["period"]["end"].replace("Z", "+00:00"))
+    assert timedelta(days=4) < due - datetime.now(timezone.utc) <= timedelta(days=5)
+    assert conformance_errors(task, None, f"hl7.fhir.us.davinci-pas-{version}") == []
+
+
+def test_a_request_for_information_with_a_malformed_item_is_refused(client):
+    body = submit(client, pas_request("2.2.1", SURGICAL, provider_npi=npi())).json()
+    r = client.post(f"/review/api/cases/{case_number(body)}/decision",
+                    json={"action": "request-info", "needed": [{"code": "not-loinc"}]})
+    assert r.status_code == 400

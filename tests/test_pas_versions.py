@@ -83,7 +83,8 @@ def test_a_2_2_1_only_extension_makes_a_2_2_1_answer_even_without_member_type(cl
     for ident in entry(request, "Coverage")["identifier"]:
         ident.pop("type", None)  # 2.0.1 evidence ...
     entry(request, "Claim").setdefault("extension", []).append(  # ... and 2.2.1 evidence: no evidence
-        {"url": SD + "extension-authorizationNumber", "valueString": "A1"})
+        {"url": SD + "extension-TransmissionIdentifiers", "extension": [
+            {"url": "applicationSenderCode", "valueString": "SENDER"}, {"url": "applicationReceiverCode", "valueString": "PRECERT01"}]})
     cr = claim_response(submit(client, request).json())
     assert REVIEWER in urls(cr), "contradicting evidence falls back to the server default, 2.2.1"
 
@@ -104,10 +105,18 @@ def test_the_pinned_2_0_1_base_answers_in_2_0_1(client):
 
 
 def test_the_pinned_2_2_1_base_answers_in_2_2_1(client):
-    request = kit_201_shape(pas_request("2.0.1", member="PCM000001"))
+    request = kit_201_shape(pas_request("2.2.1", member="PCM000001"))
     r = client.post("/fhir/pas-2.2.1/Claim/$submit", content=orjson.dumps(request), headers=FHIR)
     assert r.status_code == 200, r.text
     assert REVIEWER in urls(claim_response(r.json()))
+
+
+def test_the_pinned_2_2_1_base_checks_a_request_against_the_2_2_1_profiles(client):
+    """A 2.0.1 request sent to the 2.2.1 base is checked as 2.2.1, and refused naming what 2.2.1 requires."""
+    request = kit_201_shape(pas_request("2.0.1", member="PCM000001"))
+    r = client.post("/fhir/pas-2.2.1/Claim/$submit", content=orjson.dumps(request), headers=FHIR)
+    assert r.status_code == 400, r.text
+    assert any("memberid" in i["diagnostics"] for i in r.json()["issue"])
 
 
 def test_a_pinned_base_of_an_unknown_version_is_404(client):

@@ -50,9 +50,15 @@ def attach(bundle: dict, qr: dict | None = None, document: tuple[str, str, bytes
                       "valueReference": {"reference": full_url}})
         seq += 1
     if document is not None:
+        # PAS sends documents as DocumentReferences the supporting information refers to.
         title, ctype, data = document
+        doc_id = f"doc-{seq}"
+        full_url = f"{base}/DocumentReference/{doc_id}"
+        bundle["entry"].append({"fullUrl": full_url, "resource": {
+            "resourceType": "DocumentReference", "id": doc_id, "status": "current",
+            "content": [{"attachment": {"contentType": ctype, "data": base64.b64encode(data).decode(), "title": title}}]}})
         infos.append({"sequence": seq, "category": {"coding": [{"system": PAS_TEMP, "code": "additionalInformation"}]},
-                      "valueAttachment": {"contentType": ctype, "data": base64.b64encode(data).decode(), "title": title}})
+                      "valueReference": {"reference": full_url}})
     return bundle
 
 

@@ -91,6 +91,8 @@ LICENCES = {
 }
 # The demo accounts' licences (the sandbox's own staff; see server.auth.routes.SANDBOX_STAFF).
 SANDBOX_LICENCES = {"reviewer": "RN", "director": "MD"}
+# ... and their (synthetic) NPIs.
+SANDBOX_NPIS = {"reviewer": "1900000013", "director": "1900000021", "sandbox-reviewer": "1900000039"}
 
 
 def check_licence(licence) -> str:
@@ -108,6 +110,7 @@ class StaffPrincipal:
     display: str = ""
     session_id: str | None = None
     licence: str = ""
+    npi: str = ""  # the reviewer's own NPI, which PAS 2.2.1 ClaimResponses name (claimResponseReviewer)
 
     def has(self, *roles: str) -> bool:
         return not roles or any(r in self.roles for r in roles)
@@ -129,7 +132,8 @@ class StaffPrincipal:
 
 # Who an anonymous caller of an open sandbox (sandbox mode, authentication not enforced) acts as on
 # the staff review API: the sandbox's physician reviewer. Its data is synthetic.
-SANDBOX_REVIEWER = StaffPrincipal("sandbox-reviewer", ["medical-director", "reviewer"], "Open sandbox reviewer", None, "MD")
+SANDBOX_REVIEWER = StaffPrincipal("sandbox-reviewer", ["medical-director", "reviewer"], "Open sandbox reviewer", None, "MD",
+                                  SANDBOX_NPIS["sandbox-reviewer"])
 
 
 def _sid(token: str) -> str:
@@ -143,7 +147,8 @@ class StaffDirectory:
         self.config = config
         self.production = production
 
-    async def add(self, username: str, password: str, roles, display: str = "", sandbox: bool = False, licence: str | None = None) -> dict:
+    async def add(self, username: str, password: str, roles, display: str = "", sandbox: bool = False, licence: str | None = None,
+                  npi: str | None = None) -> dict:
         if not USERNAME_RE.match(username or ""):
             raise ValueError("username: 1-100 of A-Z a-z 0-9 . _ @ -")
         roles = check_roles(roles)
@@ -153,7 +158,11 @@ class StaffDirectory:
         if not sandbox:
             check_new_password(password)
         hashed = await asyncio.to_thread(hash_password, password)
-        doc = {"_id": username, "display": display[:200], "roles": roles, "licence": licence, "password": hashed, "active": True,
+        if npi is None and sandbox:
+            npi = SANDBOX_NPIS.get(username)
+        if npi and not re.fullmatch(r"\d{10}", npi):
+            raise ValueError("npi: an NPI is ten digits")
+        doc = {"_id": username, "display": display[:200], "roles": roles, "licence": licence, "npi": npi or "", "password": hashed, "active": True,
                "sandbox": sandbox, "failures": 0, "locked_until": None, "created": datetime.now(timezone.utc)}
         from pymongo.errors import DuplicateKeyError
 
@@ -220,7 +229,7 @@ class StaffDirectory:
             "_id": _sid(token), "username": username, "created": now, "seen": now,
             "expires": now + timedelta(seconds=self.config.staff_session_seconds),
         })
-        return token, StaffPrincipal(username, list(doc.get("roles", [])), doc.get("display", ""), _sid(token), doc.get("licence") or "")
+        return token, StaffPrincipal(username, list(doc.get("roles", [])), doc.get("display", ""), _sid(token), doc.get("licence") or "", doc.get("npi") or "")
 
     async def session(self, token: str) -> StaffPrincipal | None:
         if not token or len(token) > 200:
@@ -239,7 +248,7 @@ class StaffDirectory:
             return None
         if now - aware(sess["seen"]) > timedelta(seconds=60):
             await self.sessions.update_one({"_id": sid}, {"$set": {"seen": now}})
-        return StaffPrincipal(doc["_id"], list(doc.get("roles", [])), doc.get("display", ""), sid, doc.get("licence") or "")
+        return StaffPrincipal(doc["_id"], list(doc.get("roles", [])), doc.get("display", ""), sid, doc.get("licence") or "", doc.get("npi") or "")
 
     async def logout(self, token: str) -> None:
         await self.sessions.delete_one({"_id": _sid(token)})

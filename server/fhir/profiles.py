@@ -26,7 +26,7 @@ PACKAGES_DIR = Path(__file__).resolve().parents[2] / "fhir-packages"
 KEY_SYSTEM = "urn:precert:validation-key"
 KEYS = ("cardinality", "type", "unknown-element", "fixed", "pattern", "slice-closed", "slice-order",
         "slice-cardinality", "binding", "extension-unknown", "extension-context", "reference-target",
-        "profile-unknown", "invariant-error")
+        "profile-unknown", "invariant-error", "max-length", "min-value", "max-value")
 _R4_MODEL = _fhirpath_models["r4"]
 PRIMITIVES = {
     "boolean": (bool,), "integer": (int,), "unsignedInt": (int,), "positiveInt": (int,), "decimal": (int, float),
@@ -65,7 +65,8 @@ MAX_VALUES = 50_000
 MAX_DEPTH = 64
 
 
-def _check_cost(resource: Any) -> None:
+def check_cost(resource: Any) -> None:
+    """Raise :class:`TooCostly` for a resource beyond :data:`MAX_VALUES` or :data:`MAX_DEPTH`."""
     count = 0
     stack = [(resource, 0)]
     while stack:
@@ -166,6 +167,9 @@ class Node:
     choice: bool = False
     content_ref: str | None = None
     is_array: bool = True
+    max_length: int | None = None
+    min_value: Any = None
+    max_value: Any = None
 
 
 def _value_of(el: dict, prefix: str) -> Any:
@@ -248,6 +252,8 @@ def compile_profile(url_or_type: str, prefer: str | None = None) -> Profile:
             slicing=el.get("slicing"), slice_name=slice_name or None, choice=name.endswith("[x]"),
             content_ref=(el.get("contentReference") or "").split("#")[-1] or None,
             is_array=(el.get("base") or {}).get("max", el.get("max", "*")) not in ("0", "1"),
+            max_length=el.get("maxLength") if isinstance(el.get("maxLength"), int) else None,
+            min_value=_value_of(el, "minValue"), max_value=_value_of(el, "maxValue"),
         )
         for c in el.get("constraint", []):
             if c.get("key") in NATIVE_KEYS or not c.get("expression"):
@@ -324,6 +330,16 @@ def expand(valueset_url: str) -> frozenset | None:
 
 
 # --------------------------------------------------------------------------------------------- validate
+@lru_cache(maxsize=64)
+def _primitive_max_length(ptype: str) -> int | None:
+    """The maxLength a primitive type's own definition sets on its value (string: 1 MB)."""
+    try:
+        value = compile_profile(ptype).root.children.get("value")
+    except UnknownProfile:
+        return None
+    return value.max_length if value is not None else None
+
+
 def _issue(severity: str, code: str, key: str, location: str, text: str) -> dict:
     return {"severity": severity, "code": code, "details": {"coding": [{"system": KEY_SYSTEM, "code": key}]},
             "diagnostics": text, "expression": [location]}
@@ -335,6 +351,13 @@ def _matches_pattern(value: Any, pattern: Any) -> bool:
     if isinstance(pattern, list):
         return isinstance(value, list) and all(any(_matches_pattern(v, p) for v in value) for p in pattern)
     return value == pattern
+
+
+def claimed_profiles(resource: Any) -> list[str]:
+    """The canonical URLs in ``meta.profile``; other values there are the cardinality and type checks' to report."""
+    meta = resource.get("meta") if isinstance(resource, dict) else None
+    found = meta.get("profile") if isinstance(meta, dict) else None
+    return [p for p in found if isinstance(p, str)] if isinstance(found, list) else []
 
 
 def _as_list(value: Any) -> list:
@@ -509,6 +532,7 @@ class _Run:
                 self.add("error", "value", "type", loc, f"{item!r} is not a valid {ptype}")
             if ptype in ("positiveInt",) and item < 1 or ptype == "unsignedInt" and item < 0:
                 self.add("error", "value", "type", loc, f"{item} is not a valid {ptype}")
+            self._limits(item, node, ptype, loc)
             self.element(item, node, profile, loc, resource, type_path, primitive_type=ptype)
             return
         if not isinstance(item, dict):
@@ -522,6 +546,8 @@ class _Run:
             return
         if ptype == "Reference":
             self._reference(item, node, loc)
+        if ptype == "Quantity" and (node.min_value is not None or node.max_value is not None):
+            self._limits(item.get("value"), node, "decimal", f"{loc}.value", quantity=item)
         if node.types and len(node.types) == 1 and node.types[0].get("profile") and not node.children \
                 and ptype not in ("Extension",):
             for purl in node.types[0]["profile"]:
@@ -533,6 +559,33 @@ class _Run:
                 self.element(item, sub.root, sub, loc, resource, type_path, owner_type=sub.type)
                 return
         self.element(item, node, profile, loc, resource, type_path, owner_type=ptype)
+
+    def _limits(self, item: Any, node: Node, ptype: str, loc: str, quantity: dict | None = None) -> None:
+        """maxLength, and minValue/maxValue: numbers by value; dates, times and instants by their
+        ISO 8601 text over the precision both have (time zones are not normalized); a Quantity
+        bound by its value when the units agree (or either has none)."""
+        limit = node.max_length or _primitive_max_length(ptype)
+        if limit and isinstance(item, str) and len(item) > limit:
+            self.add("error", "value", "max-length", loc, f"{len(item)} characters exceed the maximum length of {limit}")
+        for bound, key in ((node.min_value, "min-value"), (node.max_value, "max-value")):
+            if bound is None or isinstance(item, bool) or item is None:
+                continue
+            if isinstance(bound, dict):  # a Quantity bound
+                unit = lambda q: q.get("code") or q.get("unit")  # noqa: E731
+                if quantity is None or (unit(bound) and unit(quantity) and unit(bound) != unit(quantity)):
+                    continue
+                bound = bound.get("value")
+            if isinstance(bound, (int, float)) and isinstance(item, (int, float)):
+                below, above = item < bound, item > bound
+            elif isinstance(bound, str) and isinstance(item, str):
+                n = min(len(bound), len(item))
+                below, above = item[:n] < bound[:n], item[:n] > bound[:n]
+            else:
+                continue
+            if key == "min-value" and below:
+                self.add("error", "value", key, loc, f"{item} is below the minimum value {bound}")
+            elif key == "max-value" and above:
+                self.add("error", "value", key, loc, f"{item} is above the maximum value {bound}")
 
     def _contained(self, item: dict, node: Node, loc: str) -> None:
         rtype = item.get("resourceType")
@@ -559,7 +612,7 @@ class _Run:
             if n == 0:
                 break
         self.issues.extend(best or [])
-        for purl in (item.get("meta") or {}).get("profile", []) or []:
+        for purl in claimed_profiles(item):
             if purl in urls:
                 continue
             try:
@@ -600,7 +653,7 @@ class _Run:
 
     def _claimed_declares(self, resource: dict, here: tuple[str, str]) -> bool:
         """Whether a profile the resource claims (meta.profile) slices this extension in."""
-        for purl in (resource.get("meta") or {}).get("profile", []) or [] if isinstance(resource, dict) else []:
+        for purl in claimed_profiles(resource):
             try:
                 if here in _declared_extensions(compile_profile(purl, self.prefer)):
                     return True
@@ -831,9 +884,9 @@ def validate(resource: Any, profile: str | None = None, package: str | None = No
     Without ``package``, an unversioned canonical that several shipped versions define (PAS 2.0.1 and
     2.2.1) is met when any one version is met: the outcome is that of the best-matching version.
     """
-    _check_cost(resource)
+    check_cost(resource)
     if package is None and isinstance(resource, dict):
-        claimed = [profile] if profile else list((resource.get("meta") or {}).get("profile") or [])
+        claimed = [profile] if profile else claimed_profiles(resource)
         packages = []
         for url in claimed:
             if isinstance(url, str) and "|" not in url:
@@ -862,7 +915,7 @@ def _validate(resource: Any, profile: str | None, package: str | None) -> dict:
         compile_profile(profile, package)
         urls.append(profile)
     else:
-        for purl in (resource.get("meta") or {}).get("profile", []) or []:
+        for purl in claimed_profiles(resource):
             if registry().structure(purl, package) is None:
                 run.add("warning", "not-supported", "profile-unknown", f"{rtype}.meta.profile", f"profile {purl} is not known")
             else:

@@ -4,8 +4,9 @@ The provider answers the information-request Task by sending its ``trackingId`` 
 in the Task's identifier), the member identifier and the attachments (DocumentReferences or DTR
 QuestionnaireResponses, each optionally for ``lineItem`` sequences). Precert matches them to the
 caller's pended case and its lines, records them, decides the documented lines again (which may
-certify them at once), updates the ClaimResponse and queues the PAS notification, in one
-transaction. Anything that does not match changes nothing and gets an OperationOutcome.
+certify them at once; a DocumentReference counts as in :mod:`server.pas.documents`), updates the
+ClaimResponse and queues the PAS notification (also when the request stays pended: it changed), in
+one transaction. Anything that does not match changes nothing and gets an OperationOutcome.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from server.fhir.errors import FHIRError, issue, operation_outcome
 from server.fhir.repository import Repository
 from server.fhir.operations import OperationCall, operation
 from server.fhir.responses import base_url, fhir_response
+from server.pas.documents import with_embedded_answers
 
 SUBMIT_ATTACHMENT_DEFINITION = {
     "resourceType": "OperationDefinition",
@@ -86,6 +88,8 @@ def parse(body) -> dict:
         raise _bad(400, "not-supported", "attachTo must be 'preauthorization': Precert takes attachments for prior authorizations", "Parameters.parameter.where(name='attachTo')")
     if not out["attachments"]:
         raise _bad(400, "required", "at least one attachment is required", "Parameters.parameter")
+    # DTR answers sent inside a DocumentReference count as the answers themselves (server.pas.documents).
+    out["attachments"] = with_embedded_answers(out["attachments"])
     return out
 
 

@@ -12,7 +12,6 @@ offers the provider a peer-to-peer discussion (contact and window in the process
 from __future__ import annotations
 
 import copy
-import uuid
 from datetime import timedelta
 from typing import Any
 
@@ -29,6 +28,7 @@ from server.pas.reasons import DEFAULT_PEER_TO_PEER, DENIAL_REASONS, peer_to_pee
 from server.pas.request import PasBundle
 from server.pas.response import Echo, build_claim_response, response_bundle
 from server.rules import get_rules
+from server.pas.tasks import information_request_task, parse_needed, stored_task
 from server.storage import fhir_instant, utcnow
 
 ACTIONS = ("approve", "deny", "modify", "request-info", "recommend-denial")
@@ -85,9 +85,10 @@ def plan_item_changes(case: dict, body: dict) -> dict[int, tuple[str, dict]]:
         else:
             raise _bad(f"items[{i}].action must be one of {', '.join(ACTIONS)}", f"items[{i}].action")
     if action == "request-info":
-        needed = body.get("needed")
-        if not isinstance(needed, list) or not needed or not all(isinstance(n, str) and n.strip() for n in needed):
-            raise _bad("request-info needs 'needed': a list of what is missing (plain language, or LOINC codes)", "needed")
+        try:
+            parse_needed(body.get("needed"))
+        except ValueError as exc:
+            raise _bad(f"request-info needs 'needed': {exc}", "needed") from None
     if action == "recommend-denial":
         reason = body.get("reason") or {}
         if not isinstance(reason, dict) or reason.get("code") not in DENIAL_REASONS:
@@ -137,59 +138,21 @@ def denial_text(d: ItemDecision, code: str, explanation: str, rationale: str = "
 
 
 def reissue_response(case: dict, pas: PasBundle, decisions: list[ItemDecision], auth_number: str | None, base: str, *,
-                     reviewed_by_human: bool = False, extra: list[tuple[str, dict]] | None = None) -> tuple[dict, dict]:
+                     reviewed_by_human: bool = False, extra: list[tuple[str, dict]] | None = None,
+                     echo: Echo | None = None, reviewer_npi: str | None = None) -> tuple[dict, dict]:
     """The case's ClaimResponse issued again for new decisions (the same id; storing it makes a new
     version). Returns the PAS response Bundle (the answer kept on the case and sent in notifications)
     and the ClaimResponse as stored, its request and patient pointing at the stored Claim and Patient."""
-    echo = Echo(pas)
+    echo = echo or Echo(pas)  # a caller that built more of the answer (a Task) passes its own
     cr = build_claim_response(pas, echo, response_id=case["response_id"], version=case["version"], decisions=decisions,
-                              case_number=case["_id"], auth_number=auth_number, reviewed_by_human=reviewed_by_human)
+                              case_number=case["_id"], auth_number=auth_number, reviewed_by_human=reviewed_by_human,
+                              reviewer_npi=reviewer_npi)
     bundle = response_bundle(cr, echo, base, extra=extra or [])
     stored_cr = copy.deepcopy(cr)
     stored_cr["request"] = {"reference": f"Claim/{case['claim_id']}"}
     if case.get("patient_id"):
         stored_cr["patient"] = {"reference": f"Patient/{case['patient_id']}"}
     return bundle, stored_cr
-
-
-def _task(case: dict, pas: PasBundle, needed: list[str], base: str, questionnaire: str | None) -> dict:
-    claim = pas.claim
-    provider = pas.resource(claim.get("provider")) or {}
-    provider_ident = next((i for i in provider.get("identifier") or [] if isinstance(i, dict) and i.get("value")), {"value": "unknown"})
-    patient_ref = claim.get("patient")
-    inputs = [{"type": {"coding": [{"system": PAS_TEMP, "code": "payer-url"}]}, "valueUrl": f"{base}/Claim/$submit"}]
-    line = min((d["sequence"] for d in case["decisions"] if d["action"] == ReviewAction.PENDED), default=1)
-    for n in needed:
-        code = n.strip()
-        concept = {"coding": [{"system": "http://loinc.org", "code": code}]} if code.replace("-", "").isdigit() else {"text": code[:500]}
-        inputs.append({
-            "extension": [{"url": "http://hl7.org/fhir/us/davinci-pas/StructureDefinition/extension-serviceLineNumber", "valuePositiveInt": line}],
-            "type": {"coding": [{"system": PAS_TEMP, "code": "attachments-needed"}]},
-            "valueCodeableConcept": concept,
-        })
-    if questionnaire:
-        inputs.append({
-            "extension": [{"url": "http://hl7.org/fhir/us/davinci-pas/StructureDefinition/extension-serviceLineNumber", "valuePositiveInt": line}],
-            "type": {"coding": [{"system": PAS_TEMP, "code": "questionnaire-context"}]},
-            "valueString": case["_id"],
-        })
-    return {
-        "resourceType": "Task",
-        "id": str(uuid.uuid4()),
-        "meta": {"profile": [PROFILE_TASK]},
-        "identifier": [{"system": "http://precert.example.org/sid/case", "value": case["_id"]}],
-        "status": "requested",
-        "intent": "order",
-        "code": {"coding": [{"system": PAS_TEMP, "code": "attachment-request-questionnaire" if questionnaire else "attachment-request-code"}]},
-        "for": patient_ref,
-        "authoredOn": fhir_instant(utcnow()),
-        "requester": {"identifier": {"system": "http://precert.example.org/sid/payer-id", "value": "PRECERT01"}},
-        "owner": {"identifier": provider_ident},
-        "reasonCode": {"coding": [{"system": PAS_TEMP, "code": "priorAuthorization"}]},
-        "reasonReference": {"reference": pas.claim_entry.full_url or claim.get("id", "")},
-        "restriction": {"period": {"end": fhir_instant(utcnow() + timedelta(days=INFO_DUE_DAYS))}},
-        "input": inputs,
-    }
 
 
 async def decide(state, case_id: str, body: Any, who, base: str) -> dict:
@@ -238,20 +201,27 @@ async def decide(state, case_id: str, body: Any, who, base: str) -> dict:
     auth_number = case.get("auth_number") or (case_store.new_auth_number() if any(d.action in (ReviewAction.APPROVED, ReviewAction.MODIFIED) for d in decisions) else None)
     extra: list[tuple[str, dict]] = []
     task = None
+    echo = Echo(pas)
     if action == "request-info":
+        # What the reviewer asked for, as the PAS information-request Task of the case's version.
         questionnaire = next((d.questionnaire for d in decisions if d.action == ReviewAction.PENDED and d.questionnaire), None)
-        task = _task(case, pas, body["needed"], base, questionnaire)
-        extra.append((f"{base}/Task/{task['id']}", task))
+        task_url, task = information_request_task(
+            pas, echo, version=case["version"], case_id=case["_id"], base=base,
+            due=utcnow() + timedelta(days=body.get("due_days") or INFO_DUE_DAYS),
+            lines=sorted(changes), attachments=body["needed"], questionnaire=questionnaire,
+            reason=("Requested by the reviewer: " + "; ".join(n["text"] for n in parse_needed(body["needed"])))[:500])
+        extra.append((task_url, task))
         if pas.claim_entry:
             extra.append((pas.claim_entry.full_url, pas.claim))
-    bundle, stored_cr = reissue_response(case, pas, decisions, auth_number, base, reviewed_by_human=True, extra=extra)
+    bundle, stored_cr = reissue_response(case, pas, decisions, auth_number, base, reviewed_by_human=True, extra=extra,
+                                         echo=echo, reviewer_npi=getattr(who, "npi", "") or None)
     now = utcnow()
     note = str(body.get("note") or "").strip()[:2000]
     detail = {"approve": "approved", "deny": "denied", "modify": "modified", "request-info": "requested more information",
               "recommend-denial": "recommended denial for a physician's decision"}[action]
     said = f"{detail}: items {', '.join(str(s) for s in sorted(changes))}"
     if action == "request-info":
-        said += "; asked for: " + "; ".join(n.strip()[:200] for n in body["needed"])
+        said += "; asked for: " + "; ".join(n["text"][:200] for n in parse_needed(body["needed"]))
     if action == "recommend-denial":
         reason = body.get("reason") or {}
         said += f"; reason {reason.get('code')}: {str(body.get('rationale') or reason.get('text') or '').strip()[:500]}"
@@ -281,7 +251,7 @@ async def decide(state, case_id: str, body: Any, who, base: str) -> dict:
                                     "rationale": str(body.get("rationale") or reason.get("text") or "").strip()[:2000]}
     if task:
         update["info_requested"] = now
-        update["info_request"] = {"task_id": task["id"], "needed": [n.strip()[:500] for n in body["needed"]],
+        update["info_request"] = {"task_id": task["id"], "needed": [n["text"] for n in parse_needed(body["needed"])],
                                   "due": task["restriction"]["period"]["end"], "by": reviewer}
 
     async def write(tx: Transaction):
@@ -291,7 +261,7 @@ async def decide(state, case_id: str, body: Any, who, base: str) -> dict:
             raise FHIRError.single(409, "conflict", f"case {case_id} was decided by someone else meanwhile; reload it")
         await tx.update("ClaimResponse", case["response_id"], stored_cr)
         if task:
-            await tx.create("Task", copy.deepcopy(task), rid=task["id"])
+            await tx.create("Task", stored_task(task, case), rid=task["id"])
         tx.emit(CaseDecided({**case, **update}, bundle, reviewer))
 
     repo = Repository.acting(state, Principal("staff", staff=who), base=base)
@@ -344,7 +314,8 @@ async def overturn(state, case_id: str, sequences: list[int] | None, who, base: 
             d.authorized_quantity = d.requested_quantity
             d.trace = d.trace + [f"denial overturned on appeal{f' {appeal_id}' if appeal_id else ''} by {reviewer}"]
     auth_number = case.get("auth_number") or case_store.new_auth_number()
-    bundle, stored_cr = reissue_response(case, pas, decisions, auth_number, base, reviewed_by_human=True)
+    bundle, stored_cr = reissue_response(case, pas, decisions, auth_number, base, reviewed_by_human=True,
+                                         reviewer_npi=getattr(who, "npi", "") or None)
     now = utcnow()
     update: dict = {
         "decisions": [d.as_dict() for d in decisions],

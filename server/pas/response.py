@@ -25,6 +25,7 @@ from server.pas.reasons import x12_coding
 from server.pas.request import Entry, PasBundle
 from server.storage import fhir_instant, utcnow
 
+NPI_SYSTEM = "http://hl7.org/fhir/sid/us-npi"
 ADJUDICATION_SUBMITTED = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/adjudication", "code": "submitted"}]}
 DEFAULT_AUTH_DAYS = 90
 ACTION_DISPLAY = dict(REVIEW_ACTIONS, C="Cancelled")
@@ -138,7 +139,10 @@ def build_claim_response(
     inquiry: bool = False,
     created: str | None = None,
     previous_auth_number: str | None = None,
+    reviewer_npi: str | None = None,
 ) -> dict:
+    """The ClaimResponse of the version asked for. ``reviewer_npi`` is the NPI of the person who
+    reviewed (2.2.1 ``claimResponseReviewer.reviewerNPI``; 2.0.1 defines no place for it)."""
     claim = pas.claim
     claim_entry = pas.claim_entry
     cr: dict = {
@@ -152,7 +156,10 @@ def build_claim_response(
         if trans:
             extensions.append(trans)
         if decisions:
-            extensions.append({"url": EXT_REVIEWER, "extension": [{"url": "wasHumanReviewedFlag", "valueBoolean": reviewed_by_human}]})
+            reviewer = [{"url": "wasHumanReviewedFlag", "valueBoolean": reviewed_by_human}]
+            if reviewed_by_human and reviewer_npi:
+                reviewer.append({"url": "reviewerNPI", "valueIdentifier": {"system": NPI_SYSTEM, "value": reviewer_npi}})
+            extensions.append({"url": EXT_REVIEWER, "extension": reviewer})
             if any(d.action in ("A1", "A6") for d in decisions):
                 provider = _authorized_provider(pas, echo, claim)
                 if provider:

@@ -24,6 +24,7 @@ from server.pas.request import (
     PasBundle, check_request, claim_cancelled, ext_value, item_cancelled, item_change, prior_claim_reference,
 )
 from server.pas.response import Echo, build_claim_response, needs_documentation, response_bundle
+from server.pas.documents import received
 from server.pas.tasks import CASE_SYSTEM, information_request_task
 from server.pas.versions import negotiate
 from server.rules import get_rules
@@ -141,7 +142,7 @@ class PasService:
         through it, owned by the caller's organization, under its ``system/Claim.c``."""
         owner = repo.organization
         # Checking a large request takes long enough to matter; a worker thread does it.
-        pas, evidence = await run_in_threadpool(check_request, body, "submit")
+        pas, evidence = await run_in_threadpool(lambda: check_request(body, "submit", pinned=pinned, client_default=client_default))
         version = negotiate(pinned_version=pinned, evidence=evidence, client_default=client_default)
         request_bundle = pas.bundle
         digest = case_store.request_hash(request_bundle)
@@ -336,7 +337,7 @@ class PasService:
     # ------------------------------------------------------------------ inquire
     async def inquire(self, body: Any, owner: str | None, base: str, *, pinned: str | None = None,
                       client_default: str | None = None) -> tuple[dict, int]:
-        pas, evidence = await run_in_threadpool(check_request, body, "inquire")
+        pas, evidence = await run_in_threadpool(lambda: check_request(body, "inquire", pinned=pinned, client_default=client_default))
         claim = pas.claim
         members = member_ids(pas)
         providers = provider_ids(pas)
@@ -437,7 +438,7 @@ class PasService:
         history = [case_store.event("attachments-received", "provider", f"{len(fresh)} attachment(s)")]
         for k, d in enumerate(decisions):
             if d.action == ReviewAction.PENDED and needs_documentation(d) and d.sequence in items:
-                again = decide_item(items[d.sequence], rules.evaluate(evaluation_input(pas, items[d.sequence], member_check.coverage, member_check.patient)), responses)
+                again = received(decide_item(items[d.sequence], rules.evaluate(evaluation_input(pas, items[d.sequence], member_check.coverage, member_check.patient)), responses), fresh)
                 decisions[k] = again
                 history.append(case_store.event("item-redecided", "precert-rules", f"item {again.sequence}: {again.action} {again.reason or ''}".strip(), sequence=again.sequence))
         still_pended = any(d.action == ReviewAction.PENDED for d in decisions)
@@ -472,8 +473,8 @@ class PasService:
                     answered["status"] = "completed"
                     answered["lastModified"] = fhir_instant(utcnow())
                     await tx.update("Task", stored_task.id, answered)
-            if not still_pended:
-                tx.emit(CaseDecided({**case, **update}, bundle, repo.principal.agent_id))
+            # Decided, or still pended with a re-issued response: the submitter hears either way.
+            tx.emit(CaseDecided({**case, **update}, bundle, repo.principal.agent_id))
 
         await repo.transaction(write, requires=SUBMIT_SCOPE, owner=owner, reason="CDex Claim/$submit-attachment")
         return ("Attachments received; the request is still pended." if still_pended

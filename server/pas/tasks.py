@@ -8,6 +8,7 @@ differently (2.0.1 ``paLineNumber`` and ``questionnaires-needed``, an Identifier
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import datetime
 
@@ -29,6 +30,33 @@ def _line(version: str, sequence: int) -> dict:
     return {"url": SD + "extension-serviceLineNumber", "valuePositiveInt": sequence}
 
 
+def parse_needed(value) -> list[dict]:
+    """What a reviewer asks for: each item plain language or a LOINC code (``"11506-3"``), or
+    ``{"code": LOINC, "modifier": LOINC attachment modifier, "text": ...}``. Returns
+    ``[{"text", "code", "modifier"}]``; raises ValueError naming what is wrong."""
+    if not isinstance(value, list) or not value:
+        raise ValueError("a list of what is missing (plain language, LOINC codes, or {code, modifier})")
+    out = []
+    for n in value:
+        if isinstance(n, str) and n.strip():
+            code = n.strip()
+            out.append({"text": code[:500], "code": code if _is_loinc(code) else None, "modifier": None})
+        elif isinstance(n, dict) and isinstance(n.get("code"), str) and _is_loinc(n["code"].strip()):
+            modifier = n.get("modifier")
+            if modifier is not None and not (isinstance(modifier, str) and _is_loinc(modifier.strip())):
+                raise ValueError("modifier must be a LOINC attachment modifier code, such as 18804-5")
+            text = str(n.get("text") or n["code"]).strip()[:500]
+            out.append({"text": text, "code": n["code"].strip(), "modifier": modifier.strip() if modifier else None})
+        else:
+            raise ValueError("each item is plain language, a LOINC code, or {code: LOINC code, modifier: LOINC code}")
+    return out
+
+
+def _is_loinc(code: str) -> bool:
+    head, _, check = code.partition("-")
+    return head.isdigit() and check.isdigit() and len(check) == 1
+
+
 def _type(code: str) -> dict:
     return {"coding": [{"system": PAS_TEMP, "code": code}]}
 
@@ -42,12 +70,15 @@ def information_request_task(
     base: str,
     due: datetime | None,
     lines: list[int],
-    attachments: list[str] = (),
+    attachments: list = (),
     questionnaire: str | None = None,
     reason: str = "Additional documentation is needed to decide this request.",
 ) -> tuple[str, dict]:
-    """(fullUrl, Task) asking the requesting provider for ``attachments`` (LOINC codes, or plain
-    language) and/or the DTR ``questionnaire`` for the given item sequences."""
+    """(fullUrl, Task) asking the requesting provider for ``attachments`` (see :func:`parse_needed`)
+    and/or the DTR ``questionnaire`` for the given item sequences. A LOINC attachment modifier
+    (a time window or item selection: "the most recent", ...) is the ``contentModifier`` of the
+    ``attachments-needed`` input in 2.2.1; 2.0.1 allows that extension only on a CommunicationRequest
+    payload, so a 2.0.1 Task carries the document code alone and the modifier in words."""
     claim = pas.claim
     task_id = str(uuid.uuid4())
     provider_entry = pas.resolve(claim.get("provider"), pas.claim_entry)
@@ -64,10 +95,17 @@ def information_request_task(
     lines = lines or [1]
     inputs: list[dict] = [{"type": _type("payer-url"), "valueUrl": f"{base}/$submit-attachment"}]
     for sequence in lines:
-        for needed in attachments:
-            code = needed.strip()
-            concept = {"coding": [{"system": LOINC, "code": code}]} if code.replace("-", "").isdigit() else {"text": code[:500]}
-            inputs.append({"extension": [_line(version, sequence)], "type": _type("attachments-needed"), "valueCodeableConcept": concept})
+        for needed in parse_needed(list(attachments)) if attachments else []:
+            concept = {"coding": [{"system": LOINC, "code": needed["code"]}]} if needed["code"] else {"text": needed["text"]}
+            if needed["code"] and needed["text"] != needed["code"]:
+                concept["text"] = needed["text"]
+            extensions = [_line(version, sequence)]
+            if needed["modifier"] and version != V201:
+                extensions.append({"url": SD + "extension-contentModifier",
+                                   "valueCodeableConcept": {"coding": [{"system": LOINC, "code": needed["modifier"]}]}})
+            elif needed["modifier"]:
+                concept["text"] = f"{needed['text']} (LOINC attachment modifier {needed['modifier']})"
+            inputs.append({"extension": extensions, "type": _type("attachments-needed"), "valueCodeableConcept": concept})
         if questionnaire:
             if version == V201:
                 inputs.append({"extension": [_line(version, sequence)], "type": _type("questionnaires-needed"),
@@ -95,3 +133,15 @@ def information_request_task(
     if due is not None:
         task["restriction"] = {"period": {"end": fhir_instant(due)}}
     return f"urn:uuid:{task_id}", task
+
+
+def stored_task(task: dict, case: dict) -> dict:
+    """The Task as the server keeps it: its references point at the stored Claim and Patient of the
+    case rather than at entries of the response Bundle; owner and requester by identifier."""
+    stored = json.loads(json.dumps(task))
+    stored["reasonReference"] = {"reference": f"Claim/{case['claim_id']}"}
+    stored["owner"] = {"identifier": task["owner"]["identifier"]}
+    stored["requester"] = {"identifier": task["requester"]["identifier"]}
+    if case.get("patient_id"):
+        stored["for"] = {"reference": f"Patient/{case['patient_id']}"}
+    return stored

@@ -49,7 +49,7 @@ def _walk(value, urls: set[str], profiles: list[str]) -> None:
             urls.add(url)
         meta = value.get("meta")
         if isinstance(meta, dict):
-            profiles.extend(p for p in meta.get("profile") or [] if isinstance(p, str))
+            profiles.extend(p for p in _l(meta.get("profile")) if isinstance(p, str))
         for v in value.values():
             if isinstance(v, (dict, list)):
                 _walk(v, urls, profiles)
@@ -69,8 +69,16 @@ def _declared(profiles: Iterable[str]) -> str | None:
     return None
 
 
+def _d(value) -> dict:
+    return value if isinstance(value, dict) else {}
+
+
+def _l(value) -> list:
+    return value if isinstance(value, list) else []
+
+
 def _resources(bundle: dict) -> list[dict]:
-    return [e["resource"] for e in bundle.get("entry") or [] if isinstance(e, dict) and isinstance(e.get("resource"), dict)]
+    return [e["resource"] for e in _l(bundle.get("entry")) if isinstance(e, dict) and isinstance(e.get("resource"), dict)]
 
 
 def request_evidence(bundle: dict) -> tuple[str | None, list[str]]:
@@ -84,32 +92,33 @@ def request_evidence(bundle: dict) -> tuple[str | None, list[str]]:
         return declared, [f"a profile declares version {declared}"]
     for221: list[str] = [f"uses {u.rsplit('/', 1)[-1]} (2.2.1 only)" for u in sorted(urls & ONLY_221)]
     for201: list[str] = [f"uses {u.rsplit('/', 1)[-1]} (2.0.1 only)" for u in sorted(urls & ONLY_201)]
+    # The request is not yet known to be well-formed: every element is read defensively.
     resources = _resources(bundle)
     claims = [r for r in resources if r.get("resourceType") == "Claim"]
     claim = claims[0] if claims else {}
     if len(claims) == 2:
         for221.append("carries the prior Claim beside the update (2.2.1)")
-    header = {e.get("url") for e in claim.get("extension") or [] if isinstance(e, dict)}
+    header = {e.get("url") for e in _l(claim.get("extension")) if isinstance(e, dict)}
     if header & {SD + "extension-authorizationNumber", SD + "extension-administrationReferenceNumber"}:
         for221.append("authorization or case number on the Claim header (2.2.1)")
-    for item in claim.get("item") or []:
+    for item in _l(claim.get("item")):
         if not isinstance(item, dict):
             continue
-        item_exts = {e.get("url") for e in item.get("extension") or [] if isinstance(e, dict)}
+        item_exts = {e.get("url") for e in _l(item.get("extension")) if isinstance(e, dict)}
         if SD + "extension-communicatedDiagnosis" in item_exts:
             for221.append("communicatedDiagnosis on a Claim item (2.2.1)")
         if SD + "extension-reviewAction" in item_exts:
             for201.append("reviewAction on a Claim item (2.0.1)")
-    for info in claim.get("supportingInfo") or []:
+    for info in _l(claim.get("supportingInfo")):
         if not isinstance(info, dict):
             continue
-        codes = {c.get("code") for c in ((info.get("category") or {}).get("coding") or []) if isinstance(c, dict)}
+        codes = {c.get("code") for c in _l(_d(info.get("category")).get("coding")) if isinstance(c, dict)}
         if "dischargeDates" in codes and "timingPeriod" in info:
             for201.append("a discharge period (2.2.1 allows a date only)")
     coverage = None
-    for ins in claim.get("insurance") or []:
+    for ins in _l(claim.get("insurance")):
         if isinstance(ins, dict) and ins.get("focal") is True:
-            ref = (ins.get("coverage") or {}).get("reference")
+            ref = _d(ins.get("coverage")).get("reference")
             coverage = next((r for r in resources if r.get("resourceType") == "Coverage"
                              and isinstance(ref, str) and ref.endswith(f"Coverage/{r.get('id')}")), None)
     if coverage is None:
@@ -117,12 +126,12 @@ def request_evidence(bundle: dict) -> tuple[str | None, list[str]]:
     if coverage is not None:
         typed = any(
             isinstance(i, dict) and any(
-                (c.get("system"), c.get("code")) == MEMBER_TYPE for c in ((i.get("type") or {}).get("coding") or []) if isinstance(c, dict))
-            for i in coverage.get("identifier") or []
+                isinstance(c, dict) and (c.get("system"), c.get("code")) == MEMBER_TYPE for c in _l(_d(i.get("type")).get("coding")))
+            for i in _l(coverage.get("identifier"))
         )
         if not typed:
             for201.append("the Coverage has no member identifier typed MB (2.2.1 requires one)")
-        if len(coverage.get("payor") or []) > 1:
+        if len(_l(coverage.get("payor"))) > 1:
             for201.append("the Coverage names more than one payor (2.2.1 allows one)")
     if for221 and not for201:
         return V221, for221

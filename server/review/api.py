@@ -137,7 +137,7 @@ class DecisionIn(Body):
     items: list[ItemChange] | None = Field(None, min_length=1)
     reason: ReasonIn | None = None
     note: str | None = Field(None, max_length=4000)
-    needed: list[str] | None = None
+    needed: list[str | dict[str, str]] | None = None  # plain language, LOINC codes, or {code, modifier, text}
     due_days: StrictInt | None = Field(None, ge=1, le=30)
     # A physician's own account of the decision, and the credentials they decide under.
     rationale: str | None = Field(None, max_length=4000)
