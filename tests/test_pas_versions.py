@@ -156,3 +156,20 @@ def test_registering_an_unknown_pas_version_is_refused(harness, http):
                   json={"name": "EHR", "npi": "1234567893", "jwks": ClientKey.generate("ES384").jwks, "pas_version": "3.0"})
     assert r.status_code == 400
     assert "pas_version" in r.text
+
+
+def test_an_inquiry_answers_in_one_version_when_the_member_has_requests_in_both(client):
+    """Requests answered in 2.0.1 are left out of a 2.2.1 inquiry's answer (and the other way round),
+    so the answer meets one version's inquiry-response profile."""
+    from tests.test_pas_inquire_update import inquiry_for, returned
+
+    old = kit_201_shape(pas_request("2.0.1", member="PCM000007"))
+    r_old = client.post("/fhir/pas-2.0.1/Claim/$submit", content=orjson.dumps(old), headers=FHIR)
+    new = pas_request("2.2.1", member="PCM000007")
+    r_new = client.post("/fhir/pas-2.2.1/Claim/$submit", content=orjson.dumps(new), headers=FHIR)
+    assert r_old.status_code == 200 and r_new.status_code == 200, (r_old.text, r_new.text)
+    r = submit(client, inquiry_for(new, "2.2.1"), "/fhir/Claim/$inquire")
+    assert r.status_code == 200, r.text
+    ids = {claim_response(b)["id"] for b in returned(r.json())}
+    assert claim_response(r_new.json())["id"] in ids
+    assert claim_response(r_old.json())["id"] not in ids

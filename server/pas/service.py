@@ -365,8 +365,11 @@ class PasService:
         matches = [doc async for doc in self.cases.find(query, {"response": 1, "_id": 1, "version": 1}).sort("received", -1).limit(50)]
         answered_in = {doc.get("version") for doc in matches}
         version = negotiate(pinned_version=pinned, evidence=evidence,
-                            case_version=answered_in.pop() if len(answered_in) == 1 else None,
+                            case_version=next(iter(answered_in)) if len(answered_in) == 1 else None,
                             client_default=client_default)
+        if len(answered_in) > 1:
+            # One answer speaks one version: requests answered in the other are left out of it.
+            matches = [doc for doc in matches if doc.get("version") == version]
         bundles = []
         for doc in matches:
             stored = orjson.loads(doc["response"])
