@@ -25,7 +25,7 @@ import statistics
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from harness import (BENCH, HEADER, ROOT, Scenario, cleanup, load, load_average, machine, peak_rss_mb, row, start_database,
                      start_durable_floor, start_floor, start_precert, temp_data_dir, write_report)
@@ -99,9 +99,14 @@ class Plan:
     workers: bool
     plans: bool
     only: tuple[str, ...] = tuple(SCENARIOS)
+    report: str = ""
 
 
 def plan_of(args) -> Plan:
+    return replace(_plan_of(args), report=args.report or "")
+
+
+def _plan_of(args) -> Plan:
     only = tuple(n for n in (args.only or ",".join(SCENARIOS)).split(",") if n)
     unknown = [n for n in only if n not in SCENARIOS]
     if unknown:
@@ -259,7 +264,8 @@ def run(plan: Plan) -> None:
     if plan.plans:
         summary += ["", query_plans(max(plan.sizes))]
     print("\n".join(summary))
-    print(f"\nwritten to {write_report('summary', summary)} and {write_report('details', details)}")
+    prefix = f"{plan.report}-" if plan.report else ""
+    print(f"\nwritten to {write_report(prefix + 'summary', summary)} and {write_report(prefix + 'details', details)}")
 
 
 def query_plans(size: int) -> str:
@@ -281,6 +287,7 @@ def main() -> None:
     ap.add_argument("--open-duration", type=float, default=15)
     ap.add_argument("--connections", type=int, default=16)
     ap.add_argument("--only", help=f"scenarios to run, comma-separated ({', '.join(SCENARIOS)}); default all")
+    ap.add_argument("--report", help="write bench/results/REPORT-summary.md and REPORT-details.md instead")
     ap.add_argument("--no-workers", action="store_true", help="skip CRD at 1 vs 2 workers")
     ap.add_argument("--no-plans", action="store_true", help="skip the query-plan check at the largest size")
     args = ap.parse_args()

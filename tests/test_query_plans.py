@@ -55,7 +55,8 @@ async def storage(mongodb_uri):
         await st.collection("notification_outbox").insert_many(
             [{"status": "delivered", "subscription": f"s{i % 7}", "next_at": now, "created": now} for i in range(2000)])
     yield st
-    await st.client.drop_database(db_name)
+    with pymongo.timeout(300):
+        await st.client.drop_database(db_name)
     await st.close()
 
 
