@@ -37,7 +37,27 @@ ALIAS = "precert"
 # Each index costs every write (about 0.1 ms a write on the embedded server), so only the keys
 # that Da Vinci flows and typical clients filter on are indexed; other parameters still work,
 # narrowed by the type index.
-INDEXED_KEYS = ("identifier", "patient", "subject", "status", "url", "request")
+INDEXED_KEYS = ("identifier", "patient", "subject", "status", "url", "request", "subscriber-id", "beneficiary")
+
+# The indexes every hot-path query is served by (tests/test_query_plans.py proves each with
+# explain). Some planners (SecantusDB's) use an index only when the fields a query names are a
+# leading prefix of it, so each index starts with exactly the fields its queries name, in any
+# order: a resource search names ``t``, ``del`` and its key (see ``Storage.search_query``).
+# One index a line, so that concurrent additions merge cleanly.
+HOT_PATH_INDEXES: tuple[tuple[str, tuple[tuple[str, int], ...]], ...] = (
+    ("resources", (("t", ASCENDING), ("del", ASCENDING), ("lu", DESCENDING))),  # a type, newest first; _lastUpdated
+    ("resources", (("t", ASCENDING), ("del", ASCENDING), ("id", ASCENDING))),  # _id searches
+    ("resources", (("_id", ASCENDING), ("v", ASCENDING))),  # an update's version guard (``_write``)
+    ("resources", (("t", ASCENDING), ("o", ASCENDING))),  # an organization's resources (isolation)
+    ("resources", (("t", ASCENDING), ("del", ASCENDING), ("k.created.lo", ASCENDING))),
+    *(("resources", (("t", ASCENDING), ("del", ASCENDING), (f"k.{key}", ASCENDING))) for key in INDEXED_KEYS),
+    ("resource_history", (("t", ASCENDING), ("id", ASCENDING), ("v", DESCENDING))),
+    ("notification_outbox", (("status", ASCENDING), ("next_at", ASCENDING), ("subscription", ASCENDING))),  # due notifications
+    ("notification_outbox", (("status", ASCENDING), ("lease", ASCENDING), ("subscription", ASCENDING))),  # expired leases
+    ("notification_outbox", (("_id", ASCENDING), ("status", ASCENDING), ("lease", ASCENDING))),  # taking a lease
+    ("subscription_state", (("owner", ASCENDING), ("deleted", ASCENDING), ("topic", ASCENDING))),  # matching ($in last)
+    ("crd_jwt_jti", (("exp", ASCENDING),)),  # the EHR JWT replay record's sweep
+)
 
 
 # Every database call is bounded, so a frozen or dead database answers 503 within seconds instead
@@ -140,13 +160,8 @@ class Storage:
         return self.db[name]
 
     async def ensure_indexes(self) -> None:
-        res = self.db.resources
-        await res.create_index([("t", ASCENDING), ("lu", DESCENDING)])
-        await res.create_index([("t", ASCENDING), ("o", ASCENDING)])
-        for key in INDEXED_KEYS:
-            await res.create_index([("t", ASCENDING), (f"k.{key}", ASCENDING)])
-        await res.create_index([("t", ASCENDING), ("k.created.lo", ASCENDING)])
-        await self.db.resource_history.create_index([("t", ASCENDING), ("id", ASCENDING), ("v", DESCENDING)])
+        for name, keys in HOT_PATH_INDEXES:
+            await self.db[name].create_index(list(keys))
 
     async def ping(self) -> bool:
         try:
@@ -230,7 +245,11 @@ class Storage:
         return StoredResource.from_doc(doc) if doc else None
 
     async def vread(self, rtype: str, rid: str, version: int) -> StoredResource | None:
-        current = await self.db.resources.find_one({"_id": f"{rtype}/{rid}", "v": version}, {"k": 0, "s": 0})
+        # By ``_id`` alone, the version checked here: a filter on ``_id`` and ``v`` is a collection
+        # scan on planners that need an index holding every field the filter names.
+        current = await self.db.resources.find_one({"_id": f"{rtype}/{rid}"}, {"k": 0, "s": 0})
+        if current is not None and current["v"] != version:
+            current = None
         doc = current or await self.db.resource_history.find_one({"_id": f"{rtype}/{rid}/{version}"})
         return StoredResource.from_doc(doc) if doc else None
 
@@ -279,6 +298,12 @@ class Storage:
         doc = await self._transact(work)
         return StoredResource.from_doc(doc) if doc else None
 
+    @staticmethod
+    def search_query(rtype: str, criteria: dict) -> dict:
+        """The filter :meth:`search` runs: current, undeleted resources of one type (each
+        ``HOT_PATH_INDEXES`` entry for resources starts with these two fields)."""
+        return {"t": rtype, "del": False, **criteria}
+
     async def search(
         self,
         rtype: str,
@@ -289,7 +314,7 @@ class Storage:
         count: int = 20,
         with_total: bool = True,
     ) -> tuple[list[StoredResource], int | None]:
-        query = {"t": rtype, "del": False, **criteria}
+        query = self.search_query(rtype, criteria)
         order = [(field, direction) for field, direction in (sort or [("lu", DESCENDING)])]
         order.append(("_id", ASCENDING))
         cursor = self.db.resources.find(query, {"k": 0, "s": 0}).sort(order).skip(offset).limit(count)
@@ -306,8 +331,31 @@ class Storage:
         ids = list(dict.fromkeys(refs))
         if not ids:
             return []
-        cursor = self.db.resources.find({"_id": {"$in": ids}, "del": False}, {"k": 0, "s": 0})
-        return [StoredResource.from_doc(d) async for d in cursor]
+        # By ``_id`` alone (the primary index); deletion markers are dropped here.
+        cursor = self.db.resources.find({"_id": {"$in": ids}}, {"k": 0, "s": 0})
+        return [StoredResource.from_doc(d) async for d in cursor if not d.get("del")]
+
+    async def bulk_load(self, items: Iterable[tuple[str, dict, str]], owner: str | None = None, batch: int = 500) -> int:
+        """Insert many new resources, (type, resource, id) each, unordered and in batches, with no
+        transaction and a generous time limit per batch. For seeding benchmark and test databases
+        only: requests write through :meth:`create` and :meth:`create_many`."""
+        moment = utcnow()
+        docs: list[dict] = []
+        written = 0
+
+        async def flush() -> None:
+            with pymongo.timeout(120):
+                await self.db.resources.insert_many(docs, ordered=False)
+
+        for rtype, resource, rid in items:
+            docs.append(self._document(rtype, rid, 1, moment, resource, owner))
+            if len(docs) >= batch:
+                await flush()
+                written, docs = written + len(docs), []
+        if docs:
+            await flush()
+            written += len(docs)
+        return written
 
 
 # ---------------------------------------------------------------------- search translation

@@ -211,16 +211,32 @@ class SubscriptionService:
             except asyncio.TimeoutError:
                 pass
 
+    @staticmethod
+    def claim_queries(now) -> list[dict]:
+        """Notifications whose lease expired (a worker died delivering them: the oldest work),
+        then due ones. Two plain queries, each served by its own index (``notification_outbox``
+        in ``storage.HOT_PATH_INDEXES``): an ``$or``, or a ``$nin`` on the busy subscriptions,
+        scans every notification ever delivered on planners such as SecantusDB's."""
+        return [{"status": "delivering", "lease": {"$lt": now}}, {"status": "pending", "next_at": {"$lte": now}}]
+
     async def _claim_next(self) -> dict | None:
+        """Lease the first claimable notification of a subscription with no delivery running here.
+        The lease is taken with a guard on the state the candidate was read in, so two workers
+        that read the same candidate cannot both take it."""
         now = utcnow()
-        return await self.outbox.find_one_and_update(
-            {"$or": [{"status": "pending", "next_at": {"$lte": now}},
-                     {"status": "delivering", "lease": {"$lt": now}}],
-             "subscription": {"$nin": list(self.in_flight)}},
-            {"$set": {"status": "delivering", "lease": now + LEASE}},
-            sort=[("next_at", ASCENDING)],
-            return_document=ReturnDocument.AFTER,
-        )
+        for query in self.claim_queries(now):
+            candidates = self.outbox.find(query, {"subscription": 1, "status": 1, "lease": 1}).sort("next_at", ASCENDING).limit(64)
+            async for cand in candidates:
+                if cand.get("subscription") in self.in_flight:
+                    continue
+                guard = {"_id": cand["_id"], "status": cand["status"]}
+                if cand["status"] == "delivering":
+                    guard["lease"] = cand.get("lease")
+                doc = await self.outbox.find_one_and_update(
+                    guard, {"$set": {"status": "delivering", "lease": now + LEASE}}, return_document=ReturnDocument.AFTER)
+                if doc is not None:
+                    return doc
+        return None
 
     async def _deliver_due(self) -> int:
         """Start the delivery of every due notification whose subscription has none running."""
@@ -305,7 +321,11 @@ class SubscriptionService:
 
     async def _heartbeats(self) -> None:
         now = utcnow()
-        async for state in self.subs.find({"next_heartbeat": {"$ne": None, "$lte": now}, "deleted": {"$ne": True}}):
+        # ``$lte`` alone (never true of a missing or null time) keeps this an index range; a
+        # deleted subscription's heartbeat is cleared, and skipped here in case one is left.
+        async for state in self.subs.find({"next_heartbeat": {"$lte": now}}):
+            if state.get("deleted"):
+                continue
             stored = await self.repo.read("Subscription", state["_id"])
             if stored is None or stored.deleted or stored.resource.get("status") not in ("active", "error"):
                 await self.subs.update_one({"_id": state["_id"]}, {"$set": {"next_heartbeat": now + timedelta(seconds=state["heartbeat"])}})
