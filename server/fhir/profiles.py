@@ -233,6 +233,28 @@ def _declared_extensions(profile: Profile) -> frozenset[tuple[str, str]]:
     return found
 
 
+_placed_anywhere: list[frozenset[tuple[str, str]]] = []
+
+
+def _placed_by_some_profile(here: tuple[str, str]) -> bool:
+    """Whether any shipped profile slices this extension in at this element path. PAS 2.2.1 declares
+    infoChanged for ``Claim.item`` only, yet its own Claim update profile places it on
+    ``Claim.supportingInfo``; a placement the IG itself makes is a warning, not an error."""
+    if not _placed_anywhere:
+        found = set()
+        for entries in registry().resources.values():
+            for _pkg, res in entries:
+                if res.get("resourceType") != "StructureDefinition" or res.get("derivation") != "constraint":
+                    continue
+                for el in (res.get("snapshot") or {}).get("element", []):
+                    for t in el.get("type") or []:
+                        if t.get("code") == "Extension":
+                            for prof in t.get("profile") or []:
+                                found.add((el["path"].rsplit(".", 1)[0], prof.split("|")[0]))
+        _placed_anywhere.append(frozenset(found))
+    return here in _placed_anywhere[0]
+
+
 def compile_profile(url_or_type: str, prefer: str | None = None) -> Profile:
     key = (url_or_type, prefer)
     if key in _profiles:
@@ -365,11 +387,16 @@ def _as_list(value: Any) -> list:
 
 
 class _Run:
-    def __init__(self, root: dict, prefer: str | None, parent: "_Run | None" = None):
+    def __init__(self, root: dict, prefer: str | None, parent: "_Run | None" = None, *, targets: bool = True):
         self.root = root
         self.prefer = prefer
         self.issues: list[dict] = []
         self.ext_owner: list[str] = []
+        # Whether references are checked against their target profiles. A run that asks whether a
+        # referenced resource conforms checks that resource's own content only: its references are
+        # checked where it is validated itself, so one fault is reported once, where it is, and not
+        # again at every resource that leads to it.
+        self.check_targets = targets and (parent.check_targets if parent is not None else True)
         if parent is not None:
             # A nested run (one candidate profile) shares the Bundle index and the caches.
             self.bundle_index, self.conforms, self.invariants = parent.bundle_index, parent.conforms, parent.invariants
@@ -643,8 +670,10 @@ class _Run:
         nested = owner.endswith(".extension") and ("Extension", here[1]) in _declared_extensions(profile)
         declared = nested or here in _declared_extensions(profile) or self._claimed_declares(resource, here)
         if contexts and not declared and not self._context_ok(contexts, owner, owner_type):
-            self.add("error", "structure", "extension-context", loc,
-                     f"extension {url} is not allowed on {owner} (contexts: {', '.join(c.get('expression', '') for c in contexts)})")
+            placed = _placed_by_some_profile(here)
+            self.add("warning" if placed else "error", "structure", "extension-context", loc,
+                     f"extension {url} is not allowed on {owner} (contexts: {', '.join(c.get('expression', '') for c in contexts)})"
+                     + ("; another profile of the IG places it here" if placed else ""))
         self.ext_owner.append(f"{owner}.extension")
         try:
             self.element(item, ext_prof.root, ext_prof, loc, resource, "Extension", owner_type="Extension")
@@ -683,6 +712,8 @@ class _Run:
         return False
 
     def _reference(self, item: dict, node: Node, loc: str) -> None:
+        if not self.check_targets:
+            return
         targets = [p for t in node.types if t["code"] == "Reference" for p in t.get("targetProfile", [])]
         ref = item.get("reference")
         if not targets or not isinstance(ref, str) or ref not in self.bundle_index:
@@ -706,7 +737,7 @@ class _Run:
                 continue
             ck = (id(target), url)
             if ck not in self.conforms:
-                sub = _Run(self.root, self.prefer, self)
+                sub = _Run(self.root, self.prefer, self, targets=False)
                 sub.resource(target, compile_profile(url, self.prefer), rtype, target)
                 self.conforms[ck] = not any(i["severity"] == "error" for i in sub.issues)
             if self.conforms[ck]:

@@ -186,7 +186,27 @@ def profile_problems(bundle: dict, kind: str, version: str | None) -> list[dict]
         outcome = profiles.validate(bundle, REQUEST_PROFILES[kind], package)
     except profiles.TooCostly as exc:
         raise FHIRError.single(400, "too-costly", str(exc)) from None
-    return profiles.errors(outcome)
+    found = profiles.errors(outcome)
+    if kind == "inquire":
+        # An inquiry writes nothing and is matched on its identifiers, which the payer checks below
+        # insist on: a profile rule it breaks is noted, not refused, unless the request is malformed.
+        tolerated = [i for i in found if _keys(i) and _keys(i) <= INQUIRY_TOLERATED]
+        if tolerated:
+            log.warning("inquiry breaks %d rule(s) of the PAS inquiry profile (%s); answered anyway", len(tolerated),
+                        ", ".join(sorted({k for i in tolerated for k in _keys(i)})))
+        found = [i for i in found if i not in tolerated]
+    return found
+
+
+# Profile rules an inquiry may break and still be answered: what is missing, extra or out of place.
+# Never what is malformed (a wrong type, an unknown element) or what says what the request is (a
+# fixed or pattern value such as Claim.use = preauthorization).
+INQUIRY_TOLERATED = frozenset({"cardinality", "slice-cardinality", "extension-context", "binding",
+                               "reference-target", "slice-closed", "slice-order", "max-length", "min-value", "max-value"})
+
+
+def _keys(found: dict) -> set[str]:
+    return {c.get("code") for c in (found.get("details") or {}).get("coding", []) if c.get("system") == profiles.KEY_SYSTEM}
 
 
 def check_request(body: Any, kind: str = "submit", *, pinned: str | None = None,
