@@ -12,7 +12,7 @@ import pytest
 
 from server.review import clock
 from tests.pas_support import FHIR, Receiver, actions, claim_response, notification_type, pas_subscription
-from tests.test_review_support import cases_collection, denied_case, npi, pended_request, physician_name, staff_headers
+from tests.test_review_support import RATIONALE, cases_collection, denied_case, npi, pended_request, physician_name, staff_headers
 
 
 @pytest.fixture
@@ -263,6 +263,11 @@ def test_appeal_pages(client, reviewer, director):
     page = client.get(f"/review/appeals/{aid}", headers=director).text
     assert "&lt;script&gt;alert(&#39;appeal&#39;)&lt;/script&gt; grounds" in page and hostile not in page
     assert "First-level appeal" in page and "Record decision" in page
+    # The clinical context of the denial is on the appeal itself: what was asked, against which
+    # criteria, and the denying physician's own rationale.
+    assert "Clinical context of the request" in page
+    assert "Documentation and the payer's criteria" in page and "<h2>Diagnoses</h2>" in page
+    assert RATIONALE.replace("'", "&#39;") in page
     # the reviewer sees the appeal but not the decision form
     assert "Record decision" not in client.get(f"/review/appeals/{aid}", headers=reviewer).text
     case_page = client.get(f"/review/cases/{number}", headers=reviewer).text

@@ -566,8 +566,9 @@ async def appeal_page(request: Request, who, appeal_id: str, *, status: int = 20
     except ReviewError as exc:
         return error_page(request, exc.status, exc.message, who)
     now = clock.now()
+    req = await workbench.fill_request_view(state, case, view.request_view(case))
     return render("appeal.html", status=status, who=who, now=now, appeal=appeals.public(appeal, now), case=case,
-                  req=view.request_view(case), error=error, done=DONE.get(request.query_params.get("done") or ""),
+                  req=req, error=error, done=DONE.get(request.query_params.get("done") or ""),
                   can_decide=who.has(*appeals.DECIDERS[appeal["stages"][-1]["stage"]]))
 
 
