@@ -190,3 +190,17 @@ def test_a_well_typed_extension_and_note_are_accepted(client, reviewer):
     assert r.json()["extension"]["days"] == 5 and r.json()["extension"]["reason"].endswith("waiting for the angiogram")
     r = client.post(f"/review/api/cases/{number}/notes", headers=reviewer, json={"text": "Called the surgeon's office."})
     assert r.status_code == 201 and r.json()["notes"][-1]["text"] == "Called the surgeon's office."
+
+
+def test_the_case_list_carries_the_queue_columns(client):
+    """Member, age, plan and requesting provider, as the workbench queue shows them."""
+    body, number = pended_request(client)
+    reviewer = staff_headers(client, "reviewer")
+    r = client.get("/review/api/cases", params={"status": "pended", "limit": 500}, headers=reviewer)
+    assert r.status_code == 200, r.text
+    listed = next(c for c in r.json()["cases"] if c["id"] == number)
+    bundle_patient = next(e["resource"] for e in body["entry"] if e["resource"]["resourceType"] == "Patient")
+    family = bundle_patient["name"][0]["family"]
+    assert family in listed["member"]
+    assert isinstance(listed["age"], int) and listed["age"] > 0
+    assert listed["provider"]

@@ -375,7 +375,13 @@ async def list_cases(request: Request, status: str = "pended", urgency: str | No
     cases = case_store.collection(request.app.state.precert.storage)
     limit = max(1, min(limit, 500))
     # Most urgent first: the least time left on the clock.
-    found = [summary(c) async for c in cases.find(query, {"request": 0, "response": 0}).sort("due", 1).limit(limit)]
+    docs = [c async for c in cases.find(query, {"response": 0}).sort("due", 1).limit(limit)]
+    # The queue's columns: member, age, plan and provider, from the request or the payer's own records.
+    now = clock.now()
+    rows = [workbench.row(c, now) for c in docs]
+    await workbench.payer_records(request.app.state.precert, rows)
+    found = [{**summary(c), "member": r["member"], "age": r["age"], "plan": r["plan"], "provider": r["provider"]}
+             for c, r in zip(docs, rows)]
     return json_response({"total": await cases.count_documents(query), "cases": found})
 
 
