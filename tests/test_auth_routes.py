@@ -195,6 +195,10 @@ def test_staff_routes_need_the_right_role(srv, http, client_id):
         if req.roles and "reviewer" not in req.roles:
             if send(http, method, path, reviewer).status_code != 403:
                 failures.append(("reviewer accepted", method, path))
+        if req.page_checks_roles and "administrator" not in req.roles:
+            # The page checks the role itself: an administrator gets its 403 page, not the content.
+            if send(http, method, path, admin).status_code != 403:
+                failures.append(("page let another role in", method, path))
         who = admin if "administrator" in req.roles or not req.roles else reviewer
         if path == "/staff/logout":
             continue  # would end the session the rest of the loop uses; test_auth_staff covers it

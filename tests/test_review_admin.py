@@ -37,7 +37,12 @@ def test_an_administrator_lands_on_the_administration_page(client):
 def test_case_pages_stay_closed_to_an_administrator_and_the_admin_page_to_reviewers(client):
     _, number = pended_request(client)
     admin = staff_headers(client, "admin")
-    assert client.get(f"/review/cases/{number}", headers=admin).status_code == 403
+    for path in (f"/review/cases/{number}", "/review/appeals"):
+        page = client.get(path, headers={**admin, "Accept": "text/html"})
+        # A page saying why, with the way back to the administrator's own page; no case data.
+        assert page.status_code == 403 and page.headers["content-type"].startswith("text/html")
+        assert 'href="/review/admin"' in page.text and number not in page.text
+    assert client.get(f"/review/api/cases/{number}", headers=admin).status_code == 403
     r = client.get("/review/admin", headers=staff_headers(client, "reviewer"))
     assert r.status_code == 403 and "administrator" in r.text
     assert client.get("/review/admin", follow_redirects=False).status_code == 303

@@ -41,6 +41,9 @@ class Requirement:
     roles: tuple[str, ...] = ()
     # STAFF routes that stay strict even in an open sandbox (security configuration, audit).
     always: bool = False
+    # STAFF pages that check ``roles`` themselves, to answer a signed-in member of another role
+    # with a page saying why (the middleware then only insists on a staff sign-in).
+    page_checks_roles: bool = False
     # Whether the route touches protected health information (audited).
     phi: bool = True
     interaction: str = ""  # FHIR restful interaction or "operation", for audit
@@ -63,8 +66,8 @@ def smart(rtype: str, letter: str, *alternatives: tuple[str, str], **kw) -> Requ
     return Requirement(SMART, ((rtype, letter), *alternatives), **kw)
 
 
-def staff(*roles: str, always: bool = False, phi: bool = True) -> Requirement:
-    return Requirement(STAFF, roles=tuple(roles), always=always, phi=phi)
+def staff(*roles: str, always: bool = False, phi: bool = True, page_checks_roles: bool = False) -> Requirement:
+    return Requirement(STAFF, roles=tuple(roles), always=always, phi=phi, page_checks_roles=page_checks_roles)
 
 
 PUBLIC_REQ = Requirement(PUBLIC, phi=False)

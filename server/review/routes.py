@@ -133,7 +133,11 @@ async def page_staff(request: Request, *roles: str):
         if exc.status_code == 401:
             target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
             return None, RedirectResponse(f"/review/login?next={quote(target, safe='')}", status_code=303)
-        return None, error_page(request, exc.status_code, str(exc.detail))
+        try:  # signed in, but not in one of the roles: the page links back to their own landing page
+            who = await staff(request)
+        except HTTPException:
+            who = None
+        return None, error_page(request, exc.status_code, str(exc.detail), who)
 
 
 def safe_next(target: str | None) -> str:
@@ -747,8 +751,10 @@ def install(app: FastAPI) -> None:
     # is sent to their own landing page rather than refused.
     for path in ("/review", "/review/"):
         policy.declare(path, ["GET"], policy.staff())
+    # Case and appeal pages likewise check the role themselves, so an administrator gets a page
+    # saying why (and a way back to their own), not a JSON refusal.
     for path in ("/review/cases/{case_id}", "/review/cases/{case_id}/documents/{index}", "/review/appeals", "/review/appeals/{appeal_id}"):
-        policy.declare(path, ["GET"], workers)
+        policy.declare(path, ["GET"], policy.staff(*WORKERS, page_checks_roles=True))
     for path in ("/review/cases/{case_id}/decide", "/review/cases/{case_id}/assign", "/review/cases/{case_id}/extend",
                  "/review/cases/{case_id}/notes", "/review/cases/{case_id}/appeals", "/review/appeals/{appeal_id}/escalate",
                  "/review/appeals/{appeal_id}/close"):
