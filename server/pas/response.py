@@ -14,6 +14,7 @@ from typing import Any
 
 from server.pas.adjudicate import ItemDecision
 from server.pas.constants import (
+    ReviewAction,
     DATA_ABSENT_REASON, EXT_ADMISSION_DATES, EXT_AUTH_NUMBER, EXT_COMMUNICATED_DIAGNOSIS, EXT_DISCHARGE_DATE,
     EXT_SERVICE_LINE, PROFILE_COMMUNICATION_REQUEST, EXT_ADMIN_REF, EXT_AUTHORIZED_DETAIL, EXT_AUTHORIZED_PROVIDER, EXT_ERROR_ELEMENT,
     EXT_ERROR_FOLLOWUP, EXT_ERROR_PATH, EXT_ITEM_TRACE, EXT_PREAUTH_ISSUE, EXT_PREAUTH_PERIOD,
@@ -160,7 +161,7 @@ def build_claim_response(
             if reviewed_by_human and reviewer_npi:
                 reviewer.append({"url": "reviewerNPI", "valueIdentifier": {"system": NPI_SYSTEM, "value": reviewer_npi}})
             extensions.append({"url": EXT_REVIEWER, "extension": reviewer})
-            if any(d.action in ("A1", "A6") for d in decisions):
+            if any(d.action in (ReviewAction.APPROVED, ReviewAction.MODIFIED) for d in decisions):
                 provider = _authorized_provider(pas, echo, claim)
                 if provider:
                     extensions.append({"url": EXT_AUTHORIZED_PROVIDER, "extension": [{"url": "provider", "valueReference": provider}]})
@@ -207,8 +208,8 @@ def build_claim_response(
         return cr
 
     decisions = decisions or []
-    pended = any(d.action == "A4" for d in decisions)
-    approved = [d for d in decisions if d.action in ("A1", "A6")]
+    pended = any(d.action == ReviewAction.PENDED for d in decisions)
+    approved = [d for d in decisions if d.action in (ReviewAction.APPROVED, ReviewAction.MODIFIED)]
     cr["outcome"] = "queued" if (pended and version == V201) else "complete"
     cr["disposition"] = disposition or _disposition(decisions)
     if approved and auth_number:
@@ -240,7 +241,7 @@ def build_claim_response(
         if discharge:
             ext.append(discharge)
         number = None
-        if d.action in ("A1", "A6"):
+        if d.action in (ReviewAction.APPROVED, ReviewAction.MODIFIED):
             number = f"{auth_number}-{d.sequence}" if auth_number else None
             ext.append({"url": EXT_PREAUTH_ISSUE, "valueDate": date.today().isoformat()})
             ext.append({"url": EXT_PREAUTH_PERIOD, "valuePeriod": _period(_service_start(item), d.auth_period_days or DEFAULT_AUTH_DAYS)})
@@ -248,13 +249,13 @@ def build_claim_response(
                 provider = _authorized_provider(pas, echo, claim)
                 if provider:
                     ext.append({"url": EXT_AUTHORIZED_PROVIDER, "extension": [{"url": "provider", "valueReference": provider}]})
-        if d.action in ("A4", "A3") and case_number:
+        if d.action in (ReviewAction.PENDED, ReviewAction.DENIED) and case_number:
             # The payer's reference for a pended or not-certified outcome.
             number = f"{case_number}-{d.sequence}"
             ext.append({"url": EXT_ADMIN_REF, "valueString": number})
-        if d.action == "A4" and needs_documentation(d):
+        if d.action == ReviewAction.PENDED and needs_documentation(d):
             communication_requests.append(_communication_request(pas, echo, cr, d, item, version))
-        if d.action == "A6" and d.authorized_quantity is not None:
+        if d.action == ReviewAction.MODIFIED and d.authorized_quantity is not None:
             detail = [{"url": "productOrServiceCode", "valueCodeableConcept": item.get("productOrService")}] if item.get("productOrService") else []
             detail.append({"url": "quantity", "valueQuantity": _quantity(item, d.authorized_quantity)})
             ext.append({"url": EXT_AUTHORIZED_DETAIL, "extension": detail})
@@ -265,10 +266,10 @@ def build_claim_response(
         if d.reason:
             notes.append({"number": len(notes) + 1, "type": "display", "text": f"Item {d.sequence} ({d.summary}): {d.reason}"})
             out["noteNumber"] = [len(notes)]
-        out["adjudication"] = [{"extension": [review_action(d.action, number, x12_coding(d.reason_code) if d.action in ("A3", "A6") else None)],
+        out["adjudication"] = [{"extension": [review_action(d.action, number, x12_coding(d.reason_code) if d.action in (ReviewAction.DENIED, ReviewAction.MODIFIED) else None)],
                                 "category": ADJUDICATION_SUBMITTED}]
         items_out.append(out)
-        if d.action == "A6" and d.authorized_quantity is not None:
+        if d.action == ReviewAction.MODIFIED and d.authorized_quantity is not None:
             add: dict = {"itemSequence": [d.sequence], "productOrService": item.get("productOrService")}
             if item.get("servicedDate"):
                 add["servicedDate"] = item["servicedDate"]
@@ -285,7 +286,7 @@ def build_claim_response(
                 add_ext.append({"url": EXT_PREAUTH_ISSUE, "valueDate": date.today().isoformat()})
                 add_ext.append({"url": EXT_PREAUTH_PERIOD, "valuePeriod": _period(_service_start(item), d.auth_period_days or DEFAULT_AUTH_DAYS)})
                 add = {"extension": add_ext, **add}
-            add["adjudication"] = [{"extension": [review_action("A1", number)], "category": ADJUDICATION_SUBMITTED}]
+            add["adjudication"] = [{"extension": [review_action(ReviewAction.APPROVED, number)], "category": ADJUDICATION_SUBMITTED}]
             add_items.append(add)
     if items_out:
         cr["item"] = items_out
@@ -305,20 +306,20 @@ def build_claim_response(
 
 def needs_documentation(d: ItemDecision) -> bool:
     """Pended because documentation is missing or incomplete (not for a clinician's judgement)."""
-    return d.action == "A4" and bool(d.questionnaire) and not (d.assessment or {}).get("complete")
+    return d.action == ReviewAction.PENDED and bool(d.questionnaire) and not (d.assessment or {}).get("complete")
 
 
 def _overall_action(decisions: list[ItemDecision]) -> str:
-    actions = {d.action for d in decisions} - {"C"}
+    actions = {d.action for d in decisions} - {ReviewAction.CANCELLED}
     if not actions:
-        return "A1"
-    if "A4" in actions:
-        return "A4"
-    if actions == {"A1"}:
-        return "A1"
-    if actions == {"A3"}:
-        return "A3"
-    return "A6"
+        return ReviewAction.APPROVED
+    if ReviewAction.PENDED in actions:
+        return ReviewAction.PENDED
+    if actions == {ReviewAction.APPROVED}:
+        return ReviewAction.APPROVED
+    if actions == {ReviewAction.DENIED}:
+        return ReviewAction.DENIED
+    return ReviewAction.MODIFIED
 
 
 def _diagnoses(claim: dict) -> dict[int, dict]:
@@ -406,15 +407,15 @@ def _disposition(decisions: list[ItemDecision]) -> str:
     actions = {d.action for d in decisions}
     if not decisions:
         return "No items"
-    if actions == {"C"}:
+    if actions == {ReviewAction.CANCELLED}:
         return "Cancelled"
-    if "A4" in actions:
+    if ReviewAction.PENDED in actions:
         return "Pended for review"
-    if actions <= {"A1", "C"}:
+    if actions <= {ReviewAction.APPROVED, ReviewAction.CANCELLED}:
         return "Certified in total"
-    if actions <= {"A3", "C"}:
+    if actions <= {ReviewAction.DENIED, ReviewAction.CANCELLED}:
         return "Not certified"
-    if "A6" in actions and "A3" not in actions:
+    if ReviewAction.MODIFIED in actions and ReviewAction.DENIED not in actions:
         return "Certified with modifications"
     return "Partially certified"
 

@@ -31,6 +31,7 @@ from urllib.parse import urlencode
 from server.pas import cases as case_store
 from server.pas.reasons import REASONS
 from server.review import appeals, clock, metrics
+from server.pas.constants import ReviewAction
 
 DEFAULT_DAYS = 84  # twelve weeks
 CASE_FIELDS = {"status": 1, "urgency": 1, "received": 1, "decided": 1, "due": 1, "categories": 1, "coverage_id": 1,
@@ -100,7 +101,7 @@ def compute(cases: list[dict], open_cases: list[dict], stages: list[dict], perio
     denied = [c for c, o in rows if o["denied"]]
     reasons: Counter = Counter()
     for c in denied:
-        for code in dict.fromkeys(d.get("reason_code") or "unspecified" for d in first_items(c) if d["action"] == "A3"):
+        for code in dict.fromkeys(d.get("reason_code") or "unspecified" for d in first_items(c) if d["action"] == ReviewAction.DENIED):
             reasons[code] += 1
     by_reviewer: dict[str, list[float]] = defaultdict(list)
     for c, o in rows:

@@ -17,6 +17,7 @@ from server.review.errors import LIST_FIELDS, ReviewError, clean_text
 from server.review.labels import CATEGORIES
 from server.review.view import age_on, coverage_plan, human_name, queue_facts
 from server.rules import get_rules
+from server.pas.constants import ReviewAction
 
 QUEUE_LIMIT = 200
 NOTE_MAX = 4000
@@ -91,14 +92,14 @@ class QueueFilter:
         elif self.info == "requested":
             and_.append({"info_requested": {"$ne": None}})
         if self.reason:
-            denied_for = {"$elemMatch": {"action": "A3", "reason_code": self.reason}}
+            denied_for = {"$elemMatch": {"action": ReviewAction.DENIED, "reason_code": self.reason}}
             and_.append({"$or": [{"original_decisions": denied_for}, {"original_decisions": None, "decisions": denied_for}]})
         if self.outcome == "approved":
-            and_.append({"decisions.action": {"$in": ["A1", "A6"]}})
+            and_.append({"decisions.action": {"$in": [ReviewAction.APPROVED, ReviewAction.MODIFIED]}})
         elif self.outcome == "denied":
-            and_ += [{"decisions.action": "A3"}, {"decisions.action": {"$nin": ["A1", "A6", "A4"]}}]
+            and_ += [{"decisions.action": ReviewAction.DENIED}, {"decisions.action": {"$nin": [ReviewAction.APPROVED, ReviewAction.MODIFIED, ReviewAction.PENDED]}}]
         elif self.outcome == "modified":
-            and_.append({"decisions.action": "A6"})
+            and_.append({"decisions.action": ReviewAction.MODIFIED})
         elif self.outcome == "appealed":
             and_.append({"appeals.0": {"$exists": True}})
         elif self.outcome == "overturned":
@@ -163,15 +164,15 @@ def row(case: dict, now: datetime, with_member: bool = True) -> dict:
 def outcome_word(case: dict) -> str:
     """approved / denied / modified / partly approved / pended, from the items' current actions."""
     actions = {d.get("action") for d in case.get("decisions") or []}
-    if case.get("status") == "pended" or "A4" in actions:
+    if case.get("status") == "pended" or ReviewAction.PENDED in actions:
         return "pended"
-    if "A6" in actions:
+    if ReviewAction.MODIFIED in actions:
         return "modified"
-    if "A3" in actions and actions & {"A1"}:
+    if ReviewAction.DENIED in actions and actions & {ReviewAction.APPROVED}:
         return "partly approved"
-    if actions == {"A3"}:
+    if actions == {ReviewAction.DENIED}:
         return "denied"
-    if "A1" in actions:
+    if ReviewAction.APPROVED in actions:
         return "approved"
     return case.get("status") or ""
 
