@@ -65,6 +65,10 @@ def sender_ids(pas: PasBundle) -> list[str]:
 MEMBER_CACHE_SECONDS = 30.0
 
 
+# What an inquiry reads of each candidate case before choosing (not the stored request or response).
+INQUIRY_FIELDS = {"_id": 1, "provider_ids": 1, "auth_numbers": 1, "codes": 1, "received": 1}
+
+
 class PasService:
     def __init__(self, state):
         self.state = state
@@ -340,19 +344,14 @@ class PasService:
             if not providers:
                 errors.append(("43", "Invalid/Missing Provider Identification: the inquiry must identify the requesting provider (an identifier such as the NPI on Claim.provider).", "Claim.provider"))
             return self._inquiry_error(pas, version, base, errors), 200
-        query: dict = {"member_ids": {"$in": members}, "provider_ids": {"$in": providers}, "superseded_by": None, "owner": owner}
         numbers = [v for v in (ext_value(claim, EXT_AUTH_NUMBER), ext_value(claim, EXT_ADMIN_REF)) if isinstance(v, str)]
         for item in claim.get("item") or []:
             for url in (EXT_AUTH_NUMBER, EXT_ADMIN_REF):
                 v = ext_value(item, url)
                 if isinstance(v, str):
                     numbers.append(v)
-        if numbers:
-            query["$or"] = [{"auth_numbers": {"$in": [n.split("-")[0] for n in numbers] + numbers}}, {"_id": {"$in": [n.rsplit("-", 1)[0] for n in numbers]}}]
         codes = [c.get("code") for i in claim.get("item") or [] for c in codings(i.get("productOrService")) if c.get("system") != "http://terminology.hl7.org/CodeSystem/data-absent-reason"]
-        if codes:
-            query["codes"] = {"$in": codes}
-        matches = [doc async for doc in self.cases.find(query, {"response": 1, "_id": 1, "version": 1}).sort("received", -1).limit(50)]
+        matches = await self._inquiry_matches(owner, members, providers, numbers, codes)
         answered_in = {doc.get("version") for doc in matches}
         version = negotiate(pinned_version=pinned, evidence=evidence,
                             case_version=answered_in.pop() if len(answered_in) == 1 else None,
@@ -381,6 +380,35 @@ class PasService:
         if version == V201:
             return bundles[0], 200
         return {"resourceType": "Parameters", "parameter": [{"name": "return", "resource": b} for b in bundles]}, 200
+
+    async def _inquiry_matches(self, owner: str | None, members: list[str], providers: list[str],
+                               numbers: list[str], codes: list[str], limit: int = 50) -> list[dict]:
+        """The caller's current cases for one of ``members`` that match the inquiry, newest first.
+
+        The database is asked only what the ``(member_ids, superseded_by, owner)`` index answers,
+        one equality per member identifier (the embedded database scans the whole collection for an
+        ``$in`` on a compound index, or for a query naming a field the index lacks), reading a few
+        small fields; provider, numbers and codes are matched here; only the chosen cases' stored
+        responses are then read."""
+        wanted_numbers = set(n.split("-")[0] for n in numbers) | set(numbers)
+        wanted_ids = {n.rsplit("-", 1)[0] for n in numbers}
+        providers_set, codes_set = set(providers), set(codes)
+        found: dict[str, dict] = {}
+        for member in dict.fromkeys(members):
+            query = {"member_ids": member, "superseded_by": None, "owner": owner}
+            async for doc in self.cases.find(query, INQUIRY_FIELDS):
+                if doc["_id"] in found or not providers_set & set(doc.get("provider_ids") or []):
+                    continue
+                if numbers and not (wanted_numbers & set(doc.get("auth_numbers") or []) or doc["_id"] in wanted_ids):
+                    continue
+                if codes and not codes_set & set(doc.get("codes") or []):
+                    continue
+                found[doc["_id"]] = doc
+        newest = sorted(found.values(), key=lambda d: d["received"], reverse=True)[:limit]
+        if not newest:
+            return []
+        full = {d["_id"]: d async for d in self.cases.find({"_id": {"$in": [d["_id"] for d in newest]}}, {"response": 1, "version": 1})}
+        return [full[d["_id"]] for d in newest if d["_id"] in full]
 
     @staticmethod
     def _inquiry_error(pas: PasBundle, version: str, base: str, errors: list[tuple[str, str, str]]) -> dict:
