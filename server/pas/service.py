@@ -69,6 +69,12 @@ MEMBER_CACHE_SECONDS = 30.0
 INQUIRY_FIELDS = {"_id": 1, "provider_ids": 1, "auth_numbers": 1, "codes": 1, "received": 1}
 
 
+def inquiry_query(member: str, owner: str | None) -> dict:
+    """An inquiry's candidates for one member identifier: exactly the fields of the
+    ``(member_ids, superseded_by, owner)`` index, so the database answers it from the index."""
+    return {"member_ids": member, "superseded_by": None, "owner": owner}
+
+
 class PasService:
     def __init__(self, state):
         self.state = state
@@ -395,8 +401,7 @@ class PasService:
         providers_set, codes_set = set(providers), set(codes)
         found: dict[str, dict] = {}
         for member in dict.fromkeys(members):
-            query = {"member_ids": member, "superseded_by": None, "owner": owner}
-            async for doc in self.cases.find(query, INQUIRY_FIELDS):
+            async for doc in self.cases.find(inquiry_query(member, owner), INQUIRY_FIELDS):
                 if doc["_id"] in found or not providers_set & set(doc.get("provider_ids") or []):
                     continue
                 if numbers and not (wanted_numbers & set(doc.get("auth_numbers") or []) or doc["_id"] in wanted_ids):
