@@ -96,6 +96,13 @@ class Load:
         for t in self.threads:
             t.join(40)
 
+    def answered(self, n: int, after: float = 0.0, timeout: float = 30) -> None:
+        """Wait (polling, with a deadline) until ``n`` requests sent after ``after`` have answered."""
+        deadline = time.monotonic() + timeout
+        while len(self.since(after)) < n:
+            assert time.monotonic() < deadline, f"the load got {len(self.since(after))} answers in {timeout} s"
+            time.sleep(0.02)
+
     def since(self, moment: float) -> list[tuple[float, int, float]]:
         return [s for s in self.statuses if s[0] >= moment]
 
@@ -140,7 +147,7 @@ def test_a_frozen_database_answers_503_quickly_and_readiness_follows_it(running)
     base = f"http://127.0.0.1:{port}"
     pid = httpx.post(f"{base}/fhir/Patient", json={"resourceType": "Patient"}, headers=FHIR).json()["id"]
     with Load(base, pid) as load:
-        time.sleep(0.5)  # load established before the fault (not used for synchronisation)
+        load.answered(5)  # load established before the fault
         frozen = time.monotonic()
         os.kill(db_pid(data_dir), signal.SIGSTOP)
         try:
@@ -164,11 +171,11 @@ def test_a_killed_database_answers_503_is_logged_and_is_restarted(running):
     pid = httpx.post(f"{base}/fhir/Patient", json={"resourceType": "Patient"}, headers=FHIR).json()["id"]
     first_db = db_pid(data_dir)
     with Load(base, pid) as load:
-        time.sleep(0.5)
+        load.answered(5)
         killed = time.monotonic()
         os.kill(first_db, signal.SIGKILL)
         FIGURES["killed: back to ready"] = ready_status_within(port, 200, timeout=30)
-        time.sleep(0.5)
+        load.answered(5, after=time.monotonic())  # some load served by the restarted database
     during = load.since(killed)
     assert during and all(status in (200, 201, 503) for _, status, _ in during), sorted({s for _, s, _ in during})
     assert max(took for _, _, took in during) < 8
