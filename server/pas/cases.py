@@ -32,7 +32,6 @@ async def ensure_indexes(storage: Storage) -> None:
     cases = collection(storage)
     await cases.create_index([("key", ASCENDING)], unique=True)
     await cases.create_index([("member_ids", ASCENDING)])
-    await cases.create_index([("member_ids", ASCENDING), ("superseded_by", ASCENDING), ("owner", ASCENDING)])  # $inquire
     await cases.create_index([("status", ASCENDING), ("due", ASCENDING)])
     await cases.create_index([("owner", ASCENDING), ("received", DESCENDING)])
     await cases.create_index([("response_id", ASCENDING)])

@@ -66,13 +66,14 @@ MEMBER_CACHE_SECONDS = 30.0
 
 
 # What an inquiry reads of each candidate case before choosing (not the stored request or response).
-INQUIRY_FIELDS = {"_id": 1, "provider_ids": 1, "auth_numbers": 1, "codes": 1, "received": 1}
+INQUIRY_FIELDS = {"_id": 1, "owner": 1, "superseded_by": 1, "provider_ids": 1, "auth_numbers": 1, "codes": 1, "received": 1}
 
 
-def inquiry_query(member: str, owner: str | None) -> dict:
-    """An inquiry's candidates for one member identifier: exactly the fields of the
-    ``(member_ids, superseded_by, owner)`` index, so the database answers it from the index."""
-    return {"member_ids": member, "superseded_by": None, "owner": owner}
+def inquiry_query(members: list[str]) -> dict:
+    """An inquiry's candidate cases: only the ``member_ids`` field, so the database answers it from
+    the ``member_ids`` index (the embedded database scans the whole collection for a query that
+    names any field its index lacks, or for an ``$in`` on a compound index)."""
+    return {"member_ids": {"$in": list(dict.fromkeys(members))}}
 
 
 class PasService:
@@ -391,24 +392,23 @@ class PasService:
                                numbers: list[str], codes: list[str], limit: int = 50) -> list[dict]:
         """The caller's current cases for one of ``members`` that match the inquiry, newest first.
 
-        The database is asked only what the ``(member_ids, superseded_by, owner)`` index answers,
-        one equality per member identifier (the embedded database scans the whole collection for an
-        ``$in`` on a compound index, or for a query naming a field the index lacks), reading a few
-        small fields; provider, numbers and codes are matched here; only the chosen cases' stored
-        responses are then read."""
+        The database is asked only what the ``member_ids`` index answers, reading a few small
+        fields of each of the member's cases; organization, currency, provider, numbers and codes
+        are matched here, and only the chosen cases' stored responses are then read."""
         wanted_numbers = set(n.split("-")[0] for n in numbers) | set(numbers)
         wanted_ids = {n.rsplit("-", 1)[0] for n in numbers}
         providers_set, codes_set = set(providers), set(codes)
         found: dict[str, dict] = {}
-        for member in dict.fromkeys(members):
-            async for doc in self.cases.find(inquiry_query(member, owner), INQUIRY_FIELDS):
-                if doc["_id"] in found or not providers_set & set(doc.get("provider_ids") or []):
-                    continue
-                if numbers and not (wanted_numbers & set(doc.get("auth_numbers") or []) or doc["_id"] in wanted_ids):
-                    continue
-                if codes and not codes_set & set(doc.get("codes") or []):
-                    continue
-                found[doc["_id"]] = doc
+        async for doc in self.cases.find(inquiry_query(members), INQUIRY_FIELDS):
+            if doc.get("owner") != owner or doc.get("superseded_by") is not None:
+                continue
+            if not providers_set & set(doc.get("provider_ids") or []):
+                continue
+            if numbers and not (wanted_numbers & set(doc.get("auth_numbers") or []) or doc["_id"] in wanted_ids):
+                continue
+            if codes and not codes_set & set(doc.get("codes") or []):
+                continue
+            found[doc["_id"]] = doc
         newest = sorted(found.values(), key=lambda d: d["received"], reverse=True)[:limit]
         if not newest:
             return []
