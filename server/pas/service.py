@@ -65,8 +65,9 @@ def sender_ids(pas: PasBundle) -> list[str]:
 MEMBER_CACHE_SECONDS = 30.0
 
 
-# What an inquiry reads of each candidate case before choosing (not the stored request or response).
-INQUIRY_FIELDS = {"_id": 1, "owner": 1, "superseded_by": 1, "provider_ids": 1, "auth_numbers": 1, "codes": 1, "received": 1}
+# What an inquiry reads of each candidate case (not the stored request).
+INQUIRY_FIELDS = {"_id": 1, "owner": 1, "superseded_by": 1, "provider_ids": 1, "auth_numbers": 1, "codes": 1,
+                  "received": 1, "response": 1, "version": 1}
 
 
 def inquiry_query(members: list[str]) -> dict:
@@ -392,14 +393,15 @@ class PasService:
                                numbers: list[str], codes: list[str], limit: int = 50) -> list[dict]:
         """The caller's current cases for one of ``members`` that match the inquiry, newest first.
 
-        The database is asked only what the ``member_ids`` index answers, reading a few small
-        fields of each of the member's cases; organization, currency, provider, numbers and codes
-        are matched here, and only the chosen cases' stored responses are then read."""
+        The database is asked only what the ``member_ids`` index answers, newest first, a batch of
+        ``limit`` at a time; organization, currency, provider, numbers and codes are matched here,
+        and reading stops at ``limit`` matches (usually the first batch)."""
         wanted_numbers = set(n.split("-")[0] for n in numbers) | set(numbers)
         wanted_ids = {n.rsplit("-", 1)[0] for n in numbers}
         providers_set, codes_set = set(providers), set(codes)
-        found: dict[str, dict] = {}
-        async for doc in self.cases.find(inquiry_query(members), INQUIRY_FIELDS):
+        out: list[dict] = []
+        cursor = self.cases.find(inquiry_query(members), INQUIRY_FIELDS).sort("received", -1).batch_size(limit)
+        async for doc in cursor:
             if doc.get("owner") != owner or doc.get("superseded_by") is not None:
                 continue
             if not providers_set & set(doc.get("provider_ids") or []):
@@ -408,12 +410,11 @@ class PasService:
                 continue
             if codes and not codes_set & set(doc.get("codes") or []):
                 continue
-            found[doc["_id"]] = doc
-        newest = sorted(found.values(), key=lambda d: d["received"], reverse=True)[:limit]
-        if not newest:
-            return []
-        full = {d["_id"]: d async for d in self.cases.find({"_id": {"$in": [d["_id"] for d in newest]}}, {"response": 1, "version": 1})}
-        return [full[d["_id"]] for d in newest if d["_id"] in full]
+            out.append(doc)
+            if len(out) >= limit:
+                break
+        await cursor.close()
+        return out
 
     @staticmethod
     def _inquiry_error(pas: PasBundle, version: str, base: str, errors: list[tuple[str, str, str]]) -> dict:
