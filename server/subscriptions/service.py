@@ -219,19 +219,20 @@ class SubscriptionService:
         claimed = await self._claim_due(1)
         return claimed[0] if claimed else None
 
-    async def _claim_due(self, limit: int) -> list[dict]:
+    async def _claim_due(self, limit: int, subscription: str | None = None) -> list[dict]:
         """Lease up to ``limit`` due notifications, at most one per subscription and none for a
         subscription with a delivery in flight. One read per kind finds the candidates (the embedded
         database fetches every match of an index range, so reading once per batch rather than once
         per notification is what keeps a thousand queued notifications from taking minutes); each
         is then leased by its id, on the condition that it is still due, so two workers never lease
-        the same notification."""
+        the same notification. ``subscription`` confines the claim to one subscription's (tests)."""
         now = self.clock()
+        only = {"subscription": subscription} if subscription else {}
         busy = set(self.in_flight)
         picked: list[dict] = []
         for due, order in (({"status": "pending", "next_at": {"$lte": now}}, "next_at"),
                            ({"status": "delivering", "lease": {"$lt": now}}, "lease")):
-            async for cand in self.outbox.find(due, {"_id": 1, "subscription": 1}).sort(order, ASCENDING):
+            async for cand in self.outbox.find({**due, **only}, {"_id": 1, "subscription": 1}).sort(order, ASCENDING):
                 if len(picked) >= limit:
                     return picked
                 if cand["subscription"] in busy:
