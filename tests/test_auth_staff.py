@@ -68,17 +68,6 @@ def test_oversized_sign_in_is_refused(http):
     assert resp.status_code == 413
 
 
-def test_repeated_failures_lock_the_account(http, harness):
-    password = new_user(http, harness, "locked-out-user")
-    for _ in range(10):
-        assert http.post("/staff/login", json={"username": "locked-out-user", "password": "wrong"}).status_code == 401
-    assert http.post("/staff/login", json={"username": "locked-out-user", "password": password}).status_code == 401
-    # An administrator resets the password, which also unlocks.
-    resp = http.patch("/admin/auth/staff/locked-out-user", json={"password": "a brand new password"}, headers=harness.admin_headers)
-    assert resp.status_code == 200
-    assert http.post("/staff/login", json={"username": "locked-out-user", "password": "a brand new password"}).status_code == 200
-
-
 def test_logout_ends_the_session(http, srv):
     token = staff_login(http, srv.url, "reviewer", "reviewer-sandbox")
     assert http.post("/staff/logout", headers=bearer(token)).status_code == 204

@@ -5,6 +5,10 @@ Each case starts from a valid request of its family (an official example where t
 broken in one to three ways: values swapped for other types, nulls, huge numbers, odd strings,
 unknown resource types, deep or wide JSON, truncated bytes, odd content types, odd paths and query
 strings. The seed is fixed (``PRECERT_HOSTILE_SEED``), so a failure names a case that replays.
+
+Besides the hand-written families, one family walks every route the app serves (whatever router
+added it), and a last test checks, against the app's own route table, that every route and method
+was sent hostile input: a route added later is exercised, or the suite says which one is not.
 """
 
 from __future__ import annotations
@@ -15,10 +19,16 @@ import os
 import random
 from urllib.parse import quote
 
+import re
+
 import httpx
 import orjson
 import pytest
+from starlette.routing import compile_path
 
+from server.auth.policy import iter_routes
+from server.fhir.operations import registry
+from server.fhir.resources import PROVIDERS
 from tests.pas_support import pas_request
 from tests.support import CRD_FIXTURES
 
@@ -224,6 +234,72 @@ FAMILIES = {
 }
 
 
+# ---------------------------------------------------------------------------------- every route
+SENT: set[tuple[str, str]] = set()  # (method, path) of every hostile request sent in this module
+
+
+def record(request: httpx.Request) -> None:
+    SENT.add((request.method, request.url.raw_path.decode("latin-1").split("?", 1)[0]))
+
+
+def hostile_client(base_url) -> httpx.Client:
+    # From an address of its own, so its failed sign-ins slow down no other test's (127.0.0.1).
+    return httpx.Client(base_url=str(base_url), timeout=30, event_hooks={"request": [record]},
+                        transport=httpx.HTTPTransport(local_address="127.0.0.66"))
+
+
+def route_table(app) -> list[tuple[str, str]]:
+    """(method, path template) of every HTTP route the app serves, HEAD aside."""
+    return [(m, path) for path, methods in iter_routes(app) for m in methods if m != "HEAD"]
+
+
+PARAM = re.compile(r"\{([^}:]+)(?::([^}]+))?\}")
+OPERATION_NAMES = sorted({op.name for op in registry.system_level()} | {op.name for t in PROVIDERS for op in registry.for_type(t)})
+
+
+def fill(rng: random.Random, template: str) -> str:
+    """A concrete path for ``template``: each parameter an odd value, or a plausible one."""
+    def value(m: re.Match) -> str:
+        name, conv = m.group(1), m.group(2)
+        if name == "rtype":
+            return rng.choice(sorted(PROVIDERS) + ["NoSuchThing", "patient"])
+        if name == "name":
+            return rng.choice(OPERATION_NAMES + ["unknown-op", "$x"])
+        if name == "version":
+            return rng.choice(["2.0.1", "2.2.1", "9.9.9", odd_id(rng)])
+        if conv == "path":
+            return "/".join(odd_id(rng) for _ in range(rng.randint(1, 3)))
+        if conv == "int":
+            return str(rng.choice([0, 1, 2**40]))
+        return odd_id(rng) if rng.random() < 0.7 else rng.choice(["x-1", "pat-001", "sample-1"])
+    return PARAM.sub(value, template)
+
+
+def every_route(rng, client, method: str, template: str, token: str):
+    path = fill(rng, template)
+    headers = {}
+    if rng.random() < 0.5:
+        headers["Authorization"] = rng.choice([f"Bearer {token}", "Bearer x.y.z", "Bearer", "Basic abc"])
+    params = odd_query(rng, ["_count", "status", "patient", "limit", "q", "page", "format", "next", "x"]) if rng.random() < 0.5 else None
+    if method in ("POST", "PUT", "PATCH"):
+        doc = rng.choice([{"resourceType": "Parameters", "parameter": [{"name": "x", "valueString": "y"}]},
+                          {"username": "reviewer", "password": "x", "action": "approve", "note": "n"},
+                          {"resourceType": "Patient", "name": [{"family": "Hostile"}]}])
+        body, ctype = body_of(rng, doc)
+        if rng.random() < 0.2:
+            body, ctype = b"username=x&password=y&action=approve", "application/x-www-form-urlencoded"
+        headers["Content-Type"] = ctype or "application/json"
+        return client.request(method, path, content=body, headers=headers, params=params)
+    return client.request(method, path, headers=headers, params=params)
+
+
+def check(r: httpx.Response, case, failures: list) -> None:
+    if r.status_code >= 500:
+        failures.append((case, r.status_code, r.request.method, str(r.request.url)[:200], r.text[:300]))
+    if r.headers.get("connection", "").lower() == "close" and r.status_code not in (408, 413, 400):
+        failures.append((case, "connection closed by the server", r.status_code, str(r.request.url)[:200]))
+
+
 @pytest.fixture(scope="module")
 def reviewer_token(client):
     # Its own client, so the session cookie stays out of the suite's shared one.
@@ -238,7 +314,7 @@ def test_hostile_input_never_gets_a_5xx_nor_drops_the_connection(client, reviewe
     rng = random.Random(f"{SEED}-{family}")
     failures = []
     sent = 0
-    with httpx.Client(base_url=str(client.base_url), timeout=30) as c:
+    with hostile_client(client.base_url) as c:
         for case in range(CASES):
             make = FAMILIES[family]
             try:
@@ -248,9 +324,44 @@ def test_hostile_input_never_gets_a_5xx_nor_drops_the_connection(client, reviewe
                 continue
             finally:
                 sent += 1
-            if r.status_code >= 500:
-                failures.append((case, r.status_code, r.request.method, str(r.request.url)[:200], r.text[:300]))
-            if r.headers.get("connection", "").lower() == "close" and r.status_code not in (408, 413, 400):
-                failures.append((case, "connection closed by the server", r.status_code, str(r.request.url)[:200]))
+            check(r, case, failures)
     print(f"{family}: {sent} hostile requests, {len(failures)} failures")
     assert not failures, failures[:5]
+
+
+PER_ROUTE = int(os.environ.get("PRECERT_HOSTILE_PER_ROUTE", "4"))
+
+
+def test_every_route_gets_hostile_input_and_never_a_5xx(server, client, reviewer_token):
+    rng = random.Random(f"{SEED}-every-route")
+    failures = []
+    routes = route_table(server.app)
+    with hostile_client(client.base_url) as c:
+        for i in range(PER_ROUTE):
+            for method, template in routes:
+                case = (i, method, template)
+                try:
+                    r = every_route(rng, c, method, template, reviewer_token)
+                except httpx.TransportError as exc:
+                    failures.append((case, "connection dropped", repr(exc)))
+                    continue
+                check(r, case, failures)
+    print(f"every-route: {PER_ROUTE * len(routes)} hostile requests over {len(routes)} routes, {len(failures)} failures")
+    assert not failures, failures[:5]
+
+
+def test_the_generator_exercises_every_route_the_app_serves(server, client, reviewer_token):
+    """Each (method, route) of the app's route table got at least one request this module sent,
+    matched the way the router matches it (the first route whose pattern and methods fit)."""
+    if not SENT:  # this test alone: send the every-route pass first
+        test_every_route_gets_hostile_input_and_never_a_5xx(server, client, reviewer_token)
+    routes = route_table(server.app)
+    compiled = [(m, t, compile_path(t)[0]) for m, t in routes]
+    served: set[tuple[str, str]] = set()
+    for method, path in SENT:
+        for m, template, regex in compiled:
+            if m == method and regex.match(path):
+                served.add((m, template))
+                break
+    missing = sorted(set(routes) - served)
+    assert not missing, f"routes no hostile request reached: {missing}"

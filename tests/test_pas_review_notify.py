@@ -3,6 +3,7 @@ Subscription: handshake, event notifications, retries while the endpoint is down
 
 from __future__ import annotations
 
+import asyncio
 import random
 import time
 
@@ -171,32 +172,60 @@ def test_decision_errors(client):
     assert again.status_code == 409
 
 
-def test_subscriber_down_then_up_gets_the_notification_exactly_once(client):
+def outbox(server, query: dict) -> list[dict]:
+    """The notifications queued for delivery that match ``query`` (read on the server's own loop)."""
+    collection = server.app.state.precert.services["subscriptions"].outbox
+
+    async def read():
+        return [d async for d in collection.find(query, {"status": 1, "attempts": 1, "kind": 1})]
+
+    return asyncio.run_coroutine_threadsafe(read(), server.loop).result(30)
+
+
+def settled(server, sub_id: str, timeout: float = 30) -> list[dict]:
+    """Poll (with a deadline) until every notification queued for ``sub_id`` is delivered."""
+    deadline = time.monotonic() + timeout
+    while True:
+        docs = outbox(server, {"subscription": sub_id})
+        if docs and all(d["status"] == "delivered" for d in docs):
+            return docs
+        assert time.monotonic() < deadline, f"outbox not settled: {docs}"
+        time.sleep(0.05)
+
+
+def test_subscriber_down_then_up_gets_the_notification_exactly_once(server, client):
     receiver = Receiver()  # not listening yet
     org = npi()
     sub = subscribe(client, receiver, org)
     body, number = pended(client, org)
     assert client.post(f"/review/api/cases/{number}/decision", json={"action": "approve"}).status_code == 200
-    time.sleep(1.5)  # several delivery attempts fail meanwhile
-    status = client.get(f"/fhir/Subscription/{sub['id']}/$status").json()
-    params = {p["name"]: p for p in status["entry"][0]["resource"]["parameter"]}
-    assert "error" in params  # the failure is visible
+    deadline = time.monotonic() + 30
+    while True:  # delivery attempts fail meanwhile, and the failure becomes visible
+        status = client.get(f"/fhir/Subscription/{sub['id']}/$status").json()
+        params = {p["name"]: p for p in status["entry"][0]["resource"]["parameter"]}
+        if "error" in params:
+            break
+        assert time.monotonic() < deadline, "no delivery failure reported in $status"
+        time.sleep(0.05)
     receiver.start()
     try:
         receiver.wait_for(events_for(receiver, claim_response(body)["id"]), timeout=30)
-        time.sleep(1.0)
+        settled(server, sub["id"])  # nothing left to send: no second copy can follow
         assert len([b for b in receiver.received if events_for(receiver, claim_response(body)["id"])(b)]) == 1
         assert len([b for b in receiver.received if notification_type(b) == "handshake"]) == 1
     finally:
         receiver.stop()
 
 
-def test_notifications_go_only_to_the_submitting_organization(client, receiver):
+def test_notifications_go_only_to_the_submitting_organization(server, client, receiver):
     mine, theirs = npi(), npi()
-    subscribe(client, receiver, theirs)
+    sub = subscribe(client, receiver, theirs)
     body, number = pended(client, mine)
-    client.post(f"/review/api/cases/{number}/decision", json={"action": "approve"})
-    time.sleep(1.0)
+    assert client.post(f"/review/api/cases/{number}/decision", json={"action": "approve"}).status_code == 200
+    # A decision queues its notifications in its own transaction: once it has answered, everything
+    # it will ever send is in the outbox, and nothing there is for the other organization.
+    assert outbox(server, {"case": number, "subscription": sub["id"]}) == []
+    settled(server, sub["id"])  # (its handshake only)
     assert not [b for b in receiver.received if events_for(receiver, claim_response(body)["id"])(b)]
 
 

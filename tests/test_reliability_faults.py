@@ -70,7 +70,9 @@ class Load:
         self.threads = [threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(clients)]
 
     def _run(self, i: int) -> None:
-        with httpx.Client(base_url=self.base, timeout=30) as c:
+        # A request the server holds past its database timeout (5 s) and then some is one a client
+        # gives up on: at 8 s it counts as dropped (-1), which no test accepts.
+        with httpx.Client(base_url=self.base, timeout=8) as c:
             while not self.stop.is_set():
                 sent = time.monotonic()
                 try:
@@ -83,7 +85,7 @@ class Load:
                         assert r.headers.get("retry-after"), "a 503 says when to retry"
                         assert r.json()["resourceType"] == "OperationOutcome"
                 except httpx.HTTPError:
-                    status = -1  # a dropped connection or a hang past the client's timeout
+                    status = -1  # a dropped connection, or a request held past the client's 8 s
                 self.statuses.append((sent, status, time.monotonic() - sent))
 
     def __enter__(self):
@@ -95,6 +97,13 @@ class Load:
         self.stop.set()
         for t in self.threads:
             t.join(40)
+
+    def answered(self, n: int, after: float = 0.0, timeout: float = 30) -> None:
+        """Wait (polling, with a deadline) until ``n`` requests sent after ``after`` have answered."""
+        deadline = time.monotonic() + timeout
+        while len(self.since(after)) < n:
+            assert time.monotonic() < deadline, f"the load got {len(self.since(after))} answers in {timeout} s"
+            time.sleep(0.02)
 
     def since(self, moment: float) -> list[tuple[float, int, float]]:
         return [s for s in self.statuses if s[0] >= moment]
@@ -140,7 +149,7 @@ def test_a_frozen_database_answers_503_quickly_and_readiness_follows_it(running)
     base = f"http://127.0.0.1:{port}"
     pid = httpx.post(f"{base}/fhir/Patient", json={"resourceType": "Patient"}, headers=FHIR).json()["id"]
     with Load(base, pid) as load:
-        time.sleep(0.5)  # load established before the fault (not used for synchronisation)
+        load.answered(5)  # load established before the fault
         frozen = time.monotonic()
         os.kill(db_pid(data_dir), signal.SIGSTOP)
         try:
@@ -149,11 +158,9 @@ def test_a_frozen_database_answers_503_quickly_and_readiness_follows_it(running)
             assert httpx.get(f"{base}/health/live", timeout=5).status_code == 200
         finally:
             os.kill(db_pid(data_dir), signal.SIGCONT)
-        thawed = time.monotonic()
         FIGURES["thawed: ready 200"] = ready_status_within(port, 200, timeout=15)
     during = load.since(frozen)
     assert during and all(status in (200, 201, 503) for _, status, _ in during), sorted({s for _, s, _ in during})
-    assert max(took for sent, _, took in during if sent < thawed) < 8, "no request waited on the frozen database past its timeout"
     assert httpx.get(f"{base}/fhir/Patient/{pid}", timeout=10).status_code == 200
     print(FIGURES)
 
@@ -164,14 +171,13 @@ def test_a_killed_database_answers_503_is_logged_and_is_restarted(running):
     pid = httpx.post(f"{base}/fhir/Patient", json={"resourceType": "Patient"}, headers=FHIR).json()["id"]
     first_db = db_pid(data_dir)
     with Load(base, pid) as load:
-        time.sleep(0.5)
+        load.answered(5)
         killed = time.monotonic()
         os.kill(first_db, signal.SIGKILL)
         FIGURES["killed: back to ready"] = ready_status_within(port, 200, timeout=30)
-        time.sleep(0.5)
+        load.answered(5, after=time.monotonic())  # some load served by the restarted database
     during = load.since(killed)
     assert during and all(status in (200, 201, 503) for _, status, _ in during), sorted({s for _, s, _ in during})
-    assert max(took for _, _, took in during) < 8
     assert proc.poll() is None, "the server runs on with its database restarted"
     assert db_pid(data_dir) != first_db
     text = log.read_text()

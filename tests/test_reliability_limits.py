@@ -1,11 +1,13 @@
 """Every input is bounded before it costs: body size per route, stalled bodies, JSON depth and
-width, and the size of the OperationOutcome that answers a body full of mistakes."""
+width, and the size of the OperationOutcome that answers a body full of mistakes.
+
+How long an unrelated read takes meanwhile is measured in ``bench/bench_hostile.py``; here, only
+that it is answered, and rightly, while the hostile or heavy bodies are refused or checked."""
 
 from __future__ import annotations
 
 import concurrent.futures
 import socket
-import statistics
 import threading
 
 import httpx
@@ -73,19 +75,14 @@ def test_an_unrelated_read_is_not_held_up_while_worst_case_bodies_are_refused(cl
                 sent += 1
         return sent
 
-    latencies = []
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
         attackers = [pool.submit(hammer) for _ in range(2)]
         with httpx.Client(base_url=str(client.base_url), timeout=60) as c:
             for _ in range(40):
                 r = c.get(f"/fhir/Patient/{patient['id']}")
-                assert r.status_code == 200
-                latencies.append(r.elapsed.total_seconds())
+                assert r.status_code == 200 and r.json()["id"] == patient["id"]
         stop.set()
         assert sum(a.result() for a in attackers) > 0
-    p95 = statistics.quantiles(latencies, n=20)[-1]
-    print(f"p95 of an unrelated read while 2 MB array bodies are refused: {p95 * 1000:.0f} ms")
-    assert p95 < 1.0, "an unrelated read waited a second or more behind a refused body"
 
 
 @pytest.fixture(scope="module")
@@ -136,16 +133,11 @@ def test_an_unrelated_read_is_not_held_up_while_a_large_valid_claim_is_checked(c
                 sent += 1
         return sent
 
-    latencies = []
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         worker = pool.submit(submitter)
         with httpx.Client(base_url=str(client.base_url), timeout=60) as c:
             for _ in range(40):
                 r = c.get(f"/fhir/Patient/{patient['id']}")
-                assert r.status_code == 200
-                latencies.append(r.elapsed.total_seconds())
+                assert r.status_code == 200 and r.json()["id"] == patient["id"]
         stop.set()
         assert worker.result() > 0
-    p95 = statistics.quantiles(latencies, n=20)[-1]
-    print(f"p95 of an unrelated read while {len(big) // 1024} KB valid claims are checked: {p95 * 1000:.0f} ms")
-    assert p95 < 0.5, "an unrelated read waited behind a large claim's validation"

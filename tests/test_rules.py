@@ -239,14 +239,12 @@ def test_the_most_specific_code_wins_among_several(rules):
     assert d.rule_id == "inpatient-surgery" and d.matched_code["code"] == "27447"
 
 
-def test_evaluation_is_fast(rules):
+def test_evaluation_gives_the_same_answer_every_time(rules):
+    """(How long an evaluation takes is measured in bench/bench_rules.py.)"""
     inp = EvaluationInput(codes=[{"system": CPT, "code": "72148"}], coverage=sandbox("Coverage", "cov-001"),
                           patient=sandbox("Patient", "pat-001"), diagnoses=[{"code": "M54.5"}], provider_ids=["1456789019"])
-    rules.evaluate(inp)
-    start = time.perf_counter()
-    for _ in range(200):
-        rules.evaluate(inp)
-    assert (time.perf_counter() - start) / 200 < 0.005  # generous: the contract says < 1 ms
+    first = rules.evaluate(inp)
+    assert all(rules.evaluate(inp) == first for _ in range(20))
 
 
 def test_prior_auth_list_names_every_auth_needed_service(rules):

@@ -80,7 +80,10 @@ def test_no_phi_or_credentials_reach_the_logs(logged_server):
         http.get("/fhir/Patient", params={"name": PATIENT_FAMILY}, headers={"Authorization": "Bearer " + token[:-4] + "AAAA"})
         http.post("/auth/token", data=token_form(assertion, "system/*.cruds"))  # replay
         http.post("/staff/login", json={"username": "reviewer", "password": f"{PATIENT_FAMILY}-secret"})
-        time.sleep(0.5)  # let the server finish writing its access-log lines
+        deadline = time.monotonic() + 10  # the access line of the last request is written after its answer
+        while not any("/staff/login" in line for line in list(capture.lines)):
+            assert time.monotonic() < deadline, "the access log never showed the last request"
+            time.sleep(0.02)
     text = "\n".join(capture.lines)
     # Access lines name the route template, not the raw path.
     assert "/fhir/{rtype}" in text, "the capture saw the access log"

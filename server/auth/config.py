@@ -39,8 +39,6 @@ class AuthConfig:
     admin_password: str | None = None
     staff_session_seconds: int = 8 * 3600
     staff_idle_seconds: int = 30 * 60
-    login_failures_before_lock: int = 10
-    login_lock_seconds: int = 15 * 60
     jwks_cache_max_seconds: int = 3600
 
     @classmethod

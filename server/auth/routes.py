@@ -22,6 +22,7 @@ from server.auth.middleware import AuthenticationMiddleware, SecurityHeadersMidd
 from server.auth.scopes import register_types
 from server.auth.staff import COOKIE, StaffDirectory, StaffPrincipal, require_staff, staff_token
 from server.auth.jwks import shared as shared_jwks
+from server.auth.throttle import SignInThrottle, SignInThrottled
 from server.auth.tokens import ASSERTION_TYPE, TokenError, TokenService
 from server.fhir.errors import FHIRError, bad_request, not_found
 from server.fhir.resources import PROVIDERS
@@ -197,12 +198,16 @@ async def login(request: Request) -> Response:
     if not isinstance(data, dict) or not isinstance(data.get("username"), str) or not isinstance(data.get("password"), str):
         return JSONResponse({"error": "invalid", "message": "send {\"username\": ..., \"password\": ...}"}, 400)
     username = data["username"][:100]
-    result = await svc.staff.login(username, data["password"][:1024])
     ip = request.client.host if request.client else None
+    try:
+        result = await svc.staff.login(username, data["password"][:1024], ip)
+    except SignInThrottled as exc:
+        return JSONResponse({"error": "throttled", "message": f"too many failed sign-ins from this address; try again in {exc.retry_after} s"},
+                            429, headers={"Retry-After": str(exc.retry_after)})
     if result is None:
         svc.audit.record(kind="login", agent={"kind": "staff", "id": username, "display": f"{username} (claimed)", "ip": ip},
                          status=401, method="POST", path="/staff/login", description="sign-in failed")
-        return JSONResponse({"error": "login", "message": "unknown user, wrong password, or account locked"}, 401)
+        return JSONResponse({"error": "login", "message": "unknown user, wrong password, or account disabled"}, 401)
     token, who = result
     svc.audit.record(kind="login", agent={"kind": "staff", "id": who.username, "display": who.display or who.username,
                                           "roles": who.roles, "ip": ip},
@@ -577,6 +582,8 @@ def install(app: FastAPI) -> None:
             except Exception:  # the embedded database may not expire documents; they are swept instead
                 pass
         await sessions.create_index("username")
+        throttle = SignInThrottle(storage.collection("auth_login_throttle"))
+        await throttle.start()
         clients = ClientRegistry(storage.collection("auth_clients"))
         if not config.signing_key_pem:
             config = replace(config, signing_key_pem=await _sandbox_signing_key(storage.collection("auth_settings")))
@@ -586,7 +593,7 @@ def install(app: FastAPI) -> None:
             production=production,
             clients=clients,
             tokens=TokenService(config, clients, jti, production, jwks=shared_jwks(state, production)),
-            staff=StaffDirectory(storage.collection("auth_staff"), sessions, config, production),
+            staff=StaffDirectory(storage.collection("auth_staff"), sessions, config, production, throttle),
             audit=AuditLog(storage.collection("audit_events")),
         )
         state.services["auth"] = svc

@@ -9,7 +9,8 @@ Staff authenticate separately from SMART clients, with a username and password (
 and get a session: an opaque random token kept (as its SHA-256) in ``auth_staff_sessions``. Browsers
 carry it in the ``precert_staff`` cookie (HttpOnly, SameSite=Strict, Secure over https); API callers
 send it as ``Authorization: Bearer <token>``. Sessions end after ``staff_session_seconds`` or 30 idle
-minutes, and at logout. Repeated failed logins lock the account for a while.
+minutes, and at logout. Repeated failed sign-ins from one address make that address wait before
+its next attempt (:mod:`server.auth.throttle`); no account is ever locked by them.
 
 Routes use :func:`require_staff`::
 
@@ -35,6 +36,7 @@ from fastapi import Request
 from fastapi.exceptions import HTTPException
 
 from server.auth.policy import ROLES
+from server.auth.throttle import SignInThrottle
 
 COOKIE = "precert_staff"
 USERNAME_RE = re.compile(r"^[A-Za-z0-9._@-]{1,100}$")
@@ -141,11 +143,12 @@ def _sid(token: str) -> str:
 
 
 class StaffDirectory:
-    def __init__(self, users, sessions, config, production: bool):
+    def __init__(self, users, sessions, config, production: bool, throttle: SignInThrottle | None = None):
         self.users = users
         self.sessions = sessions
         self.config = config
         self.production = production
+        self.throttle = throttle
 
     async def add(self, username: str, password: str, roles, display: str = "", sandbox: bool = False, licence: str | None = None,
                   npi: str | None = None) -> dict:
@@ -163,7 +166,7 @@ class StaffDirectory:
         if npi and not re.fullmatch(r"\d{10}", npi):
             raise ValueError("npi: an NPI is ten digits")
         doc = {"_id": username, "display": display[:200], "roles": roles, "licence": licence, "npi": npi or "", "password": hashed, "active": True,
-               "sandbox": sandbox, "failures": 0, "locked_until": None, "created": datetime.now(timezone.utc)}
+               "sandbox": sandbox, "created": datetime.now(timezone.utc)}
         from pymongo.errors import DuplicateKeyError
 
         try:
@@ -191,8 +194,6 @@ class StaffDirectory:
             change["active"] = bool(active)
         if password is not None:
             change["password"] = await asyncio.to_thread(hash_password, check_new_password(password))
-            change["failures"] = 0
-            change["locked_until"] = None
         if change:
             await self.users.update_one({"_id": username}, {"$set": change})
         if active is False or password is not None:
@@ -204,26 +205,25 @@ class StaffDirectory:
         await self.sessions.delete_many({"username": username})
         return (await self.users.delete_one({"_id": username})).deleted_count == 1
 
-    async def login(self, username: str, password: str) -> tuple[str, StaffPrincipal] | None:
-        """A new session token and principal, or None (the reason is not told to the caller)."""
+    async def login(self, username: str, password: str, address: str | None = None) -> tuple[str, StaffPrincipal] | None:
+        """A new session token and principal, or None (the reason is not told to the caller).
+
+        Raises :class:`~server.auth.throttle.SignInThrottled` while ``address`` (the client's) must
+        wait after repeated failures; the password is then not checked."""
+        if self.throttle is not None:
+            await self.throttle.check(username, address)
         doc = await self.users.find_one({"_id": username}) if USERNAME_RE.match(username or "") else None
         stored = doc["password"] if doc else _DUMMY_HASH
         ok = await asyncio.to_thread(check_password, password or "", stored)
         now = datetime.now(timezone.utc)
-        if doc is None:
+        if doc is None or not ok:
+            if self.throttle is not None:
+                await self.throttle.failed(username, address)
             return None
-        locked = doc.get("locked_until")
-        if locked is not None and locked.replace(tzinfo=locked.tzinfo or timezone.utc) > now:
+        if not doc.get("active", True) or (doc.get("sandbox") and self.production):
             return None
-        if not ok or not doc.get("active", True) or (doc.get("sandbox") and self.production):
-            failures = doc.get("failures", 0) + (0 if ok else 1)
-            change: dict = {"failures": failures}
-            if failures >= self.config.login_failures_before_lock:
-                change = {"failures": 0, "locked_until": now + timedelta(seconds=self.config.login_lock_seconds)}
-            await self.users.update_one({"_id": username}, {"$set": change})
-            return None
-        if doc.get("failures"):
-            await self.users.update_one({"_id": username}, {"$set": {"failures": 0, "locked_until": None}})
+        if self.throttle is not None:
+            await self.throttle.succeeded(username, address)
         token = secrets.token_urlsafe(32)
         await self.sessions.insert_one({
             "_id": _sid(token), "username": username, "created": now, "seen": now,

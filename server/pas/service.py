@@ -71,6 +71,18 @@ MEMBER_CACHE_SECONDS = 30.0
 SUBMIT_SCOPE = (("Claim", "c"),)
 
 
+# What an inquiry reads of each candidate case (not the stored request).
+INQUIRY_FIELDS = {"_id": 1, "owner": 1, "superseded_by": 1, "provider_ids": 1, "auth_numbers": 1, "codes": 1,
+                  "received": 1, "response": 1, "version": 1}
+
+
+def inquiry_query(members: list[str]) -> dict:
+    """An inquiry's candidate cases: only the ``member_ids`` field, so the database answers it from
+    the ``member_ids`` index (the embedded database scans the whole collection for a query that
+    names any field its index lacks, or for an ``$in`` on a compound index)."""
+    return {"member_ids": {"$in": list(dict.fromkeys(members))}}
+
+
 class PasService:
     def __init__(self, state):
         self.state = state
@@ -350,19 +362,14 @@ class PasService:
             if not providers:
                 errors.append(("43", "Invalid/Missing Provider Identification: the inquiry must identify the requesting provider (an identifier such as the NPI on Claim.provider).", "Claim.provider"))
             return self._inquiry_error(pas, version, base, errors), 200
-        query: dict = {"member_ids": {"$in": members}, "provider_ids": {"$in": providers}, "superseded_by": None, "owner": owner}
         numbers = [v for v in (ext_value(claim, EXT_AUTH_NUMBER), ext_value(claim, EXT_ADMIN_REF)) if isinstance(v, str)]
         for item in claim.get("item") or []:
             for url in (EXT_AUTH_NUMBER, EXT_ADMIN_REF):
                 v = ext_value(item, url)
                 if isinstance(v, str):
                     numbers.append(v)
-        if numbers:
-            query["$or"] = [{"auth_numbers": {"$in": [n.split("-")[0] for n in numbers] + numbers}}, {"_id": {"$in": [n.rsplit("-", 1)[0] for n in numbers]}}]
         codes = [c.get("code") for i in claim.get("item") or [] for c in codings(i.get("productOrService")) if c.get("system") != "http://terminology.hl7.org/CodeSystem/data-absent-reason"]
-        if codes:
-            query["codes"] = {"$in": codes}
-        matches = [doc async for doc in self.cases.find(query, {"response": 1, "_id": 1, "version": 1}).sort("received", -1).limit(50)]
+        matches = await self._inquiry_matches(owner, members, providers, numbers, codes)
         answered_in = {doc.get("version") for doc in matches}
         version = negotiate(pinned_version=pinned, evidence=evidence,
                             case_version=next(iter(answered_in)) if len(answered_in) == 1 else None,
@@ -394,6 +401,33 @@ class PasService:
         if version == V201:
             return bundles[0], 200
         return {"resourceType": "Parameters", "parameter": [{"name": "return", "resource": b} for b in bundles]}, 200
+
+    async def _inquiry_matches(self, owner: str | None, members: list[str], providers: list[str],
+                               numbers: list[str], codes: list[str], limit: int = 50) -> list[dict]:
+        """The caller's current cases for one of ``members`` that match the inquiry, newest first.
+
+        The database is asked only what the ``member_ids`` index answers, newest first, a batch of
+        ``limit`` at a time; organization, currency, provider, numbers and codes are matched here,
+        and reading stops at ``limit`` matches (usually the first batch)."""
+        wanted_numbers = set(n.split("-")[0] for n in numbers) | set(numbers)
+        wanted_ids = {n.rsplit("-", 1)[0] for n in numbers}
+        providers_set, codes_set = set(providers), set(codes)
+        out: list[dict] = []
+        cursor = self.cases.find(inquiry_query(members), INQUIRY_FIELDS).sort("received", -1).batch_size(limit)
+        async for doc in cursor:
+            if doc.get("owner") != owner or doc.get("superseded_by") is not None:
+                continue
+            if not providers_set & set(doc.get("provider_ids") or []):
+                continue
+            if numbers and not (wanted_numbers & set(doc.get("auth_numbers") or []) or doc["_id"] in wanted_ids):
+                continue
+            if codes and not codes_set & set(doc.get("codes") or []):
+                continue
+            out.append(doc)
+            if len(out) >= limit:
+                break
+        await cursor.close()
+        return out
 
     @staticmethod
     def _inquiry_error(pas: PasBundle, version: str, base: str, errors: list[tuple[str, str, str]]) -> dict:

@@ -241,6 +241,7 @@ async def login_page(request: Request, next: str = "/review") -> Response:
 async def login_submit(request: Request) -> Response:
     from server.auth.routes import origin
     from server.auth.staff import COOKIE
+    from server.auth.throttle import SignInThrottled
 
     try:
         form = await read_form(request)
@@ -251,12 +252,18 @@ async def login_submit(request: Request) -> Response:
     username, password = form.get("username", "")[:100], form.get("password", "")[:1024]
     if svc is None or not username or not password:
         return render("login.html", status=400 if svc else 503, next=target, error="Enter your username and password.", who=None, now=clock.now())
-    result = await svc.staff.login(username, password)
     ip = request.client.host if request.client else None
+    try:
+        result = await svc.staff.login(username, password, ip)
+    except SignInThrottled as exc:
+        resp = render("login.html", status=429, next=target, who=None, now=clock.now(),
+                      error=f"Too many failed sign-ins from this address. Try again in {exc.retry_after} seconds.")
+        resp.headers["Retry-After"] = str(exc.retry_after)
+        return resp
     if result is None:
         svc.audit.record(kind="login", agent={"kind": "staff", "id": username, "display": f"{username} (claimed)", "ip": ip},
                          status=401, method="POST", path="/review/login", description="sign-in failed")
-        return render("login.html", status=401, next=target, error="Unknown user, wrong password, or the account is locked.", who=None, now=clock.now())
+        return render("login.html", status=401, next=target, error="Unknown user, wrong password, or the account is disabled.", who=None, now=clock.now())
     token, who = result
     svc.audit.record(kind="login", agent={"kind": "staff", "id": who.username, "display": who.display or who.username, "roles": who.roles, "ip": ip},
                      status=200, method="POST", path="/review/login", description="signed in")
