@@ -153,9 +153,11 @@ def test_2_0_1_inquiry_with_no_match_is_a_bundle_with_an_error(client):
     assert inquiry_error_codes(r.json()) == ["15"]
 
 
-def test_inquiry_without_patient_identifier_is_refused_naming_the_member_identifier(client):
-    """The PAS inquiry profiles require the member identifier (Coverage memberid, us-core-15): an
-    inquiry without one does not meet them and gets a 400 OperationOutcome saying where it is missing."""
+def test_inquiry_without_a_member_identifier_is_answered_with_error_72(client):
+    """The member identifier is what an inquiry is matched on. Without one, the answer is the PAS
+    business error (an inquiry response whose ClaimResponse carries X12 72, Invalid/Missing
+    Subscriber/Insured ID), not a bare 4xx: the profile rules it breaks are not what the caller
+    needs to hear."""
     request = pas_request("2.2.1", member="PCM000001")
     inq = inquiry_for(request)
     entry(inq, "Patient").pop("identifier")
@@ -164,9 +166,10 @@ def test_inquiry_without_patient_identifier_is_refused_naming_the_member_identif
             e["resource"].pop("identifier", None)
             e["resource"].pop("subscriberId", None)
     r = submit(client, inq, "/fhir/pas-2.2.1/Claim/$inquire")
-    assert r.status_code == 400, r.text
-    issues = r.json()["issue"]
-    assert any(i["expression"][0].endswith("resource.identifier") and "memberid" in i["diagnostics"] for i in issues)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    bundle = body["parameter"][0]["resource"] if body["resourceType"] == "Parameters" else body
+    assert inquiry_error_codes(bundle) == ["72"]
 
 
 # ---------------------------------------------------------------------- updates and cancels

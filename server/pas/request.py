@@ -190,7 +190,7 @@ def profile_problems(bundle: dict, kind: str, version: str | None) -> list[dict]
     if kind == "inquire":
         # An inquiry writes nothing and is matched on its identifiers, which the payer checks below
         # insist on: a profile rule it breaks is noted, not refused, unless the request is malformed.
-        tolerated = [i for i in found if _keys(i) and _keys(i) <= INQUIRY_TOLERATED]
+        tolerated = [i for i in found if _keys(i) and all(_tolerated_in_inquiry(k) for k in _keys(i))]
         if tolerated:
             log.warning("inquiry breaks %d rule(s) of the PAS inquiry profile (%s); answered anyway", len(tolerated),
                         ", ".join(sorted({k for i in tolerated for k in _keys(i)})))
@@ -198,11 +198,18 @@ def profile_problems(bundle: dict, kind: str, version: str | None) -> list[dict]
     return found
 
 
-# Profile rules an inquiry may break and still be answered: what is missing, extra or out of place.
+# Profile rules an inquiry may break and still be answered: what is missing, extra or out of place
+# (cardinality, slices, invariants).
 # Never what is malformed (a wrong type, an unknown element) or what says what the request is (a
 # fixed or pattern value such as Claim.use = preauthorization).
 INQUIRY_TOLERATED = frozenset({"cardinality", "slice-cardinality", "extension-context", "binding",
                                "reference-target", "slice-closed", "slice-order", "max-length", "min-value", "max-value"})
+
+
+def _tolerated_in_inquiry(key: str) -> bool:
+    # An invariant's issue is keyed by its constraint key (us-core-15, ...): a rule about what must
+    # be present together, tolerated as cardinality is.
+    return key in INQUIRY_TOLERATED or key not in profiles.KEYS
 
 
 def _keys(found: dict) -> set[str]:
