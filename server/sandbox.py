@@ -150,6 +150,7 @@ def sandbox_resources() -> list[dict]:
             "practitioner": {"reference": f"Practitioner/{prid}"},
             "organization": {"reference": f"Organization/{org}"},
             "code": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/practitioner-role", "code": "doctor"}]}],
+            "telecom": [{"system": "phone", "value": "+1-555-0100", "use": "work"}],  # pd-1: contact details
             "specialty": [{"coding": [{"system": "http://nucc.org/provider-taxonomy", "code": taxonomy, "display": specialty}]}],
         })
     out.append({

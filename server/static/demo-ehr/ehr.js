@@ -347,6 +347,12 @@ async function openDtr() {
 // ------------------------------------------------------------------ step 4: PAS
 function fullUrl(r) { return `${location.origin}/fhir/${r.resourceType}/${r.id}`; }
 
+function serviceType(orderType) {
+  if (orderType === "MedicationRequest") return { code: "88", display: "Pharmacy" };
+  if (orderType === "DeviceRequest") return { code: "12", display: "Durable Medical Equipment Purchase" };
+  return { code: "1", display: "Medical Care" };
+}
+
 function pasBundle(qr) {
   const { order, pick, pid, role, coverage, quantity } = state.order;
   const roleRes = get(`PractitionerRole/${role}`);
@@ -361,16 +367,31 @@ function pasBundle(qr) {
     use: "preauthorization", patient: { reference: `Patient/${pid}` }, created,
     insurer: { reference: `Organization/${payer.id}` }, provider: { reference: `Organization/${provider.id}` },
     priority: { coding: [{ system: "http://terminology.hl7.org/CodeSystem/processpriority", code: "normal" }] },
-    careTeam: [{ sequence: 1, provider: { reference: `Practitioner/${practitioner.id}` } }],
+    // The ordering clinician in their role, for the whole claim (PAS careTeamClaimScope).
+    careTeam: [{ sequence: 1, provider: { reference: `PractitionerRole/${roleRes.id}` },
+      extension: [{ url: "http://hl7.org/fhir/us/davinci-pas/StructureDefinition/extension-careTeamClaimScope", valueBoolean: true }] }],
     insurance: [{ sequence: 1, focal: true, coverage: { reference: `Coverage/${coverage.id}` } }],
     item: [{ sequence: 1, careTeamSequence: [1],
+      // X12 service type (required by the PAS Claim profile): pharmacy, durable medical equipment, or medical care.
+      category: { coding: [{ system: "https://codesystem.x12.org/005010/1365", ...serviceType(order.resourceType) }] },
+      // PAS 2.2.1: a health services review (X12 1525 HS), an initial request (X12 1322 I), in the office.
+      extension: [
+        { url: "http://hl7.org/fhir/us/davinci-pas/StructureDefinition/extension-serviceItemRequestType",
+          valueCodeableConcept: { coding: [{ system: "https://codesystem.x12.org/005010/1525", code: "HS", display: "Health Services Review" }] } },
+        { url: "http://hl7.org/fhir/us/davinci-pas/StructureDefinition/extension-certificationType",
+          valueCodeableConcept: { coding: [{ system: "https://codesystem.x12.org/005010/1322", code: "I", display: "Initial" }] } }],
+      locationCodeableConcept: { coding: [{ system: "https://www.cms.gov/Medicare/Coding/place-of-service-codes/Place_of_Service_Code_Set", code: "11", display: "Office" }] },
       productOrService: { coding: [{ system: pick.system, code: pick.code, display: pick.display }] },
       quantity: { value: quantity }, servicedDate: today() }],
   };
-  const entries = [claim, get(`Patient/${pid}`), coverage, provider, payer, practitioner];
+  const entries = [claim, get(`Patient/${pid}`), coverage, provider, payer, roleRes, practitioner];
   if (qr) {
     entries.push(qr);
     claim.supportingInfo = [{ sequence: 1, category: { coding: [{ system: "http://hl7.org/fhir/us/davinci-pas/CodeSystem/PASTempCodes", code: "additionalInformation" }] },
+      // PAS 2.2.1 describes each attached document (X12 PWK): the report type and how it is sent.
+      extension: [{ url: "http://hl7.org/fhir/us/davinci-pas/StructureDefinition/extension-documentInformation", extension: [
+        { url: "reportTypeCode", valueCodeableConcept: { coding: [{ system: "https://codesystem.x12.org/005010/755", code: "OZ" }] } },
+        { url: "transmissionMethod", valueCodeableConcept: { coding: [{ system: "https://codesystem.x12.org/005010/756", code: "EL" }] } }] }],
       valueReference: { reference: fullUrl(qr) } }];
   }
   return { resourceType: "Bundle", type: "collection", timestamp: created,
@@ -426,7 +447,8 @@ async function submitPas(withForm = true) {
   try {
     const { role } = state.order;
     const orgNpi = get(get(`PractitionerRole/${role}`).organization.reference).identifier.find((i) => i.system === NPI).value;
-    const qr = withForm ? readAnswers(state.form) : null;
+    const clinician = get(`PractitionerRole/${role}`).practitioner;
+    const qr = withForm ? readAnswers(state.form, { reference: clinician.reference }) : null;
     await ensureSubscription(orgNpi);
     const bundle = pasBundle(qr);
     state.request = bundle;

@@ -245,8 +245,9 @@ function answerValue(type, v) {
 }
 
 /** The DTR QuestionnaireResponse of the form as it stands (completed; enabled answers only). The
- * required questions left unanswered are marked, and listed in ``form.missing``. */
-export function readAnswers(form) {
+ * required questions left unanswered are marked, and listed in ``form.missing``. ``author`` (a
+ * Reference to the ordering clinician) is named on the answers they typed or changed. */
+export function readAnswers(form, author = null) {
   const { questionnaire, fields, started } = form;
   const missing = [];
   function items(list) {
@@ -265,8 +266,10 @@ export function readAnswers(form) {
         continue;
       }
       const origin = f.origin || "manual";
+      // DTR (dtrx-1): an answer the clinician typed or changed names who did it; a pre-filled one does not.
+      const who = origin !== "auto" && author ? [{ url: "author", extension: [{ url: "practitioner", valueReference: author }] }] : [];
       out.push({ linkId: item.linkId, text: item.text, answer: values.map((v) => ({
-        extension: [{ url: EXT_ORIGIN, extension: [{ url: "source", valueCode: origin }] }], ...answerValue(item.type, v) })) });
+        extension: [{ url: EXT_ORIGIN, extension: [{ url: "source", valueCode: origin }, ...who] }], ...answerValue(item.type, v) })) });
     }
     return out;
   }
