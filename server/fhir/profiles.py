@@ -22,6 +22,8 @@ from typing import Any, Iterable
 import fhirpathpy
 from fhirpathpy.models import models as _fhirpath_models
 
+from server.fhir.invariants import COMPILED as COMPILED_INVARIANTS
+
 PACKAGES_DIR = Path(__file__).resolve().parents[2] / "fhir-packages"
 KEY_SYSTEM = "urn:precert:validation-key"
 KEYS = ("cardinality", "type", "unknown-element", "fixed", "pattern", "slice-closed", "slice-order",
@@ -47,8 +49,14 @@ PRIMITIVE_RE = {
     "oid": re.compile(r"^urn:oid:[0-2](\.(0|[1-9]\d*))+$"),
     "uuid": re.compile(r"^urn:uuid:[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"),
 }
-# Base invariants checked natively: evaluated by FHIRPath on every element they would dominate the cost.
-NATIVE_KEYS = {"ele-1", "ext-1"}
+# Base invariants the walk itself stands in for: evaluated by FHIRPath on every element they would
+# dominate the cost. Matched on key and expression text, so a profile that redefines the key with
+# other text still has its own expression evaluated.
+NATIVE_INVARIANTS = {
+    ("ele-1", "hasValue() or (children().count() > id.count())"),
+    ("ele-1", "hasValue() or (children().count() > id.count()) or $this is Parameters"),
+    ("ext-1", "extension.exists() != value.exists()"),
+}
 
 
 class UnknownProfile(LookupError):
@@ -256,7 +264,7 @@ def compile_profile(url_or_type: str, prefer: str | None = None) -> Profile:
             min_value=_value_of(el, "minValue"), max_value=_value_of(el, "maxValue"),
         )
         for c in el.get("constraint", []):
-            if c.get("key") in NATIVE_KEYS or not c.get("expression"):
+            if (c.get("key"), c.get("expression")) in NATIVE_INVARIANTS or not c.get("expression"):
                 continue
             node.constraints.append((c["key"], c.get("severity", "error"), c["expression"], c.get("human", "")))
         by_id[eid] = node
@@ -416,6 +424,13 @@ class _Run:
             fn = _compiled_expr(expr, node.path if "." in node.path else "")
             if fn is None:
                 continue
+            native = COMPILED_INVARIANTS.get(expr)
+            if native is not None:
+                ok = native(value, resource, self.root)
+                if ok is not None:  # None: input only FHIRPath can judge
+                    if not ok:
+                        self.add("error" if severity == "error" else "warning", "invariant", key, loc, f"{key}: {human}")
+                    continue
             ck = (expr, id(value))
             if ck in self.invariants:
                 result = self.invariants[ck]
