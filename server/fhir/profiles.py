@@ -125,6 +125,7 @@ class Registry:
         """Make one more StructureDefinition, ValueSet or CodeSystem known (Precert's own profiles)."""
         self.resources.setdefault(resource["url"], []).append((package, resource))
         _profiles.clear()
+        _child_indexes.clear()
         expand.cache_clear()
         _codesystem_codes.cache_clear()
 
@@ -372,6 +373,40 @@ def _as_list(value: Any) -> list:
     return value if isinstance(value, list) else [value]
 
 
+_child_indexes: dict[int, tuple[dict, dict[str, int], tuple[str, ...], tuple[str, ...]]] = {}
+
+
+def _child_index(children: dict[str, Node], cache: bool) -> tuple[dict, dict[str, int], tuple[str, ...], tuple[str, ...]]:
+    """For one element's children: each name's position, the names checked even when absent (a
+    minimum, or a slice with one), and the choice names (matched by prefix)."""
+    hit = _child_indexes.get(id(children))
+    if hit is not None and hit[0] is children:
+        return hit
+    order = {name: i for i, name in enumerate(children)}
+    always = tuple(n for n, c in children.items() if c.min or any(s.min for s in c.slices))
+    choices = tuple(n for n, c in children.items() if c.choice)
+    found = (children, order, always, choices)
+    if cache:  # the dict belongs to a compiled profile (held here, so its id stays its own)
+        _child_indexes[id(children)] = found
+    return found
+
+
+def _children_to_visit(children: dict[str, Node], value: dict, cache: bool = True) -> list[str]:
+    """The children of an element that can report anything, in definition order: those present in
+    ``value`` and those required. An absent optional child has nothing to check; skipping them makes
+    the walk follow the instance, not the (much larger) definition."""
+    _, order, always, choices = _child_index(children, cache)
+    visit = set(always)
+    for k in value:
+        child = children.get(k)
+        if child is not None and not child.choice:
+            visit.add(k)
+    for c in choices:
+        if c not in visit and any(k.startswith(c) and k[len(c):][:1].isupper() for k in value):
+            visit.add(c)
+    return sorted(visit, key=order.__getitem__)
+
+
 class _Run:
     def __init__(self, root: dict, prefer: str | None, parent: "_Run | None" = None):
         self.root = root
@@ -447,16 +482,17 @@ class _Run:
         if primitive_type is not None or not isinstance(value, dict):
             return
         children = node.children
+        merged = False
         if not children:
             children = self._type_children(node, owner_type)
         elif len(node.types) > 1:
             # A choice element constrained in a profile lists only the children its types share (id,
             # extension); the chosen type's own elements come from that type.
             children = {**self._type_children(node, owner_type), **children}
-        if "resourceType" in value and node is profile.root:
-            pass
+            merged = True
         seen_names: set[str] = set()
-        for cname, child in children.items():
+        for cname in _children_to_visit(children, value, cache=not merged):
+            child = children[cname]
             present = self._present(value, cname, child)
             seen_names.update(k for k, _ in present)
             items: list[tuple[str, Any, str | None]] = []
