@@ -126,6 +126,7 @@ class Registry:
         self.resources.setdefault(resource["url"], []).append((package, resource))
         _profiles.clear()
         _child_indexes.clear()
+        _disc_nodes.clear()
         expand.cache_clear()
         _codesystem_codes.cache_clear()
 
@@ -151,6 +152,8 @@ _registry: Registry | None = None
 
 def registry() -> Registry:
     global _registry
+    if _registry is not None:  # the validator asks on every extension and reference: no lock once loaded
+        return _registry
     with _lock:
         if _registry is None:
             _registry = Registry()
@@ -373,6 +376,7 @@ def _as_list(value: Any) -> list:
     return value if isinstance(value, list) else [value]
 
 
+_disc_nodes: dict[tuple[int, str], tuple[Node, Node | None]] = {}
 _child_indexes: dict[int, tuple[dict, dict[str, int], tuple[str, ...], tuple[str, ...]]] = {}
 
 
@@ -592,7 +596,8 @@ class _Run:
         if "resourceType" in item or ptype in ("Resource", "DomainResource"):
             self._contained(item, node, loc)
             return
-        if ptype == "Extension" and not node.children.get("url", Node("", "")).fixed:
+        url_node = node.children.get("url") if ptype == "Extension" else None
+        if ptype == "Extension" and (url_node is None or not url_node.fixed):
             self._extension(item, node, profile, loc, resource, parent_path, owner_type)
             return
         if ptype == "Reference":
@@ -879,6 +884,17 @@ class _Run:
 
     @staticmethod
     def _disc_node(s: Node, path: str) -> Node | None:
+        """The element a discriminator path names under slice ``s``; once per (slice, path), since
+        every item of a sliced element is tried against every slice."""
+        hit = _disc_nodes.get((id(s), path))
+        if hit is not None and hit[0] is s:
+            return hit[1]
+        found = _Run._find_disc_node(s, path)
+        _disc_nodes[(id(s), path)] = (s, found)
+        return found
+
+    @staticmethod
+    def _find_disc_node(s: Node, path: str) -> Node | None:
         node = s
         path = path.replace("resolve()", "").strip(".")
         if path in ("", "$this"):
