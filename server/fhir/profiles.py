@@ -588,7 +588,9 @@ class _Run:
             if ptype in ("positiveInt",) and item < 1 or ptype == "unsignedInt" and item < 0:
                 self.add("error", "value", "type", loc, f"{item} is not a valid {ptype}")
             self._limits(item, node, ptype, loc)
-            self.element(item, node, profile, loc, resource, type_path, primitive_type=ptype)
+            # Most primitives carry nothing more to check: no call for them (most elements are primitives).
+            if node.content_ref or node.fixed is not None or node.pattern is not None or node.binding or node.constraints:
+                self.element(item, node, profile, loc, resource, type_path, primitive_type=ptype)
             return
         if not isinstance(item, dict):
             self.add("error", "structure", "type", loc, f"expected an object ({ptype or 'element'})")
