@@ -205,7 +205,35 @@ def test_the_compiled_invariants_settle_the_shipped_examples_themselves():
     assert not unanswered
 
 
-def test_a_profile_that_redefines_a_key_keeps_its_own_expression():
-    """Matching is on the expression text: a ``dom-6`` with other text is not the compiled one."""
-    assert "text.`div`.exists() or contained.exists()" not in invariants.COMPILED
-    assert "text.`div`.exists()" in invariants.COMPILED
+def _patient_profile_with(key: str, expression: str) -> profiles.Profile:
+    """The base Patient profile with its ``key`` constraint given ``expression`` (a private copy)."""
+    profile = copy.deepcopy(profiles.compile_profile("Patient"))
+    profile.root.constraints = [(k, sev, expression if k == key else expr, human)
+                                for k, sev, expr, human in profile.root.constraints]
+    return profile
+
+
+def _run_keys(resource: dict, profile: profiles.Profile) -> set[str]:
+    run = profiles._Run(resource, None)
+    run.resource(resource, profile, "Patient", resource)
+    return {c["code"] for i in run.issues for c in i["details"]["coding"]}
+
+
+def test_a_profile_that_redefines_a_key_has_its_own_expression_evaluated():
+    """Matching is on the expression text: a ``dom-6`` with other text goes to FHIRPath."""
+    patient = {"resourceType": "Patient", "text": _NARRATIVE}
+    assert "dom-6" not in _run_keys(patient, _patient_profile_with("dom-6", "text.`div`.exists()"))
+    assert "dom-6" in _run_keys(patient, _patient_profile_with("dom-6", "text.`div`.exists() and id.exists()"))
+
+
+def test_a_resource_without_narrative_still_gets_the_dom_6_warning():
+    outcome = profiles.validate({"resourceType": "Patient", "id": "p"})
+    assert [(i["severity"], i["expression"]) for i in outcome["issue"]
+            if i["details"]["coding"][0]["code"] == "dom-6"] == [("warning", ["Patient"])]
+
+
+def test_a_contained_resource_with_a_version_fails_dom_4():
+    patient = {"resourceType": "Patient", "text": _NARRATIVE,
+               "contained": [{"resourceType": "Practitioner", "id": "pr", "meta": {"versionId": "2"}}],
+               "generalPractitioner": [{"reference": "#pr"}]}
+    assert {"dom-4"} <= profiles.issue_keys(profiles.validate(patient))
