@@ -497,18 +497,25 @@ class _Run:
         seen_names: set[str] = set()
         for cname in _children_to_visit(children, value, cache=not merged):
             child = children[cname]
-            present = self._present(value, cname, child)
-            seen_names.update(k for k, _ in present)
-            items: list[tuple[str, Any, str | None]] = []
-            for key, raw in present:
-                ptype = self._choice_type(key, cname, child)
-                if child.choice and child.types and ptype not in [t["code"] for t in child.types] and \
-                        not any(t["code"][0].lower() + t["code"][1:] == ptype for t in child.types):
-                    self.add("error", "structure", "type", f"{loc}.{key}", f"{key} is not an allowed type for {cname}[x]")
-                for i, item in enumerate(_as_list(raw)):
-                    items.append((key, item, ptype))
-            if key_isarray := (child.max != "1" and child.max != "0"):
-                pass
+            items: list[tuple[str, Any, str | None]]
+            if child.choice:
+                present = self._present(value, cname, child)
+                seen_names.update(k for k, _ in present)
+                items = []
+                for key, raw in present:
+                    ptype = self._choice_type(key, cname, child)
+                    if child.types and ptype not in [t["code"] for t in child.types] and \
+                            not any(t["code"][0].lower() + t["code"][1:] == ptype for t in child.types):
+                        self.add("error", "structure", "type", f"{loc}.{key}", f"{key} is not an allowed type for {cname}[x]")
+                    items.extend((key, item, ptype) for item in _as_list(raw))
+            elif cname in value:  # the common case, inline: one name, one type
+                raw = value[cname]
+                present = [(cname, raw)]
+                seen_names.add(cname)
+                ptype = child.types[0]["code"] if len(child.types) == 1 else None
+                items = [(cname, item, ptype) for item in raw] if isinstance(raw, list) else [(cname, raw, ptype)]
+            else:
+                present, items = [], []
             n = len(items)
             if n < child.min:
                 self.add("error", "required", "cardinality", f"{loc}.{cname}",
