@@ -45,7 +45,7 @@ from cds_hooks.service import answer, gather, validate_request
 from cds_hooks.ids import new_hex
 from server.fhir.errors import FHIRError, issue
 from server.fhir.repository import Repository
-from server.fhir.jsonio import BodyTooLarge, MalformedJSON, parse_json, read_body
+from server.fhir.jsonio import BodyTooLarge, MalformedJSON, parse_request_json, read_body
 from server.rules import get_rules
 from server.rules.engine import plan_of
 from server.settings import crd_audit_compress
@@ -298,7 +298,7 @@ async def _read_json(request: Request, limit: int):
     except BodyTooLarge as exc:
         raise FHIRError.single(413, "too-costly", str(exc)) from None
     try:
-        return parse_json(body), body
+        return parse_request_json(request, body), body
     except MalformedJSON as exc:
         raise FHIRError.single(400, "structure", str(exc)) from None
 

@@ -27,6 +27,8 @@ import anyio
 import orjson
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
+from server.fhir.jsonio import PARSED_BODY
+
 log = logging.getLogger("precert.limits")
 
 KB = 1024
@@ -103,16 +105,20 @@ def check_structure(value: Any, max_depth: int = MAX_DEPTH, max_array: int = MAX
     return None
 
 
-def _structure_problem(body: bytes) -> str | None:
+_UNPARSED = object()
+
+
+def _structure_problem(body: bytes) -> tuple[str | None, Any]:
+    """(why the body is refused or None, the parsed body or ``_UNPARSED``)."""
     try:
         parsed = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         # orjson refuses nesting past its own recursion limit; anything else malformed is left to
         # the route, whose message says what it expected.
         if "recursion" in str(exc).lower():
-            return f"JSON nesting exceeds the limit of {MAX_DEPTH} levels"
-        return None
-    return check_structure(parsed)
+            return f"JSON nesting exceeds the limit of {MAX_DEPTH} levels", _UNPARSED
+        return None, _UNPARSED
+    return check_structure(parsed), parsed
 
 
 def is_database_error(exc: BaseException) -> bool:
@@ -208,9 +214,13 @@ class RequestGuard:
         if body and any(t.encode() in ctype for t in _JSON_TYPES):
             # Parsing and walking a body of megabytes takes tens of milliseconds: a worker thread
             # does it so the event loop keeps serving everyone else meanwhile.
-            problem = await anyio.to_thread.run_sync(_structure_problem, body) if len(body) > 64 * KB else _structure_problem(body)
+            problem, parsed = await anyio.to_thread.run_sync(_structure_problem, body) if len(body) > 64 * KB \
+                else _structure_problem(body)
             if problem:
                 raise Refusal(413, "too-costly", problem)
+            if parsed is not _UNPARSED:
+                # The route's body reader (server/fhir/jsonio.py) takes it instead of parsing again.
+                scope[PARSED_BODY] = (body, parsed)
         return body
 
     async def _respond(self, send, path: str, status: int, code: str, message: str, headers=None, close: bool = False) -> None:

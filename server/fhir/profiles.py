@@ -22,6 +22,8 @@ from typing import Any, Iterable
 import fhirpathpy
 from fhirpathpy.models import models as _fhirpath_models
 
+from server.fhir.invariants import COMPILED as COMPILED_INVARIANTS
+
 PACKAGES_DIR = Path(__file__).resolve().parents[2] / "fhir-packages"
 KEY_SYSTEM = "urn:precert:validation-key"
 KEYS = ("cardinality", "type", "unknown-element", "fixed", "pattern", "slice-closed", "slice-order",
@@ -47,8 +49,15 @@ PRIMITIVE_RE = {
     "oid": re.compile(r"^urn:oid:[0-2](\.(0|[1-9]\d*))+$"),
     "uuid": re.compile(r"^urn:uuid:[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"),
 }
-# Base invariants checked natively: evaluated by FHIRPath on every element they would dominate the cost.
-NATIVE_KEYS = {"ele-1", "ext-1"}
+# Base invariants not evaluated by FHIRPath: on every element they would dominate the cost. ele-1 is
+# the walk's own check (the end of _Run.element); ext-1 is not checked (fhirpathpy, given an Extension
+# without its element path, cannot see value[x] and would fail every simple extension). Matched on
+# key and expression text, so a profile that redefines the key with other text has it evaluated.
+NATIVE_INVARIANTS = {
+    ("ele-1", "hasValue() or (children().count() > id.count())"),
+    ("ele-1", "hasValue() or (children().count() > id.count()) or $this is Parameters"),
+    ("ext-1", "extension.exists() != value.exists()"),
+}
 
 
 class UnknownProfile(LookupError):
@@ -117,6 +126,8 @@ class Registry:
         """Make one more StructureDefinition, ValueSet or CodeSystem known (Precert's own profiles)."""
         self.resources.setdefault(resource["url"], []).append((package, resource))
         _profiles.clear()
+        _child_indexes.clear()
+        _disc_nodes.clear()
         expand.cache_clear()
         _codesystem_codes.cache_clear()
 
@@ -142,6 +153,8 @@ _registry: Registry | None = None
 
 def registry() -> Registry:
     global _registry
+    if _registry is not None:  # the validator asks on every extension and reference: no lock once loaded
+        return _registry
     with _lock:
         if _registry is None:
             _registry = Registry()
@@ -278,7 +291,7 @@ def compile_profile(url_or_type: str, prefer: str | None = None) -> Profile:
             min_value=_value_of(el, "minValue"), max_value=_value_of(el, "maxValue"),
         )
         for c in el.get("constraint", []):
-            if c.get("key") in NATIVE_KEYS or not c.get("expression"):
+            if (c.get("key"), c.get("expression")) in NATIVE_INVARIANTS or not c.get("expression"):
                 continue
             node.constraints.append((c["key"], c.get("severity", "error"), c["expression"], c.get("human", "")))
         by_id[eid] = node
@@ -386,6 +399,41 @@ def _as_list(value: Any) -> list:
     return value if isinstance(value, list) else [value]
 
 
+_disc_nodes: dict[tuple[int, str], tuple[Node, Node | None]] = {}
+_child_indexes: dict[int, tuple[dict, dict[str, int], tuple[str, ...], tuple[str, ...]]] = {}
+
+
+def _child_index(children: dict[str, Node], cache: bool) -> tuple[dict, dict[str, int], tuple[str, ...], tuple[str, ...]]:
+    """For one element's children: each name's position, the names checked even when absent (a
+    minimum, or a slice with one), and the choice names (matched by prefix)."""
+    hit = _child_indexes.get(id(children))
+    if hit is not None and hit[0] is children:
+        return hit
+    order = {name: i for i, name in enumerate(children)}
+    always = tuple(n for n, c in children.items() if c.min or any(s.min for s in c.slices))
+    choices = tuple(n for n, c in children.items() if c.choice)
+    found = (children, order, always, choices)
+    if cache:  # the dict belongs to a compiled profile (held here, so its id stays its own)
+        _child_indexes[id(children)] = found
+    return found
+
+
+def _children_to_visit(children: dict[str, Node], value: dict, cache: bool = True) -> list[str]:
+    """The children of an element that can report anything, in definition order: those present in
+    ``value`` and those required. An absent optional child has nothing to check; skipping them makes
+    the walk follow the instance, not the (much larger) definition."""
+    _, order, always, choices = _child_index(children, cache)
+    visit = set(always)
+    for k in value:
+        child = children.get(k)
+        if child is not None and not child.choice:
+            visit.add(k)
+    for c in choices:
+        if c not in visit and any(k.startswith(c) and k[len(c):][:1].isupper() for k in value):
+            visit.add(c)
+    return sorted(visit, key=order.__getitem__)
+
+
 class _Run:
     def __init__(self, root: dict, prefer: str | None, parent: "_Run | None" = None, *, targets: bool = True):
         self.root = root
@@ -443,6 +491,13 @@ class _Run:
             fn = _compiled_expr(expr, node.path if "." in node.path else "")
             if fn is None:
                 continue
+            native = COMPILED_INVARIANTS.get(expr)
+            if native is not None:
+                ok = native(value, resource, self.root)
+                if ok is not None:  # None: input only FHIRPath can judge
+                    if not ok:
+                        self.add("error" if severity == "error" else "warning", "invariant", key, loc, f"{key}: {human}")
+                    continue
             ck = (expr, id(value))
             if ck in self.invariants:
                 result = self.invariants[ck]
@@ -459,28 +514,36 @@ class _Run:
         if primitive_type is not None or not isinstance(value, dict):
             return
         children = node.children
+        merged = False
         if not children:
             children = self._type_children(node, owner_type)
         elif len(node.types) > 1:
             # A choice element constrained in a profile lists only the children its types share (id,
             # extension); the chosen type's own elements come from that type.
             children = {**self._type_children(node, owner_type), **children}
-        if "resourceType" in value and node is profile.root:
-            pass
+            merged = True
         seen_names: set[str] = set()
-        for cname, child in children.items():
-            present = self._present(value, cname, child)
-            seen_names.update(k for k, _ in present)
-            items: list[tuple[str, Any, str | None]] = []
-            for key, raw in present:
-                ptype = self._choice_type(key, cname, child)
-                if child.choice and child.types and ptype not in [t["code"] for t in child.types] and \
-                        not any(t["code"][0].lower() + t["code"][1:] == ptype for t in child.types):
-                    self.add("error", "structure", "type", f"{loc}.{key}", f"{key} is not an allowed type for {cname}[x]")
-                for i, item in enumerate(_as_list(raw)):
-                    items.append((key, item, ptype))
-            if key_isarray := (child.max != "1" and child.max != "0"):
-                pass
+        for cname in _children_to_visit(children, value, cache=not merged):
+            child = children[cname]
+            items: list[tuple[str, Any, str | None]]
+            if child.choice:
+                present = self._present(value, cname, child)
+                seen_names.update(k for k, _ in present)
+                items = []
+                for key, raw in present:
+                    ptype = self._choice_type(key, cname, child)
+                    if child.types and ptype not in [t["code"] for t in child.types] and \
+                            not any(t["code"][0].lower() + t["code"][1:] == ptype for t in child.types):
+                        self.add("error", "structure", "type", f"{loc}.{key}", f"{key} is not an allowed type for {cname}[x]")
+                    items.extend((key, item, ptype) for item in _as_list(raw))
+            elif cname in value:  # the common case, inline: one name, one type
+                raw = value[cname]
+                present = [(cname, raw)]
+                seen_names.add(cname)
+                ptype = child.types[0]["code"] if len(child.types) == 1 else None
+                items = [(cname, item, ptype) for item in raw] if isinstance(raw, list) else [(cname, raw, ptype)]
+            else:
+                present, items = [], []
             n = len(items)
             if n < child.min:
                 self.add("error", "required", "cardinality", f"{loc}.{cname}",
@@ -560,7 +623,9 @@ class _Run:
             if ptype in ("positiveInt",) and item < 1 or ptype == "unsignedInt" and item < 0:
                 self.add("error", "value", "type", loc, f"{item} is not a valid {ptype}")
             self._limits(item, node, ptype, loc)
-            self.element(item, node, profile, loc, resource, type_path, primitive_type=ptype)
+            # Most primitives carry nothing more to check: no call for them (most elements are primitives).
+            if node.content_ref or node.fixed is not None or node.pattern is not None or node.binding or node.constraints:
+                self.element(item, node, profile, loc, resource, type_path, primitive_type=ptype)
             return
         if not isinstance(item, dict):
             self.add("error", "structure", "type", loc, f"expected an object ({ptype or 'element'})")
@@ -568,7 +633,8 @@ class _Run:
         if "resourceType" in item or ptype in ("Resource", "DomainResource"):
             self._contained(item, node, loc)
             return
-        if ptype == "Extension" and not node.children.get("url", Node("", "")).fixed:
+        url_node = node.children.get("url") if ptype == "Extension" else None
+        if ptype == "Extension" and (url_node is None or not url_node.fixed):
             self._extension(item, node, profile, loc, resource, parent_path, owner_type)
             return
         if ptype == "Reference":
@@ -859,6 +925,17 @@ class _Run:
 
     @staticmethod
     def _disc_node(s: Node, path: str) -> Node | None:
+        """The element a discriminator path names under slice ``s``; once per (slice, path), since
+        every item of a sliced element is tried against every slice."""
+        hit = _disc_nodes.get((id(s), path))
+        if hit is not None and hit[0] is s:
+            return hit[1]
+        found = _Run._find_disc_node(s, path)
+        _disc_nodes[(id(s), path)] = (s, found)
+        return found
+
+    @staticmethod
+    def _find_disc_node(s: Node, path: str) -> Node | None:
         node = s
         path = path.replace("resolve()", "").strip(".")
         if path in ("", "$this"):
