@@ -237,3 +237,16 @@ def test_a_contained_resource_with_a_version_fails_dom_4():
                "contained": [{"resourceType": "Practitioner", "id": "pr", "meta": {"versionId": "2"}}],
                "generalPractitioner": [{"reference": "#pr"}]}
     assert {"dom-4"} <= profiles.issue_keys(profiles.validate(patient))
+
+
+def test_an_invariant_of_a_nested_element_is_evaluated_there():
+    """Invariants below a resource's root (Parameters.parameter inv-1, Bundle.entry bdl-5) are
+    evaluated on the element, typed by its path, so choice elements such as value[x] resolve."""
+    from server.fhir import profiles
+
+    both = {"resourceType": "Parameters", "parameter": [{"name": "a", "valueString": "x", "resource": {"resourceType": "Patient"}}]}
+    one = {"resourceType": "Parameters", "parameter": [{"name": "a", "valueString": "x"}]}
+    assert "inv-1" in profiles.issue_keys(profiles.validate(both))
+    assert "inv-1" not in profiles.issue_keys(profiles.validate(one))
+    empty_entry = {"resourceType": "Bundle", "type": "collection", "entry": [{"fullUrl": "urn:uuid:7f1e2a3b-0000-4000-8000-000000000001"}]}
+    assert "bdl-5" in profiles.issue_keys(profiles.validate(empty_entry))

@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any, Iterable
 
 import fhirpathpy
+from fhirpathpy import apply_parsed_path as _fhirpath_apply, parse as _fhirpath_parse
+from fhirpathpy.engine.nodes import ResourceNode as _FhirpathNode
 from fhirpathpy.models import models as _fhirpath_models
 
 from server.fhir.invariants import COMPILED as COMPILED_INVARIANTS
@@ -199,10 +201,27 @@ def _compile_constraint(expr):
         return None
 
 
+def _compile_at(expr: str, base: str):
+    """``expr`` parsed once, evaluated on an element known to be at ``base`` (``Claim.item``), so that
+    FHIRPath sees its type and resolves choice elements (``value`` for ``valueString``).
+    (fhirpathpy's ``compile`` takes no path; its ``evaluate`` does, but parses on every call.)"""
+    try:
+        parsed = _fhirpath_parse(expr)
+    except Exception:
+        return None
+    options = {"traceFn": lambda *_: None}
+
+    def run(value, context):
+        return _fhirpath_apply(_FhirpathNode.create_node(value, base), parsed, context or {}, _R4_MODEL, options)
+
+    return run
+
+
 @lru_cache(maxsize=8192)
 def _compiled_expr(expr: str, base: str = ""):
-    """Compiled once per (expression, element path); the path lets FHIRPath resolve choice types."""
-    return _compile_constraint({"base": base, "expression": expr} if base else expr)
+    """Compiled once per (expression, element path): an invariant of a nested element is evaluated
+    on that element, typed by its path."""
+    return _compile_at(expr, base) if base else _compile_constraint(expr)
 
 
 _SYSTEM_TYPES = {"String": "string", "Boolean": "boolean", "Integer": "integer", "Decimal": "decimal",
