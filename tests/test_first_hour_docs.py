@@ -77,3 +77,15 @@ def test_every_precert_command_the_docs_name_exists():
         argparse.ArgumentParser.parse_args = real_parse
     named = {(doc.name, c) for doc in DOCS for c in re.findall(r"`precert ([a-z][a-z-]+)", doc.read_text())}
     assert parser_commands and sorted(f"{d}: {c}" for d, c in named if c not in parser_commands) == []
+
+
+def test_ci_runs_the_readmes_test_command():
+    """CI is the README's test command on a fresh environment, not a command of its own."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("\n## Tests\n"):]
+    command = section[section.index("```sh\n") + 6:section.index("\n```", section.index("```sh\n"))].strip()
+    assert command == "tests/run"
+    ci = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()
+          if line.strip() and not line.lstrip().startswith("#")]
+    assert ci[-1] == f"exec {command}"
+    assert (ROOT / command).stat().st_mode & 0o111  # executable, as CI calls it
