@@ -16,24 +16,12 @@ from pymongo import MongoClient
 
 from harness import (HEADER, Scenario, cleanup, load, load_average, machine, peak_rss_mb, row, start_database,
                      start_floor, start_precert, temp_data_dir, write_report)
+from suite import submit_body  # the PAS Referral example with fresh identifiers, as bench/run sends it
 from tests.support import example
 from tests.test_pas_inquire_update import inquiry_for
 
 DB_NAME = "precert"
 REFERRAL = "Bundle-ReferralAuthorizationBundleExample.json"
-
-
-def submit_body() -> bytes:
-    bundle = example("hl7.fhir.us.davinci-pas-2.2.1", REFERRAL)
-    bundle["identifier"] = {"system": "urn:bench:bundle", "value": "b-{{uuid}}"}
-    for entry in bundle["entry"]:
-        res = entry["resource"]
-        if res["resourceType"] == "Claim":
-            for ident in res.get("identifier", []):
-                ident["value"] = "claim-{{uuid}}"
-        if res["resourceType"] == "ServiceRequest":
-            res["identifier"] = [{"system": "urn:bench:order", "value": "order-{{uuid}}"}]
-    return json.dumps(bundle).encode()
 
 
 def inquiry_body() -> bytes:
