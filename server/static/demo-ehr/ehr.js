@@ -8,7 +8,7 @@
 // QuestionnaireResponse in a PAS Bundle -> Claim/$submit -> decision; a rest-hook Subscription to the
 // EHR's inbox (/demo-ehr/inbox/<box>, polled) shows the notification when a reviewer decides.
 
-import { renderForm, readAnswers } from "./form.js";
+import { el, renderForm, readAnswers } from "./form.js";
 
 const FHIR_JSON = { "Content-Type": "application/fhir+json", Accept: "application/fhir+json" };
 const CRD_EXT = "http://hl7.org/fhir/us/davinci-crd/StructureDefinition/ext-coverage-information";
@@ -33,19 +33,6 @@ const state = { records: new Map(), services: [], order: null, crd: null, pkg: n
   response: null, subscriptions: new Map(), box: null, seen: new Set(), polling: null, touched: false };
 
 // ------------------------------------------------------------------ DOM helpers
-function el(tag, attrs = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs)) {
-    if (v === undefined || v === null || v === false) continue;
-    if (k === "class") node.className = v;
-    else if (k === "text") node.textContent = v;
-    else if (k.startsWith("data-")) node.setAttribute(k, v);
-    else node[k] = v;
-  }
-  for (const c of children.flat()) if (c !== null && c !== undefined) node.append(c);
-  return node;
-}
-
 /** A "JSON" toggle button and the pretty-printed JSON it shows and hides. */
 function jsonToggle(value, label = "JSON") {
   const pre = el("pre", { class: "json", hidden: true, text: JSON.stringify(value, null, 2) });

@@ -15,7 +15,8 @@ const EXT_UNIT = "http://hl7.org/fhir/StructureDefinition/questionnaire-unit";
 const EXT_ORIGIN = "http://hl7.org/fhir/us/davinci-dtr/StructureDefinition/information-origin";
 const DTR_QR = "http://hl7.org/fhir/us/davinci-dtr/StructureDefinition/dtr-questionnaireresponse";
 
-function el(tag, attrs = {}, ...children) {
+/** A DOM element with attributes (class, text, data-*, properties) and children. */
+export function el(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);
   for (const [k, v] of Object.entries(attrs)) {
     if (v === undefined || v === null || v === false) continue;
