@@ -93,16 +93,24 @@ async def records(request: Request) -> Response:
     return Response(_records_json(), media_type="application/json")
 
 
+async def _json_object(request: Request) -> dict | None:
+    """The request's JSON object body, or None when it is not one."""
+    try:
+        body = orjson.loads(await request.body())
+    except orjson.JSONDecodeError:
+        return None
+    return body if isinstance(body, dict) else None
+
+
 async def token(request: Request) -> Response:
     """A sandbox client's access token for the page, when authentication is enforced."""
     svc = request.app.state.precert.services.get("auth")
     if svc is None or not svc.enforcing:
         return _problem(409, "not-needed", "authentication is not enforced: the demo EHR calls the sandbox without a token")
-    try:
-        body = orjson.loads(await request.body())
-    except orjson.JSONDecodeError:
+    body = await _json_object(request)
+    if body is None:
         return _problem(400, "invalid", "send {\"organization\": \"org-clinic\"} or org-hospital")
-    org = body.get("organization") if isinstance(body, dict) else None
+    org = body.get("organization")
     client_id = SANDBOX_CLIENT_FOR.get(org) if isinstance(org, str) else None
     if client_id is None:
         return _problem(400, "invalid", f"organization must be one of {', '.join(SANDBOX_CLIENT_FOR)}")
@@ -120,11 +128,10 @@ async def hook_token(request: Request) -> Response:
     svc = request.app.state.precert.services.get("auth")
     if svc is None or not svc.enforcing:
         return _problem(409, "not-needed", "authentication is not enforced: the CDS Hooks services take calls without a JWT")
-    try:
-        body = orjson.loads(await request.body())
-    except orjson.JSONDecodeError:
+    body = await _json_object(request)
+    if body is None:
         return _problem(400, "invalid", "send {\"service\": \"order-sign-crd\"}")
-    service = body.get("service") if isinstance(body, dict) else None
+    service = body.get("service")
     if not isinstance(service, str) or service not in SERVICE_HOOK:
         return _problem(400, "invalid", f"service must be one of {', '.join(SERVICE_HOOK)}")
     # The audience is the service's public URL, as the CRD verifier computes it.

@@ -241,6 +241,9 @@ def test_with_authentication_enforced_the_page_works_with_a_sandbox_clients_toke
     assert http.get("/fhir/Patient/pat-001").status_code == 401
     assert http.post("/demo-ehr/token", json={"organization": "org-elsewhere"}).status_code == 400
     assert http.post("/demo-ehr/token", content=b"[").status_code == 400
+    for not_an_object in (b"[1]", b'"org-clinic"', b"null", b'{"organization": 5}'):
+        assert http.post("/demo-ehr/token", content=not_an_object).status_code == 400
+        assert http.post("/demo-ehr/hook-token", content=not_an_object.replace(b"organization", b"service")).status_code == 400
     minted = http.post("/demo-ehr/token", json={"organization": "org-hospital"})
     assert minted.status_code == 200 and minted.json()["client_id"] == "sandbox-hospital"
     assert http.get("/fhir/Patient/pat-001", headers={"Authorization": f"Bearer {minted.json()['access_token']}"}).status_code == 200
