@@ -453,6 +453,18 @@ def _children_to_visit(children: dict[str, Node], value: dict, cache: bool = Tru
     return sorted(visit, key=order.__getitem__)
 
 
+def _readdressed(issues: list[dict], was: str, now: str) -> list[dict]:
+    if was == now:
+        return [dict(i) for i in issues]
+    out = []
+    for i in issues:
+        expr = i["expression"][0]
+        if expr == was or expr.startswith(was + ".") or expr.startswith(was + "["):
+            expr = now + expr[len(was):]
+        out.append({**i, "expression": [expr]})
+    return out
+
+
 class _Run:
     def __init__(self, root: dict, prefer: str | None, parent: "_Run | None" = None, *, targets: bool = True):
         self.root = root
@@ -467,10 +479,15 @@ class _Run:
         if parent is not None:
             # A nested run (one candidate profile) shares the Bundle index and the caches.
             self.bundle_index, self.conforms, self.invariants = parent.bundle_index, parent.conforms, parent.invariants
+            self.walked = parent.walked
             return
         self.bundle_index: dict[str, dict] = {}
         self.conforms: dict[tuple[int, str], bool] = {}
         self.invariants: dict[tuple[str, int], Any] = {}
+        # One resource against one profile gives the same issues wherever the walk meets it (a
+        # Bundle entry is met by the Bundle's profile, by its own meta.profile, by slice matching and
+        # by the references that point at it): it is walked once, and its issues re-addressed.
+        self.walked: dict[tuple[int, int, bool], tuple[str, list[dict]]] = {}
         if root.get("resourceType") == "Bundle":
             entries = root.get("entry")
             for entry in entries if isinstance(entries, list) else []:
@@ -490,7 +507,14 @@ class _Run:
         if rtype != profile.type:
             self.add("error", "structure", "type", loc, f"expected a {profile.type} resource for {profile.url}, got {rtype}")
             return
+        key = (id(res), id(profile), self.check_targets)
+        hit = self.walked.get(key)
+        if hit is not None:
+            self.issues.extend(_readdressed(hit[1], hit[0], loc))
+            return
+        start = len(self.issues)
         self.element(res, profile.root, profile, loc, res, rtype)
+        self.walked[key] = (loc, [dict(i) for i in self.issues[start:]])
 
     def element(self, value: Any, node: Node, profile: Profile, loc: str, resource: dict, type_path: str,
                 primitive_type: str | None = None, owner_type: str | None = None) -> None:
@@ -704,7 +728,20 @@ class _Run:
         if not isinstance(rtype, str):
             self.add("error", "structure", "type", loc, "a resource needs a resourceType")
             return
-        urls = [p for t in node.types for p in t.get("profile", [])] or [rtype]
+        urls = [p for t in node.types for p in t.get("profile", [])]
+        claimed: list[Profile] = []
+        for purl in claimed_profiles(item):
+            if purl in urls:
+                continue
+            try:
+                claimed.append(compile_profile(purl, self.prefer))
+            except UnknownProfile:
+                self.add("warning", "not-supported", "profile-unknown", f"{loc}.meta.profile", f"profile {purl} is not known")
+        if not urls and any(p.type == rtype for p in claimed):
+            # Its own profile holds every rule of its base type: the base is not walked as well.
+            urls = []
+        else:
+            urls = urls or [rtype]
         # Several profiles on one type mean "any of these" (ElementDefinition.type.profile).
         best: list[dict] | None = None
         for purl in urls:
@@ -724,14 +761,7 @@ class _Run:
             if n == 0:
                 break
         self.issues.extend(best or [])
-        for purl in claimed_profiles(item):
-            if purl in urls:
-                continue
-            try:
-                prof = compile_profile(purl, self.prefer)
-            except UnknownProfile:
-                self.add("warning", "not-supported", "profile-unknown", f"{loc}.meta.profile", f"profile {purl} is not known")
-                continue
+        for prof in claimed:
             self.resource(item, prof, loc, item)
 
     def _extension(self, item: dict, node: Node, profile: Profile, loc: str, resource: dict, type_path: str,
@@ -822,9 +852,20 @@ class _Run:
                 continue
             ck = (id(target), url)
             if ck not in self.conforms:
-                sub = _Run(self.root, self.prefer, self, targets=False)
-                sub.resource(target, compile_profile(url, self.prefer), rtype, target)
-                self.conforms[ck] = not any(i["severity"] == "error" for i in sub.issues)
+                prof = compile_profile(url, self.prefer)
+                walked = self.walked.get((id(target), id(prof), True))
+                if walked is not None:
+                    # Already walked in full: the same issues, less those of its own references.
+                    self.conforms[ck] = not any(i["severity"] == "error" and i["details"]["coding"][0]["code"] != "reference-target"
+                                                for i in walked[1])
+                else:
+                    # Walked in full once here (the walk of its own entry reuses it); a reference
+                    # back to a resource being walked is taken to conform.
+                    self.conforms[ck] = True
+                    sub = _Run(self.root, self.prefer, self)
+                    sub.resource(target, prof, rtype, target)
+                    self.conforms[ck] = not any(i["severity"] == "error" and i["details"]["coding"][0]["code"] != "reference-target"
+                                                for i in sub.issues)
             if self.conforms[ck]:
                 return
         self.add("error", "structure", "reference-target", f"{loc}.reference",
@@ -933,7 +974,10 @@ class _Run:
                         ck = (id(v), purl)
                         if ck not in self.conforms:
                             sub = _Run(self.root, self.prefer, self)
-                            sub.element(v, prof.root, prof, "x", v, prof.type)
+                            if "resourceType" in v:
+                                sub.resource(v, prof, "x", v)
+                            else:
+                                sub.element(v, prof.root, prof, "x", v, prof.type)
                             self.conforms[ck] = not any(i["severity"] == "error" for i in sub.issues)
                         ok = ok or self.conforms[ck]
                 if not ok:
@@ -1021,7 +1065,11 @@ def validate(resource: Any, profile: str | None = None, package: str | None = No
                 if len(packages) > 1:
                     break
         if len(packages) > 1:
-            outcomes = [_validate(resource, profile, pkg) for pkg in dict.fromkeys(packages)]
+            outcomes = []
+            for pkg in dict.fromkeys(packages):
+                outcomes.append(_validate(resource, profile, pkg))
+                if not errors(outcomes[-1]):
+                    break  # met: no other version can do better
             return min(outcomes, key=lambda o: len(errors(o)))
     return _validate(resource, profile, package)
 
@@ -1048,9 +1096,13 @@ def _validate(resource: Any, profile: str | None, package: str | None) -> dict:
             else:
                 urls.append(purl)
     try:
-        run.resource(resource, base, rtype, resource)
-        for purl in urls:
-            run.resource(resource, compile_profile(purl, package), rtype, resource)
+        chosen = [compile_profile(purl, package) for purl in urls]
+        # A profile's snapshot holds every rule of the base type it constrains: walking the base
+        # too would only find the same issues again.
+        if not any(p.type == rtype for p in chosen):
+            run.resource(resource, base, rtype, resource)
+        for prof in chosen:
+            run.resource(resource, prof, rtype, resource)
     except RecursionError:
         raise TooCostly("the resource nests too deeply to validate") from None
     seen, unique = set(), []
