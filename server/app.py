@@ -17,7 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
 
-from server import __version__
+from server import __version__, routing
 from server.embedded_db import EmbeddedDatabase, exit_process
 from server.fhir import profiles
 from server.fhir.errors import FHIRError, issue, operation_outcome
@@ -162,6 +162,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         importlib.import_module(module).install(app)
     app.include_router(fhir_router)
     importlib.import_module("server.front").install(app)
+    routing.install(app)
     # Outermost: bounds every request and turns any escaped failure into a response.
     from server.limits import RequestGuard, install_log_filter
 
