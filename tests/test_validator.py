@@ -209,3 +209,39 @@ def test_the_pas_2_2_1_request_bundle_is_checked_against_its_own_version():
     assert profiles.errors(profiles.validate(bundle, package=PAS221)) == []
     del bundle["entry"][0]["resource"]["patient"]
     assert "cardinality" in _keys(bundle, package=PAS221)
+
+
+def _entry_index(bundle: dict, rtype: str) -> int:
+    return next(i for i, e in enumerate(bundle["entry"]) if e["resource"]["resourceType"] == rtype)
+
+
+def _located(outcome: dict) -> set[tuple[str, str]]:
+    return {(i["expression"][0], i["details"]["coding"][0]["code"]) for i in profiles.errors(outcome)}
+
+
+def test_a_resource_seen_before_is_reported_where_it_now_is():
+    # The same faulty Patient in two requests, at another entry the second time: the second answer
+    # names the second place (the first walk's result is reused for the same JSON).
+    first = _claim_bundle(PAS221)
+    p = _entry_index(first, "Patient")
+    del first["entry"][p]["resource"]["name"]
+    assert (f"Bundle.entry[{p}].resource.name", "cardinality") in _located(profiles.validate(first, package=PAS221))
+    second = copy.deepcopy(first)
+    second["entry"].append(second["entry"].pop(p))
+    last = len(second["entry"]) - 1
+    found = _located(profiles.validate(second, package=PAS221))
+    assert (f"Bundle.entry[{last}].resource.name", "cardinality") in found
+    assert (f"Bundle.entry[{p}].resource.name", "cardinality") not in found
+
+
+def test_a_resource_seen_before_is_checked_again_against_what_it_refers_to_now():
+    # The Coverage's JSON is the same in both requests; the Patient it refers to is not, so whether
+    # its reference meets the target profile is decided again for each request.
+    good = _claim_bundle(PAS221)
+    c = _entry_index(good, "Coverage")
+    assert not any(code == "reference-target" for _, code in _located(profiles.validate(good, package=PAS221)))
+    bad = copy.deepcopy(good)
+    del bad["entry"][_entry_index(bad, "Patient")]["resource"]["name"]
+    assert (f"Bundle.entry[{c}].resource.beneficiary.reference", "reference-target") in _located(profiles.validate(bad, package=PAS221))
+    # ... and back: a conformant Patient again clears it.
+    assert not any(code == "reference-target" for _, code in _located(profiles.validate(good, package=PAS221)))

@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any, Iterable
 
 import fhirpathpy
+import orjson
+from cachetools import LRUCache
 from fhirpathpy import apply_parsed_path as _fhirpath_apply, parse as _fhirpath_parse
 from fhirpathpy.engine.nodes import ResourceNode as _FhirpathNode
 from fhirpathpy.models import models as _fhirpath_models
@@ -215,6 +217,9 @@ def _compile_at(expr: str, base: str):
         return _fhirpath_apply(_FhirpathNode.create_node(value, base), parsed, context or {}, _R4_MODEL, options)
 
     return run
+
+
+_UNEVALUABLE: set[str] = set()
 
 
 @lru_cache(maxsize=8192)
@@ -453,6 +458,15 @@ def _children_to_visit(children: dict[str, Node], value: dict, cache: bool = Tru
     return sorted(visit, key=order.__getitem__)
 
 
+# Issues of one resource against one profile, by the resource's JSON, across validations: an EHR or
+# a provider's system sends the same Organization, Practitioner, Location and Patient request after
+# request. Only walks that read nothing outside the resource are kept (no reference resolved in the
+# Bundle, no invariant over %rootResource or resolve()), so the issues depend on its JSON alone.
+_SEEN: LRUCache = LRUCache(maxsize=4096)
+_SEEN_LOCK = threading.Lock()
+SEEN_MAX_BYTES = 64 * 1024
+
+
 def _readdressed(issues: list[dict], was: str, now: str) -> list[dict]:
     if was == now:
         return [dict(i) for i in issues]
@@ -479,7 +493,7 @@ class _Run:
         if parent is not None:
             # A nested run (one candidate profile) shares the Bundle index and the caches.
             self.bundle_index, self.conforms, self.invariants = parent.bundle_index, parent.conforms, parent.invariants
-            self.walked = parent.walked
+            self.walked, self.outside = parent.walked, parent.outside
             return
         self.bundle_index: dict[str, dict] = {}
         self.conforms: dict[tuple[int, str], bool] = {}
@@ -488,6 +502,8 @@ class _Run:
         # Bundle entry is met by the Bundle's profile, by its own meta.profile, by slice matching and
         # by the references that point at it): it is walked once, and its issues re-addressed.
         self.walked: dict[tuple[int, int, bool], tuple[str, list[dict]]] = {}
+        # How many times a walk read something outside the resource walked (see _SEEN).
+        self.outside = [0]
         if root.get("resourceType") == "Bundle":
             entries = root.get("entry")
             for entry in entries if isinstance(entries, list) else []:
@@ -512,9 +528,24 @@ class _Run:
         if hit is not None:
             self.issues.extend(_readdressed(hit[1], hit[0], loc))
             return
-        start = len(self.issues)
+        try:
+            content = orjson.dumps(res)
+        except (orjson.JSONEncodeError, TypeError):  # e.g. an integer past 64 bits: walked, not kept
+            content = b""
+        seen_key = (content, id(profile), self.check_targets, self.prefer) if 0 < len(content) <= SEEN_MAX_BYTES else None
+        if seen_key is not None:
+            with _SEEN_LOCK:
+                seen = _SEEN.get(seen_key)
+            if seen is not None:
+                self.walked[key] = seen
+                self.issues.extend(_readdressed(seen[1], seen[0], loc))
+                return
+        start, outside = len(self.issues), self.outside[0]
         self.element(res, profile.root, profile, loc, res, rtype)
         self.walked[key] = (loc, [dict(i) for i in self.issues[start:]])
+        if seen_key is not None and self.outside[0] == outside:
+            with _SEEN_LOCK:
+                _SEEN[seen_key] = self.walked[key]
 
     def element(self, value: Any, node: Node, profile: Profile, loc: str, resource: dict, type_path: str,
                 primitive_type: str | None = None, owner_type: str | None = None) -> None:
@@ -532,8 +563,10 @@ class _Run:
             self.binding(value, node, loc, primitive_type)
         for key, severity, expr, human in node.constraints:
             fn = _compiled_expr(expr, node.path if "." in node.path else "")
-            if fn is None:
+            if fn is None or expr in _UNEVALUABLE:
                 continue
+            if "%rootResource" in expr or "resolve()" in expr:
+                self.outside[0] += 1
             native = COMPILED_INVARIANTS.get(expr)
             if native is not None:
                 ok = native(value, resource, self.root)
@@ -547,7 +580,9 @@ class _Run:
             else:
                 try:
                     result = fn(value, {"resource": resource, "rootResource": self.root})
-                except Exception:
+                except Exception as exc:
+                    if str(exc).startswith("Not implemented"):
+                        _UNEVALUABLE.add(expr)  # a function fhirpathpy lacks (htmlChecks): never evaluated again
                     result = None
                 self.invariants[ck] = result
             if result is None:
@@ -831,7 +866,10 @@ class _Run:
             return
         targets = [p for t in node.types if t["code"] == "Reference" for p in t.get("targetProfile", [])]
         ref = item.get("reference")
-        if not targets or not isinstance(ref, str) or ref not in self.bundle_index:
+        if not targets or not isinstance(ref, str):
+            return
+        self.outside[0] += 1  # whether and what it resolves to in this Bundle decides the check
+        if ref not in self.bundle_index:
             return
         target = self.bundle_index[ref]
         rtype = target.get("resourceType")
