@@ -523,7 +523,7 @@ class _Run:
         if rtype != profile.type:
             self.add("error", "structure", "type", loc, f"expected a {profile.type} resource for {profile.url}, got {rtype}")
             return
-        key = (id(res), id(profile), self.check_targets)
+        key = (id(res), id(profile), self.check_targets)  # both alive for the whole run
         hit = self.walked.get(key)
         if hit is not None:
             self.issues.extend(_readdressed(hit[1], hit[0], loc))
@@ -532,20 +532,20 @@ class _Run:
             content = orjson.dumps(res)
         except (orjson.JSONEncodeError, TypeError):  # e.g. an integer past 64 bits: walked, not kept
             content = b""
-        seen_key = (content, id(profile), self.check_targets, self.prefer) if 0 < len(content) <= SEEN_MAX_BYTES else None
+        seen_key = (content, profile.url, profile.package, self.check_targets, self.prefer) if 0 < len(content) <= SEEN_MAX_BYTES else None
         if seen_key is not None:
             with _SEEN_LOCK:
                 seen = _SEEN.get(seen_key)
-            if seen is not None:
-                self.walked[key] = seen
-                self.issues.extend(_readdressed(seen[1], seen[0], loc))
+            if seen is not None and seen[0] is profile:  # the same compiled profile, not another of that name
+                self.walked[key] = seen[1]
+                self.issues.extend(_readdressed(seen[1][1], seen[1][0], loc))
                 return
         start, outside = len(self.issues), self.outside[0]
         self.element(res, profile.root, profile, loc, res, rtype)
         self.walked[key] = (loc, [dict(i) for i in self.issues[start:]])
         if seen_key is not None and self.outside[0] == outside:
             with _SEEN_LOCK:
-                _SEEN[seen_key] = self.walked[key]
+                _SEEN[seen_key] = (profile, self.walked[key])
 
     def element(self, value: Any, node: Node, profile: Profile, loc: str, resource: dict, type_path: str,
                 primitive_type: str | None = None, owner_type: str | None = None) -> None:
