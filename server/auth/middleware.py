@@ -5,9 +5,10 @@
   authentication, and refusals carry the CORS headers a browser needs to read them);
 * :class:`AuthenticationMiddleware` authenticates the caller (SMART access token, payer-staff
   session, or nobody) and puts the :class:`~server.auth.principal.Principal` on
-  ``request.state.principal``. It refuses a request only as the route's declared requirement says
-  (:mod:`server.auth.policy`, declared beside each route and found by matching the route's template),
-  before any body is read, and audits the access.
+  ``request.state.principal``, or records why the presented credential failed; it never refuses;
+* :class:`AuthorizationMiddleware`, inside it, enforces the route's declared requirement
+  (:mod:`server.auth.policy`, declared beside each route and found by matching the route's template)
+  before any body is read, refuses in the route's surface's error shape, and audits the access.
 """
 
 from __future__ import annotations

@@ -552,7 +552,7 @@ def install(app: FastAPI) -> None:
     app.include_router(staff_router)
     app.include_router(admin)
     app.include_router(audit_router)
-    # Innermost first: authentication, then CORS around it, then the security headers around both.
+    # Innermost first: authorization, authentication around it, then CORS, then the security headers.
     settings = app.state.settings
     app.add_middleware(AuthorizationMiddleware, fastapi_app=app)  # inner: enforces what the route declares
     app.add_middleware(AuthenticationMiddleware, fastapi_app=app)  # outer: sets the principal, never refuses
