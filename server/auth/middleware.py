@@ -5,9 +5,10 @@
   authentication, and refusals carry the CORS headers a browser needs to read them);
 * :class:`AuthenticationMiddleware` authenticates the caller (SMART access token, payer-staff
   session, or nobody) and puts the :class:`~server.auth.principal.Principal` on
-  ``request.state.principal``. It refuses a request only as the route's declared requirement says
-  (:mod:`server.auth.policy`, declared beside each route and found by matching the route's template),
-  before any body is read, and audits the access.
+  ``request.state.principal``, or records why the presented credential failed; it never refuses;
+* :class:`AuthorizationMiddleware`, inside it, enforces the route's declared requirement
+  (:mod:`server.auth.policy`, declared beside each route and found by matching the route's template)
+  before any body is read, refuses in the route's surface's error shape, and audits the access.
 """
 
 from __future__ import annotations
@@ -133,54 +134,28 @@ class AuthenticationMiddleware:
 
     # ------------------------------------------------------------------ ASGI
     async def __call__(self, scope, receive, send):
+        """Authenticate only: put the principal (or why the credential failed) on the request state,
+        and never refuse; :class:`AuthorizationMiddleware` enforces the route's requirement."""
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        path = scope["path"]
-        method = scope["method"]
         state = getattr(self.fastapi_app.state, "precert", None)
         svc = state.services.get("auth") if state is not None else None
         if svc is None:
             await self.app(scope, receive, send)
             return
-        req = policy.requirement_for(self.fastapi_app, method, path)
+        req = policy.requirement_for(self.fastapi_app, scope["method"], scope["path"])
         if req is None:  # no route serves this path and method: the router answers 404 or 405
             await self.app(scope, receive, send)
             return
-        request = Request(scope)
-        ip = scope.get("client")[0] if scope.get("client") else None
-
-        principal, failure = await self._authenticate(svc, request, req)
-        if failure is None and principal is not None:
-            failure = self._authorize(svc, request, req, principal)
-        if failure is not None:
-            status, code, message, www = failure
-            if req.kind != policy.PUBLIC:
-                svc.audit.record(kind="rest", agent=self._agent(principal, ip, request), status=status, method=method,
-                                 path=path, query=scope.get("query_string", b"").decode("latin-1"),
-                                 interaction=req.interaction, resource_type=req.resource_type,
-                                 resource_id=req.resource_id, operation=req.operation, description=message)
-            await self._refuse(scope, receive, send, status, code, message, www)
-            return
-        scope.setdefault("state", {})["principal"] = principal
-        if principal.staff is not None:
-            scope["state"]["staff"] = principal.staff  # request.state.staff, as the review API reads it
-        status_box = [500]
-        audited = req.kind not in (policy.PUBLIC, policy.UNDECLARED.kind) and (req.phi or principal.kind != "anonymous")
-
-        async def send_wrapper(message):
-            if message["type"] == "http.response.start":
-                status_box[0] = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_wrapper)
-        finally:
-            if audited:
-                svc.audit.record(kind="rest", agent=self._agent(principal, ip, request, req), status=status_box[0],
-                                 method=method, path=path, query=scope.get("query_string", b"").decode("latin-1"),
-                                 interaction=req.interaction, resource_type=req.resource_type,
-                                 resource_id=req.resource_id, operation=req.operation)
+        principal, failure = await self._authenticate(svc, Request(scope), req)
+        request_state = scope.setdefault("state", {})
+        request_state["principal"] = principal if principal is not None else ANONYMOUS
+        request_state["access_requirement"] = req
+        request_state["authentication_failure"] = failure
+        if principal is not None and principal.staff is not None:
+            request_state["staff"] = principal.staff  # request.state.staff, as the review API reads it
+        await self.app(scope, receive, send)
 
     @staticmethod
     def _agent(principal: Principal | None, ip: str | None, request: Request, req=None) -> dict:
@@ -189,13 +164,9 @@ class AuthenticationMiddleware:
         return agent_of(principal, ip)
 
     async def _authenticate(self, svc, request: Request, req):
-        """(principal, None) or (None, (status, code, message, WWW-Authenticate))."""
-        enforcing = svc.enforcing
-        if req.kind == policy.UNDECLARED.kind:  # fail closed: the route declared no requirement
-            if enforcing:
-                return None, (403, "forbidden", "no access policy is declared for this route", None)
-            return ANONYMOUS, None
-        if req.kind == policy.PUBLIC or req.kind == policy.DELEGATED:
+        """(principal, None) or (None, (status, code, message, WWW-Authenticate)) when the presented
+        credential fails. The route's kind only spares work (public routes look nothing up)."""
+        if req.kind in (policy.PUBLIC, policy.DELEGATED, policy.UNDECLARED.kind):
             return ANONYMOUS, None
         auth = request.headers.get("authorization", "")
         bearer = auth[7:].strip() if auth[:7].lower() == "bearer " else None
@@ -225,15 +196,69 @@ class AuthenticationMiddleware:
                 return None, (401, "login", "the session or token is invalid or expired", 'Bearer realm="precert", error="invalid_token"')
         if bearer is not None and req.kind != policy.SMART:
             return None, (401, "login", "this route needs a payer staff session", 'Bearer realm="precert-staff"')
-        strict = enforcing or (req.kind == policy.STAFF and req.always)
-        if req.kind == policy.SMART and strict:
-            return None, (401, "login", "authentication required: a SMART Backend Services access token", 'Bearer realm="precert"')
-        if req.kind in (policy.STAFF, policy.DOCS) and strict:
-            return None, (401, "login", "payer staff sign-in required (POST /staff/login)", 'Bearer realm="precert-staff"')
         return ANONYMOUS, None
+
+
+
+class AuthorizationMiddleware:
+    """Enforces the matched route's declared requirement (:mod:`server.auth.policy`) on the principal
+    :class:`AuthenticationMiddleware` set, before any body is read; refuses (and audits the refusal)
+    in the shape of the route's surface, and audits the access with the response's status."""
+
+    def __init__(self, app, fastapi_app=None):
+        self.app = app
+        self.fastapi_app = fastapi_app
+
+    async def __call__(self, scope, receive, send):
+        request_state = scope.get("state") or {}
+        if scope["type"] != "http" or "access_requirement" not in request_state:
+            await self.app(scope, receive, send)
+            return
+        svc = self.fastapi_app.state.precert.services["auth"]
+        req = request_state["access_requirement"]
+        principal = request_state["principal"]
+        path, method = scope["path"], scope["method"]
+        request = Request(scope)
+        ip = scope.get("client")[0] if scope.get("client") else None
+        failure = request_state.get("authentication_failure") or self._authorize(svc, request, req, principal)
+        if failure is not None:
+            status, code, message, www = failure
+            if req.kind != policy.PUBLIC:
+                svc.audit.record(kind="rest", agent=AuthenticationMiddleware._agent(principal, ip, request), status=status,
+                                 method=method, path=path, query=scope.get("query_string", b"").decode("latin-1"),
+                                 interaction=req.interaction, resource_type=req.resource_type,
+                                 resource_id=req.resource_id, operation=req.operation, description=message)
+            await AuthenticationMiddleware._refuse(self, scope, receive, send, status, code, message, www)
+            return
+        status_box = [500]
+        audited = req.kind not in (policy.PUBLIC, policy.UNDECLARED.kind) and (req.phi or principal.kind != "anonymous")
+
+        async def send_wrapper(message):
+            if message["type"] == "http.response.start":
+                status_box[0] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            if audited:
+                svc.audit.record(kind="rest", agent=AuthenticationMiddleware._agent(principal, ip, request, req),
+                                 status=status_box[0], method=method, path=path,
+                                 query=scope.get("query_string", b"").decode("latin-1"),
+                                 interaction=req.interaction, resource_type=req.resource_type,
+                                 resource_id=req.resource_id, operation=req.operation)
 
     @staticmethod
     def _authorize(svc, request: Request, req, principal: Principal):
+        enforcing = svc.enforcing
+        if req.kind == policy.UNDECLARED.kind:  # fail closed: the route declared no requirement
+            return (403, "forbidden", "no access policy is declared for this route", None) if enforcing else None
+        if principal.kind == "anonymous" and req.kind not in (policy.PUBLIC, policy.DELEGATED):
+            strict = enforcing or (req.kind == policy.STAFF and req.always)
+            if req.kind == policy.SMART and strict:
+                return (401, "login", "authentication required: a SMART Backend Services access token", 'Bearer realm="precert"')
+            if req.kind in (policy.STAFF, policy.DOCS) and strict:
+                return (401, "login", "payer staff sign-in required (POST /staff/login)", 'Bearer realm="precert-staff"')
         if req.kind in (policy.PUBLIC, policy.DELEGATED, policy.UNDECLARED.kind) or principal.kind == "anonymous":
             return None
         if principal.kind == "staff" and req.kind == policy.SMART and not svc.enforcing:

@@ -18,7 +18,7 @@ from server.auth.audit import AuditLog, to_audit_event
 from server.auth.clients import ClientRegistry, RegistrationError, build_client, sandbox_clients
 from server.auth.config import AuthConfig
 from server.auth.isolation import install_hooks
-from server.auth.middleware import AuthenticationMiddleware, SecurityHeadersMiddleware, cors_middleware
+from server.auth.middleware import AuthenticationMiddleware, AuthorizationMiddleware, SecurityHeadersMiddleware, cors_middleware
 from server.auth.scopes import register_types
 from server.auth.staff import COOKIE, StaffDirectory, StaffPrincipal, require_staff, staff_token
 from server.auth.jwks import shared as shared_jwks
@@ -552,9 +552,10 @@ def install(app: FastAPI) -> None:
     app.include_router(staff_router)
     app.include_router(admin)
     app.include_router(audit_router)
-    # Innermost first: authentication, then CORS around it, then the security headers around both.
+    # Innermost first: authorization, authentication around it, then CORS, then the security headers.
     settings = app.state.settings
-    app.add_middleware(AuthenticationMiddleware, fastapi_app=app)
+    app.add_middleware(AuthorizationMiddleware, fastapi_app=app)  # inner: enforces what the route declares
+    app.add_middleware(AuthenticationMiddleware, fastapi_app=app)  # outer: sets the principal, never refuses
     if settings.cors_origins:
         app.add_middleware(cors_middleware, origins=settings.cors_origins)
     app.add_middleware(SecurityHeadersMiddleware, https=bool(settings.base_url and settings.base_url.startswith("https:")))
