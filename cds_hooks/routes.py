@@ -99,6 +99,11 @@ class CRDState:
     def storage(self):
         return self.app_state.storage
 
+    @property
+    def member_records(self) -> Repository:
+        """The payer's own look-up of its member records (bound to no organization; not audited per read)."""
+        return Repository.system(self.app_state, actor="crd-member-lookup")
+
     def preferred_sites(self) -> list[dict]:
         """In-network places the payer proposes when an order goes out of network."""
         return list(get_rules(self.app_state).payer.preferred_sites)
@@ -153,7 +158,7 @@ class CRDState:
             return None
 
         async def load() -> dict | None:
-            found, _ = await self.storage.search("Coverage", {"k.identifier": {"$in": values}}, count=1, with_total=False)
+            found, _ = await self.member_records.search("Coverage", {"k.identifier": {"$in": values}}, count=1, with_total=False)
             return found[0].resource if found else None
 
         try:

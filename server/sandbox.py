@@ -170,11 +170,10 @@ def _content(resource: dict) -> bytes:
 
 async def load_sandbox(state) -> int:
     """Write the sandbox resources that are missing or changed. Returns how many were written."""
-    storage = state.storage
     repo = Repository.system(state, "sandbox-loader")
     written = 0
     for resource in sandbox_resources():
-        existing = await storage.read(resource["resourceType"], resource["id"])
+        existing = await repo.read(resource["resourceType"], resource["id"])
         if existing is not None and not existing.deleted and _content(existing.resource) == _content(resource):
             continue
         try:

@@ -9,6 +9,7 @@ import uuid
 import pytest
 from pymongo import DESCENDING, ASCENDING, MongoClient
 
+from server.fhir.repository import Repository
 from server.pas.service import PasService
 from server.shared_cache import SharedCache
 from tests.pas_support import claim_response, entry, pas_request, submit
@@ -79,6 +80,21 @@ class CountingStorage:
         return None
 
 
+class BareState:
+    """Just enough of AppState for a system repository: its storage, and no isolation hooks."""
+
+    owner_resolver = None
+
+    def __init__(self, storage):
+        self.storage = storage
+
+    async def search_filter_for(self, principal, rtype):
+        return None
+
+    async def visible_to(self, principal, stored):
+        return True
+
+
 class NoVersions:
     """The cache_versions collection of a database nobody has written to."""
 
@@ -90,6 +106,8 @@ def test_concurrent_look_ups_of_one_member_share_one_query():
     async def scenario():
         service = PasService.__new__(PasService)
         service.storage = CountingStorage()
+        # The member look-up's system repository, over the counting storage and no isolation hooks.
+        service.member_records = Repository.system(BareState(service.storage), actor="pas-member-lookup")
         service.members = SharedCache(NoVersions(), "pas-members", ttl=30)
         waiting = [asyncio.ensure_future(service._member_records(["urn:x|m1"])) for _ in range(50)]
 

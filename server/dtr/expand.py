@@ -13,6 +13,7 @@ from questionnaires.catalog import expansion_contains, get_catalog
 from server.dtr.common import parse_parameters
 from server.fhir.errors import FHIRError, bad_request, not_found
 from server.fhir.operations import OperationCall, operation
+from server.fhir.repository import Repository
 from server.fhir.responses import fhir_response
 from server.storage import fhir_instant, utcnow
 
@@ -87,11 +88,13 @@ async def _expand(call: OperationCall):
                 args[p.name] = str(p.value)
             elif p.name == "valueSet":
                 raise FHIRError.single(422, "not-supported", "expanding a ValueSet given in the request is not supported; name it by url")
-    st = call.request.app.state.precert
+    # The caller's repository: a value set it may not see answers as unknown; expanding one needs
+    # no ValueSet read scope beyond the operation's own.
+    repo = Repository.of(call.request)
     valueset = None
     if call.resource_id is not None:
-        stored = await st.storage.read("ValueSet", call.resource_id)
-        if stored is None or stored.deleted or not await st.visible(call.request, stored):
+        stored = await repo.read("ValueSet", call.resource_id, scoped=False)
+        if stored is None or stored.deleted:
             raise not_found(f"ValueSet/{call.resource_id} is not known")
         valueset = stored.resource
     else:
@@ -103,8 +106,8 @@ async def _expand(call: OperationCall):
         canonical = url if "|" in url or not args.get("valueSetVersion") else f"{url}|{args['valueSetVersion']}"
         valueset = get_catalog().valueset(canonical)
         if valueset is None:
-            found, _ = await st.storage.search("ValueSet", {"k.url": canonical.split("|")[0]}, count=5, with_total=False)
-            candidates = [f.resource for f in found if await st.visible(call.request, f)]
+            found, _ = await repo.search("ValueSet", {"k.url": canonical.split("|")[0]}, count=5, with_total=False, scoped=False)
+            candidates = [f.resource for f in found]
             version = canonical.split("|")[1] if "|" in canonical else None
             candidates = [c for c in candidates if version is None or c.get("version") == version]
             valueset = candidates[0] if candidates else None

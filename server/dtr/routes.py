@@ -85,14 +85,15 @@ async def load_templates(state) -> None:
     register_context_resolver(state, crd_assertion_resolver)
     register_context_resolver(state, pas_case_resolver)
     storage = state.storage
+    repo = Repository.system(state, "dtr-templates")
     written = 0
     for resource in get_catalog().resources():
         rtype, rid = resource["resourceType"], resource["id"]
-        existing = await storage.read(rtype, rid)
+        existing = await repo.read(rtype, rid)
         if existing is not None and not existing.deleted and _content(existing.resource) == _content(resource):
             continue
         try:
-            await Repository.system(state, "dtr-templates").put(rtype, rid, copy.deepcopy(resource), reason="DTR template")
+            await repo.put(rtype, rid, copy.deepcopy(resource), reason="DTR template")
             written += 1
         except VersionConflict:  # another worker wrote it at the same moment
             pass

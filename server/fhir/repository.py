@@ -115,10 +115,15 @@ class Repository:
             raise _forbidden("payer staff change prior-authorization data only through the review actions their role allows")
 
     # ------------------------------------------------------------------ reads
-    async def read(self, rtype: str, rid: str) -> StoredResource | None:
-        """The current version (possibly a deletion marker), or None when absent or not the caller's."""
+    async def read(self, rtype: str, rid: str, *, scoped: bool = True) -> StoredResource | None:
+        """The current version (possibly a deletion marker), or None when absent or not the caller's.
+
+        ``scoped=False``, as for :meth:`search`, is for a look-up on the caller's behalf (a value set
+        an operation expands): isolation still applies, the read scope is not needed. Reads are not
+        audited (only writes are), so a look-up adds no audit record and no query beyond its own.
+        """
         stored = await self.storage.read(rtype, rid)
-        if stored is None or not await self.shows(stored):
+        if stored is None or not await (self.shows(stored) if scoped else self.visible(stored)):
             return None
         return stored
 

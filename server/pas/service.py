@@ -92,6 +92,9 @@ class PasService:
         # eligibility systems are; a write to any Coverage or Patient, through any worker, clears
         # them everywhere. Concurrent look-ups of one member share one query (single flight).
         self.members = SharedCache(state.storage.collection("cache_versions"), "pas-members", ttl=MEMBER_CACHE_SECONDS)
+        # The payer's own look-up of its member records: not the submitting client's reads, so bound
+        # to no organization (Coverage and Patient are not isolated; reads are not audited).
+        self.member_records = Repository.system(state, actor="pas-member-lookup")
 
     async def forget_members(self, event: ResourceWritten) -> None:
         if event.stored.type in ("Coverage", "Patient"):
@@ -112,14 +115,14 @@ class PasService:
     async def _load_member(self, ids: list[str]) -> tuple[dict | None, dict | None]:
         coverage = None
         for criteria in self.member_queries(ids):
-            found, _ = await self.storage.search("Coverage", criteria, count=1, with_total=False)
+            found, _ = await self.member_records.search("Coverage", criteria, count=1, with_total=False)
             if found:
                 coverage = found[0].resource
                 break
         patient = None
         ref = ((coverage or {}).get("beneficiary") or {}).get("reference")
         if isinstance(ref, str) and "/" in ref:
-            stored = await self.storage.read(*ref.split("/")[-2:])
+            stored = await self.member_records.read(*ref.split("/")[-2:])
             patient = stored.resource if stored and not stored.deleted else None
         return coverage, patient
 

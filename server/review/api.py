@@ -43,6 +43,7 @@ from starlette.responses import Response
 
 from server.fhir.errors import FHIRError
 from server.fhir.jsonio import BodyTooLarge, read_body
+from server.fhir.repository import Repository
 from server.fhir.responses import base_url
 from server.pas import cases as case_store
 from server.pas import decisions
@@ -379,7 +380,7 @@ async def list_cases(request: Request, status: str = "pended", urgency: str | No
     # The queue's columns: member, age, plan and provider, from the request or the payer's own records.
     now = clock.now()
     rows = [workbench.row(c, now) for c in docs]
-    await workbench.payer_records(request.app.state.precert, rows)
+    await workbench.payer_records(Repository.of(request), rows)
     found = [{**summary(c), "member": r["member"], "age": r["age"], "plan": r["plan"], "provider": r["provider"]}
              for c, r in zip(docs, rows)]
     return json_response({"total": await cases.count_documents(query), "cases": found})
@@ -444,7 +445,7 @@ async def _dashboard(request: Request) -> dict:
         period = dashboard.parse_period(q.get("from"), q.get("to"))
     except metrics.PeriodError as exc:
         raise ReviewError(400, str(exc)) from None
-    return await dashboard.dashboard(request.app.state.precert, period, q.get("category", "")[:60], q.get("plan", "")[:60])
+    return await dashboard.dashboard(request.app.state.precert, Repository.of(request), period, q.get("category", "")[:60], q.get("plan", "")[:60])
 
 
 @router.get("/dashboard")

@@ -28,6 +28,7 @@ from collections import Counter, defaultdict
 from datetime import date, datetime, timedelta
 from urllib.parse import urlencode
 
+from server.fhir.repository import Repository
 from server.pas import cases as case_store
 from server.pas.reasons import REASONS
 from server.review import appeals, clock, metrics
@@ -60,9 +61,9 @@ def plan_of(coverage: dict) -> str:
     return ""
 
 
-async def plans_by_coverage(state, coverage_ids) -> dict[str, str]:
+async def plans_by_coverage(repo: Repository, coverage_ids) -> dict[str, str]:
     ids = [f"Coverage/{c}" for c in dict.fromkeys(coverage_ids) if c]
-    return {res.id: plan_of(res.resource) for res in await state.storage.read_many(ids)} if ids else {}
+    return {res.id: plan_of(res.resource) for res in await repo.read_many(ids)} if ids else {}
 
 
 def _rate(part: int, whole: int) -> float | None:
@@ -159,14 +160,14 @@ def compute(cases: list[dict], open_cases: list[dict], stages: list[dict], perio
     }
 
 
-async def dashboard(state, period: metrics.Period, category: str = "", plan: str = "") -> dict:
+async def dashboard(state, repo: Repository, period: metrics.Period, category: str = "", plan: str = "") -> dict:
     cases_coll = case_store.collection(state.storage)
     scope: dict = {"categories": category} if category else {}
     decided = [c async for c in cases_coll.find({"decided": {"$gte": period.start_at, "$lt": period.end_at},
                                                  "status": {"$nin": ["error", "cancelled", "pended"]}, **scope}, CASE_FIELDS)]
     open_cases = [c async for c in cases_coll.find({"status": "pended", **scope}, CASE_FIELDS)]
     if plan:
-        plans = await plans_by_coverage(state, [c.get("coverage_id") for c in decided + open_cases])
+        plans = await plans_by_coverage(repo, [c.get("coverage_id") for c in decided + open_cases])
         decided = [c for c in decided if plans.get(c.get("coverage_id")) == plan]
         open_cases = [c for c in open_cases if plans.get(c.get("coverage_id")) == plan]
     ids = [c["_id"] for c in decided]

@@ -37,6 +37,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from server.fhir.errors import FHIRError
 from server.fhir.jsonio import BodyTooLarge, read_body
+from server.fhir.repository import Repository
 from server.fhir.responses import base_url
 from server.pas.reasons import DENIAL_REASONS, REASONS
 from server.review import api as review_api
@@ -335,7 +336,7 @@ async def queue_page(request: Request) -> Response:
         flt.status = "decided"
     per = _whole(q.get("per"), workbench.QUEUE_LIMIT, 1, workbench.QUEUE_LIMIT)
     page = _whole(q.get("page"), 1, 1, 100_000)
-    rows, total = await workbench.queue(state, flt, per, (page - 1) * per)
+    rows, total = await workbench.queue(state, Repository.of(request), flt, per, (page - 1) * per)
     keep = [(k, v) for k, v in q.multi_items() if k not in ("page",)]
 
     def page_link(n: int) -> str:
@@ -392,7 +393,7 @@ async def dashboard_page(request: Request) -> Response:
         period = dashboard.parse_period(q.get("from"), q.get("to"))
     except metrics.PeriodError as exc:
         period, error, status = dashboard.default_period(), str(exc), 400
-    data = await dashboard.dashboard(state, period, category, plan)
+    data = await dashboard.dashboard(state, Repository.of(request), period, category, plan)
     query = urlencode({k: v for k, v in {"from": period.start.isoformat(), "to": period.end.isoformat(), "category": category, "plan": plan}.items() if v})
     return render("dashboard.html", status=status, who=who, now=clock.now(), nav="dashboard", d=data, error=error, query=query,
                   plans=list(get_rules(state).payer.plans), categories=await workbench.categories(state), links=who.has(*WORKERS))
@@ -426,7 +427,7 @@ async def case_page(request: Request, who, case_id: str, *, status: int = 200, e
     done = request.query_params.get("done")
     case_appeals = [appeals.public(a, now) for a in await appeals.for_case(state, case["_id"])]
     rule = workbench.extension_rule(state, case)
-    req = await workbench.fill_request_view(state, case, view.request_view(case))
+    req = await workbench.fill_request_view(Repository.of(request), case, view.request_view(case))
     return render("case.html", status=status, who=who, now=now, case=case, req=req,
                   row=workbench.row(case, now, with_member=False), error=error, form=form or {},
                   done=DONE.get(done or ""), staff=await assignable(state), appeals=case_appeals,
@@ -577,7 +578,7 @@ async def appeal_page(request: Request, who, appeal_id: str, *, status: int = 20
     except ReviewError as exc:
         return error_page(request, exc.status, exc.message, who)
     now = clock.now()
-    req = await workbench.fill_request_view(state, case, view.request_view(case))
+    req = await workbench.fill_request_view(Repository.of(request), case, view.request_view(case))
     return render("appeal.html", status=status, who=who, now=now, appeal=appeals.public(appeal, now), case=case,
                   req=req, error=error, done=DONE.get(request.query_params.get("done") or ""),
                   can_decide=who.has(*appeals.DECIDERS[appeal["stages"][-1]["stage"]]))

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
 
+from server.fhir.repository import Repository
 from server.pas import cases as case_store
 from server.review import appeals, clock
 from server.review.dashboard import plans_by_coverage
@@ -177,14 +178,14 @@ def outcome_word(case: dict) -> str:
     return case.get("status") or ""
 
 
-async def payer_records(state, rows: list[dict]) -> None:
+async def payer_records(repo: Repository, rows: list[dict]) -> None:
     """Fill in the member's birth date (age) and plan from the payer's own Patient and Coverage
-    records where the request left them out."""
+    records where the request left them out, as the staff member's repository ``repo`` shows them."""
     wanted = [f"Patient/{r['patient_id']}" for r in rows if not r["birth_date"] and r.get("patient_id")] + \
              [f"Coverage/{r['coverage_id']}" for r in rows if not r["plan"] and r.get("coverage_id")]
     if not wanted:
         return
-    found = {f"{res.type}/{res.id}": res.resource for res in await state.storage.read_many(wanted)}
+    found = {f"{res.type}/{res.id}": res.resource for res in await repo.read_many(wanted)}
     today = clock.now().date()
     for r in rows:
         patient = found.get(f"Patient/{r.get('patient_id')}") or {}
@@ -196,13 +197,13 @@ async def payer_records(state, rows: list[dict]) -> None:
             r["plan"] = coverage_plan(coverage)
 
 
-async def fill_request_view(state, case: dict, req: dict) -> dict:
+async def fill_request_view(repo: Repository, case: dict, req: dict) -> dict:
     """The case page's member: age, and birth date and plan from the payer's own records where the
     request omits them (marked, so the reviewer knows where they come from)."""
     member, coverage = req["member"], req["coverage"]
     wanted = ([f"Patient/{case['patient_id']}"] if not member["birth_date"] and case.get("patient_id") else []) + \
              ([f"Coverage/{case['coverage_id']}"] if not coverage["plan"] and case.get("coverage_id") else [])
-    found = {f"{res.type}/{res.id}": res.resource for res in await state.storage.read_many(wanted)} if wanted else {}
+    found = {f"{res.type}/{res.id}": res.resource for res in await repo.read_many(wanted)} if wanted else {}
     patient = found.get(f"Patient/{case.get('patient_id')}") or {}
     if patient.get("birthDate"):
         member["birth_date"], member["birth_date_from_records"] = str(patient["birthDate"]), True
@@ -213,34 +214,34 @@ async def fill_request_view(state, case: dict, req: dict) -> dict:
     return req
 
 
-async def queue(state, flt: QueueFilter, limit: int = QUEUE_LIMIT, skip: int = 0) -> tuple[list[dict], int]:
+async def queue(state, repo: Repository, flt: QueueFilter, limit: int = QUEUE_LIMIT, skip: int = 0) -> tuple[list[dict], int]:
     """One page of the queue (soonest due first; decided cases newest first) and how many cases
     match in all. A text search reads at most :data:`SEARCH_SCAN` cases."""
     now = clock.now()
     cases = case_store.collection(state.storage)
     q = flt.query(now)
     if flt.plan:
-        q["coverage_id"] = {"$in": await coverage_ids_on_plan(state, q, flt.plan)}
+        q["coverage_id"] = {"$in": await coverage_ids_on_plan(state, repo, q, flt.plan)}
     projection = {"response": 0}
     order = [("received", -1), ("_id", 1)] if flt.newest_first else [("due", 1), ("received", 1), ("_id", 1)]
     if flt.text:
         matched = [r async for r in _rows(cases.find(q, projection).sort(order).limit(SEARCH_SCAN), now)]
-        await payer_records(state, matched)
+        await payer_records(repo, matched)
         matched = [r for r in matched if flt.matches(r)]
         return matched[max(0, skip):max(0, skip) + limit], len(matched)
     found = [r async for r in _rows(cases.find(q, projection).sort(order).skip(max(0, skip)).limit(limit), now)]
-    await payer_records(state, found)
+    await payer_records(repo, found)
     return found, await cases.count_documents(q)
 
 
-async def coverage_ids_on_plan(state, q: dict, plan: str) -> list[str]:
+async def coverage_ids_on_plan(state, repo: Repository, q: dict, plan: str) -> list[str]:
     """The coverages (of the cases ``q`` selects) whose plan in the payer's records is ``plan``."""
     try:
         ids = [c for c in await case_store.collection(state.storage).distinct("coverage_id", q) if isinstance(c, str)]
     except Exception:  # a database without distinct
         ids = [c["coverage_id"] async for c in case_store.collection(state.storage).find(q, {"coverage_id": 1}).limit(SEARCH_SCAN)
                if isinstance(c.get("coverage_id"), str)]
-    plans = await plans_by_coverage(state, ids)
+    plans = await plans_by_coverage(repo, ids)
     return [c for c, p in plans.items() if p == plan]
 
 
