@@ -89,48 +89,57 @@ def cors_middleware(app, origins) -> CORSMiddleware:
     )
 
 
+async def refuse(scope, receive, send, status: int, code: str, message: str, www: str | None = None) -> None:
+    """A refusal in the shape of the request's surface: an OperationOutcome under /fhir, an RFC 9457
+    problem under /review/api, a sign-in redirect for a workbench page, OAuth-style JSON elsewhere."""
+    # Read (a bounded part of) the unread request body first, so the connection stays usable for
+    # the client's next request; a larger body ends the connection instead.
+    drained, more = 0, True
+    while more and drained <= 1024 * 1024:
+        message_in = await receive()
+        if message_in["type"] != "http.request":
+            break
+        drained += len(message_in.get("body", b""))
+        more = message_in.get("more_body", False)
+    path = scope["path"]
+    accept = next((v for k, v in scope.get("headers", []) if k == b"accept"), b"")
+    if (status == 401 and scope["method"] == "GET" and b"text/html" in accept
+            and (path == "/review" or path.startswith("/review/")) and not path.startswith("/review/api")):
+        # A person opening a workbench page is sent to sign in, then back.
+        target = path + ("?" + scope["query_string"].decode("latin-1") if scope.get("query_string") else "")
+        location = "/review/login?next=" + quote(target, safe="")
+        headers = [(b"location", location.encode()), (b"content-length", b"0")]
+        await send({"type": "http.response.start", "status": 303, "headers": headers})
+        await send({"type": "http.response.body", "body": b""})
+        return
+    if path == "/fhir" or path.startswith("/fhir/"):
+        body = orjson.dumps(operation_outcome([issue(code, message)]))
+        ctype = FHIR_JSON_UTF8.encode()
+    elif path.startswith("/review/api/"):  # the staff review API answers with RFC 9457 problems
+        body = orjson.dumps({"type": f"https://precert.example.org/problems/{code}", "title": HTTPStatus(status).phrase,
+                             "status": status, "detail": message, "code": code})
+        ctype = b"application/problem+json"
+    else:
+        body = orjson.dumps({"error": code, "message": message})
+        ctype = b"application/json"
+    headers = [(b"content-type", ctype), (b"content-length", str(len(body)).encode())]
+    if www:
+        headers.append((b"www-authenticate", www.encode()))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def audit_agent(principal: Principal | None, ip: str | None, req=None) -> dict:
+    """Who an audit record names: the principal, or the CDS Hooks client a delegated route checks itself."""
+    if req is not None and req.kind == policy.DELEGATED:
+        return {"kind": "ehr", "id": "cds-hooks-client", "display": "CDS Hooks client (JWT checked by the service)", "ip": ip}
+    return agent_of(principal, ip)
+
+
 class AuthenticationMiddleware:
     def __init__(self, app, fastapi_app=None):
         self.app = app
         self.fastapi_app = fastapi_app
-
-    # ------------------------------------------------------------------ helpers
-    async def _refuse(self, scope, receive, send, status: int, code: str, message: str, www: str | None = None) -> None:
-        # Read (a bounded part of) the unread request body first, so the connection stays usable for
-        # the client's next request; a larger body ends the connection instead.
-        drained, more = 0, True
-        while more and drained <= 1024 * 1024:
-            message_in = await receive()
-            if message_in["type"] != "http.request":
-                break
-            drained += len(message_in.get("body", b""))
-            more = message_in.get("more_body", False)
-        path = scope["path"]
-        accept = next((v for k, v in scope.get("headers", []) if k == b"accept"), b"")
-        if (status == 401 and scope["method"] == "GET" and b"text/html" in accept
-                and (path == "/review" or path.startswith("/review/")) and not path.startswith("/review/api")):
-            # A person opening a workbench page is sent to sign in, then back.
-            target = path + ("?" + scope["query_string"].decode("latin-1") if scope.get("query_string") else "")
-            location = "/review/login?next=" + quote(target, safe="")
-            headers = [(b"location", location.encode()), (b"content-length", b"0")]
-            await send({"type": "http.response.start", "status": 303, "headers": headers})
-            await send({"type": "http.response.body", "body": b""})
-            return
-        if path == "/fhir" or path.startswith("/fhir/"):
-            body = orjson.dumps(operation_outcome([issue(code, message)]))
-            ctype = FHIR_JSON_UTF8.encode()
-        elif path.startswith("/review/api/"):  # the staff review API answers with RFC 9457 problems
-            body = orjson.dumps({"type": f"https://precert.example.org/problems/{code}", "title": HTTPStatus(status).phrase,
-                                 "status": status, "detail": message, "code": code})
-            ctype = b"application/problem+json"
-        else:
-            body = orjson.dumps({"error": code, "message": message})
-            ctype = b"application/json"
-        headers = [(b"content-type", ctype), (b"content-length", str(len(body)).encode())]
-        if www:
-            headers.append((b"www-authenticate", www.encode()))
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
 
     # ------------------------------------------------------------------ ASGI
     async def __call__(self, scope, receive, send):
@@ -156,12 +165,6 @@ class AuthenticationMiddleware:
         if principal is not None and principal.staff is not None:
             request_state["staff"] = principal.staff  # request.state.staff, as the review API reads it
         await self.app(scope, receive, send)
-
-    @staticmethod
-    def _agent(principal: Principal | None, ip: str | None, request: Request, req=None) -> dict:
-        if req is not None and req.kind == policy.DELEGATED:
-            return {"kind": "ehr", "id": "cds-hooks-client", "display": "CDS Hooks client (JWT checked by the service)", "ip": ip}
-        return agent_of(principal, ip)
 
     async def _authenticate(self, svc, request: Request, req):
         """(principal, None) or (None, (status, code, message, WWW-Authenticate)) when the presented
@@ -199,7 +202,6 @@ class AuthenticationMiddleware:
         return ANONYMOUS, None
 
 
-
 class AuthorizationMiddleware:
     """Enforces the matched route's declared requirement (:mod:`server.auth.policy`) on the principal
     :class:`AuthenticationMiddleware` set, before any body is read; refuses (and audits the refusal)
@@ -217,18 +219,16 @@ class AuthorizationMiddleware:
         svc = self.fastapi_app.state.precert.services["auth"]
         req = request_state["access_requirement"]
         principal = request_state["principal"]
-        path, method = scope["path"], scope["method"]
-        request = Request(scope)
         ip = scope.get("client")[0] if scope.get("client") else None
-        failure = request_state.get("authentication_failure") or self._authorize(svc, request, req, principal)
+        record = dict(kind="rest", method=scope["method"], path=scope["path"], query=scope.get("query_string", b"").decode("latin-1"),
+                      interaction=req.interaction, resource_type=req.resource_type, resource_id=req.resource_id,
+                      operation=req.operation)
+        failure = request_state.get("authentication_failure") or self._authorize(svc, req, principal)
         if failure is not None:
             status, code, message, www = failure
             if req.kind != policy.PUBLIC:
-                svc.audit.record(kind="rest", agent=AuthenticationMiddleware._agent(principal, ip, request), status=status,
-                                 method=method, path=path, query=scope.get("query_string", b"").decode("latin-1"),
-                                 interaction=req.interaction, resource_type=req.resource_type,
-                                 resource_id=req.resource_id, operation=req.operation, description=message)
-            await AuthenticationMiddleware._refuse(self, scope, receive, send, status, code, message, www)
+                svc.audit.record(agent=audit_agent(principal, ip), status=status, description=message, **record)
+            await refuse(scope, receive, send, status, code, message, www)
             return
         status_box = [500]
         audited = req.kind not in (policy.PUBLIC, policy.UNDECLARED.kind) and (req.phi or principal.kind != "anonymous")
@@ -242,38 +242,34 @@ class AuthorizationMiddleware:
             await self.app(scope, receive, send_wrapper)
         finally:
             if audited:
-                svc.audit.record(kind="rest", agent=AuthenticationMiddleware._agent(principal, ip, request, req),
-                                 status=status_box[0], method=method, path=path,
-                                 query=scope.get("query_string", b"").decode("latin-1"),
-                                 interaction=req.interaction, resource_type=req.resource_type,
-                                 resource_id=req.resource_id, operation=req.operation)
+                svc.audit.record(agent=audit_agent(principal, ip, req), status=status_box[0], **record)
 
     @staticmethod
-    def _authorize(svc, request: Request, req, principal: Principal):
-        enforcing = svc.enforcing
+    def _authorize(svc, req, principal: Principal):
+        """None when ``principal`` may proceed, else (status, code, message, WWW-Authenticate)."""
         if req.kind == policy.UNDECLARED.kind:  # fail closed: the route declared no requirement
-            return (403, "forbidden", "no access policy is declared for this route", None) if enforcing else None
-        if principal.kind == "anonymous" and req.kind not in (policy.PUBLIC, policy.DELEGATED):
-            strict = enforcing or (req.kind == policy.STAFF and req.always)
-            if req.kind == policy.SMART and strict:
-                return (401, "login", "authentication required: a SMART Backend Services access token", 'Bearer realm="precert"')
-            if req.kind in (policy.STAFF, policy.DOCS) and strict:
-                return (401, "login", "payer staff sign-in required (POST /staff/login)", 'Bearer realm="precert-staff"')
-        if req.kind in (policy.PUBLIC, policy.DELEGATED, policy.UNDECLARED.kind) or principal.kind == "anonymous":
+            return (403, "forbidden", "no access policy is declared for this route", None) if svc.enforcing else None
+        if req.kind in (policy.PUBLIC, policy.DELEGATED):
             return None
-        if principal.kind == "staff" and req.kind == policy.SMART and not svc.enforcing:
-            return None  # the open sandbox lets anyone write; a signed-in reviewer is not less than anyone
+        if principal.kind == "anonymous":
+            if not (svc.enforcing or (req.kind == policy.STAFF and req.always)):
+                return None  # the open sandbox
+            if req.kind == policy.SMART:
+                return (401, "login", "authentication required: a SMART Backend Services access token", 'Bearer realm="precert"')
+            return (401, "login", "payer staff sign-in required (POST /staff/login)", 'Bearer realm="precert-staff"')
         if req.kind == policy.SMART:
+            if principal.kind == "staff" and not svc.enforcing:
+                return None  # the open sandbox lets anyone write; a signed-in reviewer is not less than anyone
             if principal.allows(req.permissions):
                 return None
             need = " ".join(f"system/{t}.{letter}" for t, letter in req.permissions)
             return (403, "forbidden", f"the access token does not grant {req.describe()}",
                     f'Bearer realm="precert", error="insufficient_scope", scope="{need}"')
-        if req.kind in (policy.STAFF, policy.DOCS):
-            if principal.kind != "staff":
-                return (403, "forbidden", "this route is for payer staff", None)
-            if req.roles and not req.page_checks_roles and not principal.staff.has(*req.roles):
-                return (403, "forbidden", f"this needs the {' or '.join(req.roles)} role", None)
+        # STAFF and DOCS
+        if principal.kind != "staff":
+            return (403, "forbidden", "this route is for payer staff", None)
+        if req.roles and not req.page_checks_roles and not principal.staff.has(*req.roles):
+            return (403, "forbidden", f"this needs the {' or '.join(req.roles)} role", None)
         return None
 
 
