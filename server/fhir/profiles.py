@@ -772,11 +772,8 @@ class _Run:
                 claimed.append(compile_profile(purl, self.prefer))
             except UnknownProfile:
                 self.add("warning", "not-supported", "profile-unknown", f"{loc}.meta.profile", f"profile {purl} is not known")
-        if not urls and any(p.type == rtype for p in claimed):
-            # Its own profile holds every rule of its base type: the base is not walked as well.
-            urls = []
-        else:
-            urls = urls or [rtype]
+        if not urls and not any(p.type == rtype for p in claimed):
+            urls = [rtype]  # no profile of its own, whose rules would include its base type's
         # Several profiles on one type mean "any of these" (ElementDefinition.type.profile).
         best: list[dict] | None = None
         for purl in urls:
@@ -890,20 +887,13 @@ class _Run:
                 continue
             ck = (id(target), url)
             if ck not in self.conforms:
-                prof = compile_profile(url, self.prefer)
-                walked = self.walked.get((id(target), id(prof), True))
-                if walked is not None:
-                    # Already walked in full: the same issues, less those of its own references.
-                    self.conforms[ck] = not any(i["severity"] == "error" and i["details"]["coding"][0]["code"] != "reference-target"
-                                                for i in walked[1])
-                else:
-                    # Walked in full once here (the walk of its own entry reuses it); a reference
-                    # back to a resource being walked is taken to conform.
-                    self.conforms[ck] = True
-                    sub = _Run(self.root, self.prefer, self)
-                    sub.resource(target, prof, rtype, target)
-                    self.conforms[ck] = not any(i["severity"] == "error" and i["details"]["coding"][0]["code"] != "reference-target"
-                                                for i in sub.issues)
+                # The target's own walk (shared with its entry's, whichever comes first), less what it
+                # says of its own references; a reference back to a resource being walked conforms.
+                self.conforms[ck] = True
+                sub = _Run(self.root, self.prefer, self)
+                sub.resource(target, compile_profile(url, self.prefer), rtype, target)
+                self.conforms[ck] = not any(i["severity"] == "error" and i["details"]["coding"][0]["code"] != "reference-target"
+                                            for i in sub.issues)
             if self.conforms[ck]:
                 return
         self.add("error", "structure", "reference-target", f"{loc}.reference",
