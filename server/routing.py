@@ -64,20 +64,24 @@ class SegmentDispatch:
             return sub
 
         self.views = {name: view(name) for name in names}
-        self.fallback = view(object())  # only the routes that match anywhere
+        self.fallback = view(ANY)  # a segment no route names: only the routes that match anywhere
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.entry(scope, receive, send)
-            return
+    def view_for(self, scope: Scope):
+        """The view of the router that routes ``scope``: that of its path's first segment."""
         if self.views is None:
             self._build()
         path = scope.get("path") or "/"
         root = scope.get("root_path") or ""
         if root and path.startswith(root):
             path = path[len(root):]  # as the router reads it (served under a root path)
-        name = path.lstrip("/").split("/", 1)[0]
-        sub = self.views.get(name, self.fallback)
+        name = path[1:].split("/", 1)[0]  # "//fhir/x" has an empty first segment, as the router reads it
+        return self.views.get(name, self.fallback)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.entry(scope, receive, send)
+            return
+        sub = self.view_for(scope)
         scope.setdefault("router", self.router)  # url_for and friends see every route
         await sub.app(scope, receive, send)
 

@@ -45,17 +45,30 @@ def test_the_index_is_the_routers_entry_point(server):
 def test_every_route_is_reached_through_its_segments_view(server):
     app = server.app
     dispatch = app.router.middleware_stack
-    dispatch._build()
     checked = 0
     for template, methods in policy.iter_routes(app):
         path = _concrete(template)
-        name = path.lstrip("/").split("/", 1)[0]
-        view = dispatch.views.get(name, dispatch.fallback)
         for method in (*methods, "DELETE", "PATCH"):  # also methods the route does not serve: a 405, or another route
             scope = _scope(app, method, path)
-            assert _chosen(view.routes, scope) == _chosen(app.router.routes, scope), (method, path)
+            assert _chosen(dispatch.view_for(scope).routes, scope) == _chosen(app.router.routes, scope), (method, path)
             checked += 1
     assert checked > 100
+
+
+ODD_PATHS = ["/", "//fhir/metadata", "/fhir", "/fhir/", "/FHIR/metadata", "/fhir//Patient", "/%2e%2e/fhir/metadata",
+             "/fhir/../review/login", "/" + "a" * 5000, "/cds-services/", "/.well-known", "/review/api/"]
+
+
+def test_odd_and_hostile_paths_reach_the_route_the_full_router_would(server):
+    app = server.app
+    dispatch = app.router.middleware_stack
+    for path in ODD_PATHS:
+        for method in ("GET", "POST", "DELETE"):
+            scope = _scope(app, method, path)
+            assert _chosen(dispatch.view_for(scope).routes, scope) == _chosen(app.router.routes, scope), (method, path)
+            # ... and served under a root path, the same route again.
+            rooted = _scope(app, method, path, root_path="/payer")
+            assert _chosen(dispatch.view_for(rooted).routes, scope) == _chosen(app.router.routes, scope), (method, path)
 
 
 def test_an_unknown_first_segment_is_a_404(client):
