@@ -26,20 +26,24 @@ FHIR_METHODS = frozenset({"create", "create_many", "read", "vread", "history", "
 NOT_FHIR = frozenset({"collection", "connect", "close", "ensure_indexes", "ping", "db", "client"})
 
 
-def _is_storage(node: ast.expr) -> bool:
-    """``storage``, ``x.storage``, ``self.state.storage``: an expression naming a Storage."""
+def _is_storage(node: ast.expr, aliases: set[str]) -> bool:
+    """``storage``, ``x.storage``, ``self.state.storage``, or a name a module bound to one
+    (``st = state.storage``): an expression naming a Storage."""
     if isinstance(node, ast.Name):
-        return node.id == "storage"
+        return node.id == "storage" or node.id in aliases
     return isinstance(node, ast.Attribute) and node.attr == "storage"
 
 
 def storage_calls(source: str) -> list[tuple[int, str]]:
+    tree = ast.parse(source)
+    aliases = {t.id for node in ast.walk(tree) if isinstance(node, ast.Assign) and _is_storage(node.value, set())
+               for t in node.targets if isinstance(t, ast.Name)}
     found = []
-    for node in ast.walk(ast.parse(source)):
+    for node in ast.walk(tree):
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in FHIR_METHODS \
-                and _is_storage(node.func.value):
+                and _is_storage(node.func.value, aliases):
             found.append((node.lineno, node.func.attr))
-    return found
+    return sorted(found)
 
 
 def test_the_method_list_covers_storage():
@@ -55,8 +59,10 @@ def test_the_scan_sees_the_call_shapes():
           "    storage = st.storage\n" \
           "    await storage.read_many(['Patient/1'])\n" \
           "    await st.storage.collection('calls').find_one({})\n" \
-          "    await repo.read('ValueSet', 'v')\n"
-    assert storage_calls(src) == [(2, "read"), (3, "search"), (5, "read_many")]
+          "    await repo.read('ValueSet', 'v')\n" \
+          "    db = st.storage\n" \
+          "    await db.vread('Claim', 'c', 1)\n"
+    assert storage_calls(src) == [(2, "read"), (3, "search"), (5, "read_many"), (9, "vread")]
 
 
 def test_only_the_repository_calls_storage_for_fhir_resources():
