@@ -110,8 +110,8 @@ def test_the_monitoring_endpoint_reports_every_open_clock(client, reviewer, time
     assert sum(sum(v.values()) for v in snapshot["by_urgency"].values()) == snapshot["pended"]
     row = next(c for c in snapshot["cases"] if c["id"] == number)
     assert row["clock"] == "due-soon" and row["remaining_seconds"] == 12 * 3600
-    dues = [c["due"] for c in snapshot["cases"]]
-    assert dues == sorted(dues) and snapshot["oldest_due"] == dues[0]
+    dues = [parse(c["due"]) for c in snapshot["cases"]]  # as instants: "…00Z" is after "…00.015Z" as text
+    assert dues == sorted(dues) and parse(snapshot["oldest_due"]) == dues[0]
     assert set(snapshot["appeals"]) == {"open", "overdue", "stages"}
     assert "member" not in row and "patient_id" not in row  # monitoring carries no PHI
 
