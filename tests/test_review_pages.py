@@ -175,6 +175,8 @@ def test_the_queue_orders_by_due_time_filters_and_counts(client, reviewer, direc
     assert standard in ids and urgent in ids
     assert ids.index(urgent) < ids.index(standard)  # 72 hours beats 7 days
     dues = [client.get(f"/review/api/cases/{i}", headers=reviewer).json()["due"] for i in ids[:20]]
+    # one form for every instant (UTC, milliseconds, Z), so the API's text sorts as time does
+    assert all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", d) for d in dues), dues
     assert dues == sorted(dues)
     expedited = case_ids(client.get("/review", params={"urgency": "expedited"}, headers=reviewer).text)
     assert urgent in expedited and standard not in expedited

@@ -294,9 +294,7 @@ worker = staff(*WORKERS)
 
 # ---------------------------------------------------------------------------------- rendering
 def _iso(value) -> str | None:
-    if isinstance(value, datetime):
-        return clock.aware(value).astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
-    return value
+    return clock.instant_text(value) if isinstance(value, datetime) else value
 
 
 def summary(case: dict, now: datetime | None = None) -> dict:
@@ -341,14 +339,15 @@ def detail(case: dict) -> dict:
 
 def _json_default(value):
     if isinstance(value, datetime):
-        return clock.aware(value).isoformat().replace("+00:00", "Z")
+        return clock.instant_text(value)
     if isinstance(value, bytes):
         return None
     raise TypeError
 
 
 def json_response(data, status: int = 200, headers: dict | None = None) -> Response:
-    return Response(orjson.dumps(data, default=_json_default, option=orjson.OPT_NAIVE_UTC | orjson.OPT_UTC_Z),
+    """The staff APIs' JSON: datetimes pass to `_json_default`, so every instant has one form."""
+    return Response(orjson.dumps(data, default=_json_default, option=orjson.OPT_PASSTHROUGH_DATETIME),
                     status_code=status, media_type="application/json", headers=headers)
 
 

@@ -97,6 +97,15 @@ def aware(value: datetime | None) -> datetime | None:
     return value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)
 
 
+def instant_text(value: datetime) -> str:
+    """One text for every instant the review APIs return: UTC, milliseconds always, `Z`.
+
+    MongoDB keeps milliseconds, so a whole second and the millisecond after it must not
+    differ in form (`...:09Z` against `...:09.026Z` sorts the wrong way as text)."""
+    moment = aware(value).astimezone(timezone.utc)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
 def timeframe(urgency: str | None) -> timedelta:
     return EXPEDITED if urgency == "expedited" else STANDARD
 

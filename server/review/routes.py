@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import csv
 import io
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 from pathlib import Path
 from urllib.parse import parse_qsl, quote, urlencode
 
@@ -41,6 +41,7 @@ from server.fhir.repository import Repository
 from server.fhir.responses import base_url
 from server.pas.reasons import DENIAL_REASONS, REASONS
 from server.review import api as review_api
+from server.review.api import json_response
 from server.review import appeals, charts, clock, dashboard, labels, metrics, view, workbench
 from server.rules import get_rules
 from server.review.workbench import QueueFilter, ReviewError
@@ -166,18 +167,6 @@ async def read_form(request: Request) -> dict[str, str]:
     for k, v in pairs:
         out.setdefault(k, v)
     return out
-
-
-def json_response(data, status: int = 200, headers: dict | None = None) -> Response:
-    return Response(orjson.dumps(data, default=_json_default, option=orjson.OPT_NAIVE_UTC | orjson.OPT_UTC_Z), status_code=status, media_type="application/json", headers=headers)
-
-
-def _json_default(value):
-    if isinstance(value, datetime):
-        return clock.aware(value).isoformat().replace("+00:00", "Z")
-    if isinstance(value, bytes):
-        return None
-    raise TypeError
 
 
 def fhir_message(exc: FHIRError) -> str:
@@ -355,8 +344,6 @@ async def queue_page(request: Request) -> Response:
 
 def _day(text: str | None):
     """A date from a query parameter (YYYY-MM-DD), or None when absent or not a date."""
-    from datetime import date
-
     try:
         return date.fromisoformat(text) if text and len(text) == 10 else None
     except ValueError:
