@@ -40,13 +40,28 @@ class Conn:
         self.reader = self.writer = None
 
     async def send(self, head: bytes, body: bytes) -> int:
-        if self.writer is None:
-            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        fresh = self.writer is None
+        if fresh:
+            await self._connect()
         if b"{{uuid}}" in body:
             body = body.replace(b"{{uuid}}", uuid.uuid4().hex.encode())
         payload = head + b"\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
-        self.writer.write(payload)
-        return await read_response(self.reader)
+        try:
+            self.writer.write(payload)
+            return await read_response(self.reader)
+        except (asyncio.IncompleteReadError, ConnectionError) as exc:
+            if fresh or (isinstance(exc, asyncio.IncompleteReadError) and exc.partial):
+                raise
+            # The server closed this keep-alive connection while it sat idle (uvicorn does after
+            # 5 s; an open loop leaves spare connections idle that long) before reading anything of
+            # the request: send it again on a new connection, as HTTP clients do.
+            self.writer.close()
+            await self._connect()
+            self.writer.write(payload)
+            return await read_response(self.reader)
+
+    async def _connect(self) -> None:
+        self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
 
 
 def summarize(latencies: list[float], statuses: dict, elapsed: float, sent: int) -> dict:
