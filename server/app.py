@@ -15,13 +15,11 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.responses import JSONResponse, Response
 
-from server import __version__, routing
+from server import __version__, errors, routing
 from server.embedded_db import EmbeddedDatabase, exit_process
 from server.fhir import profiles
-from server.fhir.errors import FHIRError, issue, operation_outcome
-from server.fhir.responses import fhir_response
+from server.errors import PrecertError
 from server.settings import Settings
 from server.state import AppState
 from server.storage import Storage
@@ -43,40 +41,32 @@ CAPABILITIES = (
 )
 
 
-def _is_fhir(request: Request) -> bool:
-    return request.url.path.startswith("/fhir")
-
-
-def _error_response(request: Request, status: int, code: str, diagnostics: str, headers=None) -> Response:
-    if _is_fhir(request):
-        return fhir_response(operation_outcome([issue(code, diagnostics)]), status, headers)
-    return JSONResponse({"error": code, "message": diagnostics}, status_code=status, headers=headers)
-
-
 def install_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(FHIRError)
-    async def _fhir_error(request: Request, exc: FHIRError):
-        return fhir_response(exc.outcome(), exc.status, exc.headers)
+    """Every refusal a route raises is rendered by :mod:`server.errors` for its request's surface."""
+
+    @app.exception_handler(PrecertError)
+    async def _precert_error(request: Request, exc: PrecertError):
+        return errors.response(request.url.path, exc)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException):
-        code = {404: "not-found", 405: "not-supported", 401: "login", 403: "forbidden"}.get(exc.status_code, "processing")
+        path = request.url.path
         detail = exc.detail if isinstance(exc.detail, str) else "request refused"
         if exc.status_code == 404 and detail == "Not Found":
-            detail = f"no route for {request.method} {request.url.path[:200]}"
+            detail = f"no route for {request.method} {path[:200]}"
         if exc.status_code == 405 and detail == "Method Not Allowed":
-            detail = f"{request.method} is not allowed on {request.url.path[:200]}"
-        return _error_response(request, exc.status_code, code, detail, getattr(exc, "headers", None))
+            detail = f"{request.method} is not allowed on {path[:200]}"
+        code = errors.STATUS_CODES.get(exc.status_code, "processing")
+        return errors.response(path, PrecertError(exc.status_code, detail, code, headers=getattr(exc, "headers", None)))
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError):
-        msgs = "; ".join(f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg')}" for e in exc.errors()[:10])
-        return _error_response(request, 400, "invalid", msgs or "invalid request")
+        return errors.response(request.url.path, PrecertError(400, errors.validation_detail(exc.errors()), "invalid"))
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception):
         log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return _error_response(request, 500, "exception", "internal error; the request was not completed")
+        return errors.response(request.url.path, PrecertError(500, "internal error; the request was not completed", "exception"))
 
 
 def warm_profiles() -> threading.Thread:

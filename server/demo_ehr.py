@@ -42,6 +42,7 @@ from starlette.staticfiles import StaticFiles
 
 from cds_hooks.config import DEMO_EHR_ISS, DEMO_EHR_JWKS_FILE
 from cds_hooks.discovery import SERVICE_HOOK
+from server.errors import PrecertError
 from server.sandbox import sandbox_resources
 from server.sandbox_charts import chart_resources
 from server.storage import utcnow
@@ -79,8 +80,8 @@ DEMO_EHR_KEY = DEMO_EHR_JWKS_FILE.with_name("demo_ehr_private_key.pem")
 DEMO_EHR_KID = "precert-demo-ehr-es384"
 
 
-def _problem(status: int, code: str, message: str) -> JSONResponse:
-    return JSONResponse({"error": code, "message": message}, status_code=status)
+def _problem(status: int, code: str, message: str) -> PrecertError:
+    return PrecertError(status, message, code)
 
 
 async def page(request: Request) -> HTMLResponse:
@@ -106,17 +107,17 @@ async def token(request: Request) -> Response:
     """A sandbox client's access token for the page, when authentication is enforced."""
     svc = request.app.state.precert.services.get("auth")
     if svc is None or not svc.enforcing:
-        return _problem(409, "not-needed", "authentication is not enforced: the demo EHR calls the sandbox without a token")
+        raise _problem(409, "business-rule", "authentication is not enforced: the demo EHR calls the sandbox without a token")
     body = await _json_object(request)
     if body is None:
-        return _problem(400, "invalid", "send {\"organization\": \"org-clinic\"} or org-hospital")
+        raise _problem(400, "invalid", "send {\"organization\": \"org-clinic\"} or org-hospital")
     org = body.get("organization")
     client_id = SANDBOX_CLIENT_FOR.get(org) if isinstance(org, str) else None
     if client_id is None:
-        return _problem(400, "invalid", f"organization must be one of {', '.join(SANDBOX_CLIENT_FOR)}")
+        raise _problem(400, "invalid", f"organization must be one of {', '.join(SANDBOX_CLIENT_FOR)}")
     client = await svc.clients.get(client_id)
     if client is None or not client.active:
-        return _problem(409, "unavailable", f"the sandbox client {client_id} is not registered or not active")
+        raise _problem(409, "business-rule", f"the sandbox client {client_id} is not registered or not active")
     access = svc.tokens.mint(client_id, TOKEN_SCOPE, TOKEN_SECONDS)
     return JSONResponse({"access_token": access, "token_type": "bearer", "expires_in": TOKEN_SECONDS,
                          "scope": TOKEN_SCOPE, "client_id": client_id})
@@ -127,13 +128,13 @@ async def hook_token(request: Request) -> Response:
     enforced (the CRD services then require one)."""
     svc = request.app.state.precert.services.get("auth")
     if svc is None or not svc.enforcing:
-        return _problem(409, "not-needed", "authentication is not enforced: the CDS Hooks services take calls without a JWT")
+        raise _problem(409, "business-rule", "authentication is not enforced: the CDS Hooks services take calls without a JWT")
     body = await _json_object(request)
     if body is None:
-        return _problem(400, "invalid", "send {\"service\": \"order-sign-crd\"}")
+        raise _problem(400, "invalid", "send {\"service\": \"order-sign-crd\"}")
     service = body.get("service")
     if not isinstance(service, str) or service not in SERVICE_HOOK:
-        return _problem(400, "invalid", f"service must be one of {', '.join(SERVICE_HOOK)}")
+        raise _problem(400, "invalid", f"service must be one of {', '.join(SERVICE_HOOK)}")
     # The audience is the service's public URL, as the CRD verifier computes it.
     base = (request.app.state.precert.settings.base_url or str(request.base_url)).rstrip("/")
     now = int(time.time())
@@ -152,16 +153,16 @@ async def receive_notification(request: Request) -> Response:
     event notifications) for the page to read."""
     box = request.path_params["box"]
     if not BOX_ID.match(box):
-        return _problem(404, "not-found", "no such inbox")
+        raise _problem(404, "not-found", "no such inbox")
     body = await request.body()
     if len(body) > MAX_NOTIFICATION_BYTES:
-        return _problem(413, "too-large", "a notification is at most 2 MiB here")
+        raise _problem(413, "too-costly", "a notification is at most 2 MiB here")
     try:
         bundle = orjson.loads(body)
     except orjson.JSONDecodeError:
-        return _problem(400, "invalid", "the notification is not JSON")
+        raise _problem(400, "invalid", "the notification is not JSON")
     if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
-        return _problem(400, "invalid", "a notification is a FHIR Bundle")
+        raise _problem(400, "invalid", "a notification is a FHIR Bundle")
     coll = _collection(request)
     now = utcnow()
     await coll.insert_one({"box": box, "received": now, "bundle": body.decode("utf-8")})
@@ -176,7 +177,7 @@ async def receive_notification(request: Request) -> Response:
 async def read_inbox(request: Request) -> Response:
     box = request.path_params["box"]
     if not BOX_ID.match(box):
-        return _problem(404, "not-found", "no such inbox")
+        raise _problem(404, "not-found", "no such inbox")
     docs = [d async for d in _collection(request).find({"box": box}).sort("received", 1)]
     body = b'{"notifications":[' + b",".join(d["bundle"].encode("utf-8") for d in docs) + b"]}"
     return Response(body, media_type="application/json")

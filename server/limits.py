@@ -12,21 +12,21 @@ One pure ASGI middleware, outermost in the stack, that:
   database failure is 503 with ``Retry-After``, anything else 500, and the keep-alive connection
   stays usable for the client's next request.
 
-Errors are shaped for the surface they come from: an OperationOutcome under ``/fhir`` and
-``/cds-services`` (as their routes answer), ``application/problem+json`` elsewhere.
+Refusals are :class:`Refusal` (a :class:`server.errors.PrecertError`), rendered for the surface
+they come from by :mod:`server.errors`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
 from typing import Any
 
 import anyio
 import orjson
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
+from server.errors import PrecertError, send_refusal
 from server.fhir.jsonio import PARSED_BODY
 
 log = logging.getLogger("precert.limits")
@@ -60,12 +60,13 @@ _BODY_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
 _JSON_TYPES = ("json",)
 
 
-@dataclass
-class Refusal(Exception):
-    status: int
-    code: str
-    message: str
-    close: bool = False
+class Refusal(PrecertError):
+    """A request refused before any route saw it; ``close`` ends the connection after the answer
+    (the rest of the body is not read)."""
+
+    def __init__(self, status: int, code: str, message: str, close: bool = False, headers: dict | None = None):
+        super().__init__(status, message, code, headers=headers)
+        self.close = close
 
 
 def limit_for(path: str, fhir_limit: int | None = None) -> int:
@@ -125,16 +126,6 @@ def is_database_error(exc: BaseException) -> bool:
     return isinstance(exc, PyMongoError) and not isinstance(exc, DuplicateKeyError)
 
 
-def error_body(path: str, status: int, code: str, message: str) -> tuple[bytes, bytes]:
-    """(content type, body) in the error shape of the surface ``path`` belongs to."""
-    if path.startswith(("/fhir", "/cds-services")):
-        outcome = {"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": code, "diagnostics": message}]}
-        return b"application/fhir+json; charset=utf-8", orjson.dumps(outcome)
-    # RFC 9457 members, plus the "error"/"message" pair the other non-FHIR routes answer with.
-    problem = {"type": "about:blank", "title": code, "status": status, "detail": message, "error": code, "message": message}
-    return b"application/problem+json", orjson.dumps(problem)
-
-
 class RequestGuard:
     """The outermost middleware: bounds the request, contains the failure."""
 
@@ -166,20 +157,18 @@ class RequestGuard:
             await self.app(scope, inner_receive, tracked_send)
         except Refusal as refusal:
             if not started:
-                await self._respond(send, path, refusal.status, refusal.code, refusal.message, close=refusal.close)
+                await send_refusal(send, path, refusal, close=refusal.close)
         except Exception as exc:
             if started:
                 log.exception("error after the response started on %s %s", scope.get("method"), _template(scope))
                 return
             if is_database_error(exc):
                 log.error("database unavailable on %s %s: %s", scope.get("method"), _template(scope), type(exc).__name__)
-                await self._respond(
-                    send, path, 503, "transient", "the database is unavailable; retry shortly",
-                    headers=[(b"retry-after", str(RETRY_AFTER_SECONDS).encode())],
-                )
+                await send_refusal(send, path, Refusal(503, "transient", "the database is unavailable; retry shortly",
+                                                       headers={"Retry-After": str(RETRY_AFTER_SECONDS)}))
             else:
                 log.exception("unhandled error on %s %s", scope.get("method"), _template(scope))
-                await self._respond(send, path, 500, "exception", "internal error; the request was not completed")
+                await send_refusal(send, path, Refusal(500, "exception", "internal error; the request was not completed"))
 
     async def _read(self, scope, receive) -> bytes | None:
         path = scope.get("path", "")
@@ -222,15 +211,6 @@ class RequestGuard:
                 # The route's body reader (server/fhir/jsonio.py) takes it instead of parsing again.
                 scope[PARSED_BODY] = (body, parsed)
         return body
-
-    async def _respond(self, send, path: str, status: int, code: str, message: str, headers=None, close: bool = False) -> None:
-        ctype, body = error_body(path, status, code, message)
-        out = [(b"content-type", ctype), (b"content-length", str(len(body)).encode()), *(headers or [])]
-        if close:
-            out.append((b"connection", b"close"))
-        await send({"type": "http.response.start", "status": status, "headers": out})
-        await send({"type": "http.response.body", "body": body})
-
 
 def _replay(body: bytes, receive):
     sent = False

@@ -13,12 +13,9 @@
 
 from __future__ import annotations
 
-from http import HTTPStatus
-
 import logging
 from urllib.parse import quote, urlsplit
 
-import orjson
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 
@@ -27,8 +24,7 @@ from server.auth.audit import agent_of
 from server.auth.principal import ANONYMOUS, Principal
 from server.auth.scopes import Permissions
 from server.auth.staff import COOKIE
-from server.fhir.errors import issue, operation_outcome
-from server.fhir.responses import FHIR_JSON_UTF8
+from server.errors import PrecertError, send_refusal
 
 log = logging.getLogger("precert.auth")
 
@@ -90,8 +86,8 @@ def cors_middleware(app, origins) -> CORSMiddleware:
 
 
 async def refuse(scope, receive, send, status: int, code: str, message: str, www: str | None = None) -> None:
-    """A refusal in the shape of the request's surface: an OperationOutcome under /fhir, an RFC 9457
-    problem under /review/api, a sign-in redirect for a workbench page, OAuth-style JSON elsewhere."""
+    """A refusal in the shape of the request's surface (:mod:`server.errors`), or a sign-in redirect
+    for a person opening a workbench page."""
     # Read (a bounded part of) the unread request body first, so the connection stays usable for
     # the client's next request; a larger body ends the connection instead.
     drained, more = 0, True
@@ -112,21 +108,7 @@ async def refuse(scope, receive, send, status: int, code: str, message: str, www
         await send({"type": "http.response.start", "status": 303, "headers": headers})
         await send({"type": "http.response.body", "body": b""})
         return
-    if path == "/fhir" or path.startswith("/fhir/"):
-        body = orjson.dumps(operation_outcome([issue(code, message)]))
-        ctype = FHIR_JSON_UTF8.encode()
-    elif path.startswith("/review/api/"):  # the staff review API answers with RFC 9457 problems
-        body = orjson.dumps({"type": f"https://precert.example.org/problems/{code}", "title": HTTPStatus(status).phrase,
-                             "status": status, "detail": message, "code": code})
-        ctype = b"application/problem+json"
-    else:
-        body = orjson.dumps({"error": code, "message": message})
-        ctype = b"application/json"
-    headers = [(b"content-type", ctype), (b"content-length", str(len(body)).encode())]
-    if www:
-        headers.append((b"www-authenticate", www.encode()))
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+    await send_refusal(send, path, PrecertError(status, message, code, headers={"WWW-Authenticate": www} if www else None))
 
 
 def audit_agent(principal: Principal | None, ip: str | None, req=None) -> dict:

@@ -1,12 +1,15 @@
 """OperationOutcome helpers.
 
-Every 4xx/5xx under ``/fhir`` is an OperationOutcome. Handlers raise :class:`FHIRError`; the app's
-exception handler turns it into a response, so no route builds an error body by hand.
+Every 4xx/5xx under ``/fhir`` is an OperationOutcome. Handlers raise :class:`FHIRError`, the kind
+of :class:`server.errors.PrecertError` that carries a whole list of issues; the app's exception
+handler renders it (:func:`server.errors.render`), so no route builds an error body by hand.
 """
 
 from __future__ import annotations
 
 from typing import Iterable
+
+from server.errors import PrecertError
 
 
 def issue(
@@ -30,12 +33,14 @@ def operation_outcome(issues: list[dict]) -> dict:
 MAX_ISSUES = 100
 
 
-class FHIRError(Exception):
-    """An error that becomes an OperationOutcome with the given HTTP status."""
+class FHIRError(PrecertError):
+    """A refusal with every OperationOutcome issue found (an OperationOutcome under ``/fhir`` and
+    ``/cds-services``; elsewhere a problem whose detail joins the issues' diagnostics)."""
 
     def __init__(self, status: int, issues: list[dict], headers: dict | None = None):
-        super().__init__(issues[0]["diagnostics"] if issues else str(status))
-        self.status = status
+        errors = [i for i in issues if i.get("severity") in ("error", "fatal")] or issues
+        message = "; ".join(i["diagnostics"] for i in errors[:5] if i.get("diagnostics")) or str(status)
+        super().__init__(status, message, errors[0].get("code") if errors else None, headers=headers)
         if len(issues) > MAX_ISSUES:
             # A body with thousands of mistakes gets the first ones and a count, not megabytes.
             more = len(issues) - MAX_ISSUES
@@ -43,7 +48,9 @@ class FHIRError(Exception):
                 issue("too-costly", f"{more} more issues were found and not listed; only the first {MAX_ISSUES} are reported", severity="information")
             ]
         self.issues = issues
-        self.headers = headers or {}
+
+    def as_issues(self) -> list[dict]:
+        return self.issues
 
     @classmethod
     def single(

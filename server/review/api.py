@@ -18,7 +18,8 @@ and operators' tools use.
     POST /review/api/appeals/{id}/close    {"note"}
 
 Every refusal on every route is an RFC 9457 problem (``application/problem+json``: ``type``,
-``title``, ``status``, ``detail``, and ``code``, a short machine-readable word). Bodies are JSON
+``title``, ``status``, ``detail``, and ``code``, a short machine-readable word), rendered by the
+app's one error renderer (:mod:`server.errors`) for this surface. Bodies are JSON
 objects parsed by the pydantic models below; what they must mean (a known denial reason, a pended
 item) is checked by the domain functions they are handed to.
 
@@ -30,18 +31,16 @@ from __future__ import annotations
 
 import csv
 import io
-from datetime import datetime, timezone
-from http import HTTPStatus
+from datetime import datetime
 from typing import Annotated, ClassVar, Literal
 
 import orjson
 from fastapi import APIRouter, Depends, Request
-from fastapi.exceptions import HTTPException, RequestValidationError
-from fastapi.routing import APIRoute
+from fastapi.exceptions import HTTPException
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StringConstraints, ValidationError
 from starlette.responses import Response
 
-from server.fhir.errors import FHIRError
+from server.errors import validation_detail
 from server.fhir.jsonio import BodyTooLarge, read_body
 from server.fhir.repository import Repository
 from server.fhir.responses import base_url
@@ -55,60 +54,9 @@ from server.storage import utcnow
 MAX_JSON_BYTES = 256 * 1024
 # The roles that work cases: they see case PHI and decide. An administrator is not one of them.
 WORKERS = ("reviewer", "medical-director")
-PROBLEM_JSON = "application/problem+json"
-PROBLEM_BASE = "https://precert.example.org/problems/"
-CODES = {400: "invalid", 401: "login", 403: "forbidden", 404: "not-found", 409: "conflict", 413: "too-large",
-         415: "unsupported-media-type", 422: "invalid", 503: "unavailable"}
 
 
-# ---------------------------------------------------------------------------------- errors
-def problem(status: int, detail: str, code: str | None = None, headers: dict | None = None) -> Response:
-    """An RFC 9457 problem document."""
-    code = code or CODES.get(status, "invalid")
-    try:
-        title = HTTPStatus(status).phrase
-    except ValueError:
-        title = "Error"
-    body = {"type": PROBLEM_BASE + code, "title": title, "status": status, "detail": detail, "code": code}
-    return Response(orjson.dumps(body), status_code=status, media_type=PROBLEM_JSON, headers=headers)
-
-
-def _fhir_detail(exc: FHIRError) -> str:
-    return "; ".join(i.get("diagnostics", "") for i in exc.issues if i.get("diagnostics")) or str(exc)
-
-
-def _validation_detail(errors) -> str:
-    parts = []
-    for e in errors[:5]:
-        where = ".".join(str(p) for p in e.get("loc", ()) if p not in ("body",))
-        parts.append(f"{where}: {e.get('msg')}" if where else str(e.get("msg")))
-    return "; ".join(parts) or "the request is not valid"
-
-
-class ProblemRoute(APIRoute):
-    """A route whose every refusal (domain errors, FHIR errors, HTTP errors, bad parameters) is
-    rendered as one problem+json shape."""
-
-    def get_route_handler(self):
-        handler = super().get_route_handler()
-
-        async def route(request: Request) -> Response:
-            try:
-                return await handler(request)
-            except ReviewError as exc:
-                return problem(exc.status, exc.message)
-            except FHIRError as exc:
-                code = exc.issues[0].get("code") if exc.issues else None
-                return problem(exc.status, _fhir_detail(exc), code if code in CODES.values() else None)
-            except HTTPException as exc:
-                return problem(exc.status_code, str(exc.detail), headers=exc.headers)
-            except RequestValidationError as exc:
-                return problem(400, _validation_detail(exc.errors()))
-
-        return route
-
-
-router = APIRouter(prefix="/review/api", tags=["review"], route_class=ProblemRoute)
+router = APIRouter(prefix="/review/api", tags=["review"])
 
 
 # ---------------------------------------------------------------------------------- bodies
@@ -247,7 +195,7 @@ def _model_detail(model: type[Body], errors) -> str:
         for n in range(len(path), 0, -1):
             if ".".join(path[:n]) in model.messages:
                 return model.messages[".".join(path[:n])]
-    return _validation_detail(errors)
+    return validation_detail(errors)
 
 
 # ---------------------------------------------------------------------------------- who is asking
@@ -297,7 +245,7 @@ def _iso(value) -> str | None:
     return clock.instant_text(value) if isinstance(value, datetime) else value
 
 
-def summary(case: dict, now: datetime | None = None) -> dict:
+def summary(case: case_store.Case, now: datetime | None = None) -> dict:
     now = now or utcnow()
     due = clock.aware(case.get("due"))
     return {

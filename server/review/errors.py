@@ -5,16 +5,17 @@ Kept apart from ``workbench`` and ``appeals`` so that each can import it without
 
 from __future__ import annotations
 
+from server.errors import PrecertError
+
 LIST_FIELDS = {"request": 0, "response": 0}
 
 
-class ReviewError(Exception):
-    """A refusal with an HTTP status and a message for people."""
+class ReviewError(PrecertError):
+    """A refusal of a review action, with an HTTP status and a message for people (its code follows
+    from the status)."""
 
-    def __init__(self, status: int, message: str):
-        super().__init__(message)
-        self.status = status
-        self.message = message
+    def __init__(self, status: int, message: str, code: str | None = None):
+        super().__init__(status, message, code)
 
 
 def clean_text(value, limit: int) -> str:

@@ -35,6 +35,7 @@ from fastapi.exceptions import HTTPException
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
+from server.errors import PrecertError
 from server.fhir.errors import FHIRError
 from server.fhir.jsonio import BodyTooLarge, read_body
 from server.fhir.repository import Repository
@@ -667,7 +668,7 @@ async def report_json(request: Request) -> Response:
     try:
         period, unit = _period(request), _unit(request)
     except metrics.PeriodError as exc:
-        return json_response({"error": "invalid", "message": str(exc)}, 400)
+        raise PrecertError(400, str(exc)) from None
     result = await metrics.report(request.app.state.precert, period, unit)
     headers = {"Content-Disposition": f'attachment; filename="prior-auth-metrics-{period.start}-{period.end}.json"'} if request.query_params.get("download") else None
     return json_response(result, headers=headers)
@@ -678,7 +679,7 @@ async def report_csv(request: Request) -> Response:
     try:
         period, unit = _period(request), _unit(request)
     except metrics.PeriodError as exc:
-        return json_response({"error": "invalid", "message": str(exc)}, 400)
+        raise PrecertError(400, str(exc)) from None
     result = await metrics.report(request.app.state.precert, period, unit)
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\r\n")

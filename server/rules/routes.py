@@ -17,6 +17,7 @@ from fastapi import APIRouter, FastAPI, Request
 from starlette.responses import JSONResponse, Response
 
 from server.auth import policy
+from server.errors import PrecertError
 from server.fhir.jsonio import BodyTooLarge, MalformedJSON, parse_json, read_body
 from server.rules import SANDBOX_DIR, RulesError, RulesService, get_rules
 from server.rules.model import EvaluationInput
@@ -48,8 +49,8 @@ async def reload_rules(request: Request) -> Response:
     try:
         rules = service.load()
     except RulesError as exc:
-        return JSONResponse({"error": "invalid-rules", "message": "the rule files were not loaded; the previous set is still active",
-                             "errors": exc.errors}, status_code=422)
+        raise PrecertError(422, "the rule files were not loaded; the previous set is still active", "invalid",
+                           extra={"errors": exc.errors}) from None
     return JSONResponse({"status": service.status(), **rules.summary()})
 
 
@@ -64,8 +65,8 @@ _LISTS = ("codes", "provider_ids", "diagnoses", "provider_orgs")
 _DICTS = ("coverage", "patient", "order", "encounter", "location", "payer")
 
 
-def _bad(message: str, status: int = 400) -> Response:
-    return JSONResponse({"error": "invalid", "message": message}, status_code=status)
+def _bad(message: str, status: int = 400) -> PrecertError:
+    return PrecertError(status, message, "too-costly" if status == 413 else "invalid")
 
 
 @router.post("/admin/rules/evaluate")
@@ -73,14 +74,14 @@ async def evaluate(request: Request) -> Response:
     try:
         body = parse_json(await read_body(request, MAX_EVALUATE_BODY))
     except BodyTooLarge as exc:
-        return _bad(str(exc), 413)
+        raise _bad(str(exc), 413)
     except MalformedJSON as exc:
-        return _bad(str(exc))
+        raise _bad(str(exc))
     if not isinstance(body, dict):
-        return _bad("the body must be a JSON object with the fields of EvaluationInput")
+        raise _bad("the body must be a JSON object with the fields of EvaluationInput")
     unknown = sorted(k for k in body if k not in _FIELDS)
     if unknown:
-        return _bad(f"unknown field(s) {', '.join(k[:40] for k in unknown[:5])}; fields are {', '.join(_FIELDS)}")
+        raise _bad(f"unknown field(s) {', '.join(k[:40] for k in unknown[:5])}; fields are {', '.join(_FIELDS)}")
     args: dict = {}
     for key, value in body.items():
         if value is None:
@@ -88,19 +89,19 @@ async def evaluate(request: Request) -> Response:
         if key in _LISTS:
             if not isinstance(value, list) or (key in ("codes", "diagnoses") and not all(isinstance(v, dict) for v in value)) \
                     or (key in ("provider_ids", "provider_orgs") and not all(isinstance(v, str) for v in value)):
-                return _bad(f"'{key}' must be a list of {'Coding objects' if key in ('codes', 'diagnoses') else 'strings'}")
+                raise _bad(f"'{key}' must be a list of {'Coding objects' if key in ('codes', 'diagnoses') else 'strings'}")
         elif key in _DICTS:
             if not isinstance(value, dict):
-                return _bad(f"'{key}' must be a JSON object (a FHIR resource)")
+                raise _bad(f"'{key}' must be a JSON object (a FHIR resource)")
         elif key == "quantity":
             if isinstance(value, bool) or not isinstance(value, (int, float)):
-                return _bad("'quantity' must be a number")
+                raise _bad("'quantity' must be a number")
         elif key == "service_date":
             if not isinstance(value, str):
-                return _bad("'service_date' must be a FHIR date string")
+                raise _bad("'service_date' must be a FHIR date string")
         args[key] = value
     if "codes" not in args:
-        return _bad("'codes' (a list of Codings) is required")
+        raise _bad("'codes' (a list of Codings) is required")
     det = get_rules(request.app.state.precert).evaluate(EvaluationInput(**args))
     return JSONResponse(det.as_dict())
 
