@@ -2,10 +2,11 @@
 
 Checked, in order: the header (``alg`` asymmetric and allowed, ``kid``, ``typ`` JWT); the issuer on
 the allow-list, and its ``jku`` (when given) one the allow-list names for it; the signature, with the
-key whose ``kid`` matches in the issuer's JWK Set (fetched from ``jku`` by the application's one JWK
-Set fetcher, :mod:`server.auth.jwks`, and cached; fetched again once when a ``kid`` is new, so key
-rotation works); ``aud`` is the URL of the endpoint called;
-``exp`` in the future, ``iat`` not; ``jti`` not seen before within the token's life (unless the
+key whose ``kid`` matches in the issuer's JWK Set (through the application's one signed-JWT verifier,
+:mod:`server.auth.signed_jwt`: the one JWK Set fetcher and cache, fetched again once when a ``kid``
+is new, so key rotation works); ``aud`` is the URL of the endpoint called;
+``exp`` in the future, ``iat`` not; ``jti`` not seen before within the token's life (the one replay
+store that client assertions use too; unless the
 operator lets a test laboratory reuse a token, ``PRECERT_CRD_ALLOW_JWT_REUSE=true``: test kits send one
 JWT with several requests).
 
@@ -23,21 +24,22 @@ import jwt
 from jwt import PyJWK
 
 from cds_hooks.config import DEMO_EHR_ISS, CRDConfig, TrustedEHR
-from server.auth.jwks import JWKSFetcher, JWKSFetchError
+from server.auth.jwks import JWKSFetcher
+from server.auth.signed_jwt import Rejected, ReplayStore, SignedJWTVerifier, check, parse
+from server.errors import PrecertError
 
 # A kid not in the cached set fetches the set again, at most this often (key rotation).
 JWKS_REFRESH_MIN = 30.0
 
 
-class AuthError(Exception):
-    def __init__(self, status: int, message: str):
-        super().__init__(message)
-        self.status = status
-        self.message = message
+class AuthError(PrecertError):
+    """An EHR JWT refused: 401, or 403 when its issuer or key location is not trusted; it carries
+    RFC 6750's ``WWW-Authenticate`` header."""
 
-    def headers(self) -> dict:
-        desc = self.message.replace('"', "'")[:200]
-        return {"WWW-Authenticate": f'Bearer error="invalid_token", error_description="{desc}"'}
+    def __init__(self, status: int, message: str):
+        desc = message.replace('"', "'")[:200]
+        super().__init__(status, message, "login" if status == 401 else "forbidden",
+                         headers={"WWW-Authenticate": f'Bearer error="invalid_token", error_description="{desc}"'})
 
 
 @dataclass
@@ -46,37 +48,6 @@ class Verified:
     jti: str
     kid: str
     claims: dict
-
-
-class ReplayCache:
-    """jti values seen, kept until their token expires. With a MongoDB collection, the record is
-    shared by every worker (a unique ``_id`` per issuer and jti), so a token replayed to another
-    worker is refused too; the in-memory set answers repeats to this worker without a round trip."""
-
-    def __init__(self, collection=None) -> None:
-        self._seen: dict[tuple[str, str], float] = {}
-        self._next_sweep = 0.0
-        self.collection = collection
-
-    async def check_and_add(self, iss: str, jti: str, exp: float) -> bool:
-        now = time.time()
-        if now > self._next_sweep:
-            self._seen = {k: v for k, v in self._seen.items() if v > now}
-            self._next_sweep = now + 30
-            if self.collection is not None:
-                await self.collection.delete_many({"exp": {"$lt": now - 60}})
-        key = (iss, jti)
-        if key in self._seen and self._seen[key] > now:
-            return False
-        if self.collection is not None:
-            from pymongo.errors import DuplicateKeyError
-
-            try:
-                await self.collection.insert_one({"_id": f"{iss}\n{jti}", "exp": exp})
-            except DuplicateKeyError:
-                return False
-        self._seen[key] = exp
-        return True
 
 
 def _find_key(jwks: dict, kid: str, alg: str):
@@ -89,11 +60,21 @@ def _find_key(jwks: dict, kid: str, alg: str):
     return None
 
 
+# How a token the shared verifier refused is worded (CDS Hooks: invalid_token).
+_TOKEN_WORDS = {
+    "expired": "the JWT has expired",
+    "immature": "the JWT 'iat' is in the future",
+    "missing": "the JWT has no '{detail}' claim",
+    "signature": "the JWT signature does not verify",
+}
+
+
 class Verifier:
-    def __init__(self, config: CRDConfig, jwks: JWKSFetcher, allow_reuse: bool = False):
+    def __init__(self, config: CRDConfig, jwks: JWKSFetcher, allow_reuse: bool = False, replay: ReplayStore | None = None):
         self.config = config
         self.jwks = jwks
-        self.replay = ReplayCache()
+        self.keys = SignedJWTVerifier(jwks)
+        self.replay = replay or ReplayStore()
         # A token reused within its lifetime by the same issuer is accepted (test laboratories only).
         self.allow_reuse = allow_reuse
 
@@ -108,10 +89,9 @@ class Verifier:
             raise AuthError(401, "the Authorization header must be 'Bearer <JWT>'")
         token = token.strip()
         try:
-            header = jwt.get_unverified_header(token)
-            claims = jwt.decode(token, options={"verify_signature": False})
-        except jwt.PyJWTError as exc:
-            raise AuthError(401, f"the bearer token is not a JWT: {exc}") from None
+            header, claims = parse(token)
+        except Rejected as exc:
+            raise AuthError(401, f"the bearer token is not a JWT: {exc.detail}") from None
         alg, kid = header.get("alg"), header.get("kid")
         if alg not in self.config.algorithms:
             raise AuthError(401, f"alg '{alg}' is not accepted; use one of {', '.join(sorted(self.config.algorithms))}")
@@ -134,37 +114,26 @@ class Verifier:
             sources = trusted
         key = None
         for source in sources:
-            if source.jwks is not None:
-                key = _find_key(source.jwks, kid, alg)
-            elif source.jku:
-                try:
-                    key = _find_key(await self.jwks.get(source.jku), kid, alg)
-                    if key is None:  # a rotated key: look again, at most every JWKS_REFRESH_MIN seconds
-                        key = _find_key(await self.jwks.get(source.jku, refresh=True, refresh_min=JWKS_REFRESH_MIN), kid, alg)
-                except JWKSFetchError as exc:
-                    raise AuthError(401, str(exc)) from None
+            if source.jwks is None and not source.jku:
+                continue
+            try:
+                key = await self.keys.find_key(lambda jwks: _find_key(jwks, kid, alg), jwks=source.jwks,
+                                               jwks_url=source.jku if source.jwks is None else None,
+                                               refresh_min=JWKS_REFRESH_MIN)
+            except Rejected as exc:
+                raise AuthError(401, exc.detail) from None
             if key is not None:
                 break
         if key is None:
             raise AuthError(401, f"no key '{kid}' in the JWK Set of '{iss[:80]}'")
         audiences = {audience, audience.rstrip("/"), audience.rstrip("/") + "/"}
         try:
-            claims = jwt.decode(
-                token, key, algorithms=[alg], audience=list(audiences), leeway=self.config.clock_skew,
-                options={"require": ["iss", "aud", "exp", "iat", "jti"]},
-            )
-        except jwt.ExpiredSignatureError:
-            raise AuthError(401, "the JWT has expired") from None
-        except jwt.InvalidAudienceError:
-            raise AuthError(401, f"the JWT 'aud' must be {audience}") from None
-        except jwt.ImmatureSignatureError:
-            raise AuthError(401, "the JWT 'iat' is in the future") from None
-        except jwt.MissingRequiredClaimError as exc:
-            raise AuthError(401, f"the JWT has no '{exc.claim}' claim") from None
-        except jwt.InvalidSignatureError:
-            raise AuthError(401, "the JWT signature does not verify") from None
-        except jwt.PyJWTError as exc:
-            raise AuthError(401, f"the JWT is not valid: {exc}") from None
+            claims = check(token, key, alg, list(audiences), self.config.clock_skew, ["iss", "aud", "exp", "iat", "jti"])
+        except Rejected as exc:
+            if exc.reason == "audience":
+                raise AuthError(401, f"the JWT 'aud' must be {audience}") from None
+            words = _TOKEN_WORDS.get(exc.reason)
+            raise AuthError(401, words.format(detail=exc.detail) if words else f"the JWT is not valid: {exc.detail or exc.reason}") from None
         now = time.time()
         iat, exp = claims.get("iat"), claims.get("exp")
         if not isinstance(iat, (int, float)) or iat > now + self.config.clock_skew:
@@ -174,7 +143,7 @@ class Verifier:
         jti = claims.get("jti")
         if not isinstance(jti, str) or not jti:
             raise AuthError(401, "the JWT 'jti' must be a non-empty string")
-        if not self.allow_reuse and not await self.replay.check_and_add(iss, jti, float(exp) + self.config.clock_skew):
+        if not self.allow_reuse and not await self.replay.first_use("cds-hooks", iss, jti, float(exp) + self.config.clock_skew):
             raise AuthError(401, "the JWT has been used before (jti replay)")
         return Verified(iss=iss, jti=jti, kid=kid, claims=claims)
 

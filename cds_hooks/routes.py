@@ -22,6 +22,7 @@ from pathlib import Path
 
 import httpx
 import orjson
+from cachetools import TTLCache
 from fastapi import APIRouter, FastAPI, Request
 from pymongo import ASCENDING, DESCENDING
 from jinja2 import Environment, FileSystemLoader, select_autoescape
@@ -32,6 +33,7 @@ from questionnaires.catalog import get_catalog
 from server.auth import audit, enforcing, policy
 from server.auth.jwks import shared as shared_jwks
 from server.auth.principal import Principal
+from server.auth.signed_jwt import shared_replay
 from server.auth.scopes import Permissions
 from server.events import ResourceWritten
 from server.shared_cache import SharedCache
@@ -39,6 +41,7 @@ from cds_hooks import cards as cardlib
 from cds_hooks.assertions import CALLS, find_assertion
 from cds_hooks.config import CRDConfig
 from cds_hooks.discovery import SERVICE_HOOK, discovery_document
+from cds_hooks.feedback import parse_feedback
 from cds_hooks.jwt_auth import AuthError, Verifier
 from cds_hooks.prefetch import Fetcher, LocalFetcher, Queries
 from cds_hooks.service import answer, gather, validate_request
@@ -79,11 +82,12 @@ class CRDState:
         self.config = config
         self.http = httpx.AsyncClient(timeout=httpx.Timeout(config.fhir_timeout, connect=min(2.0, config.fhir_timeout)),
                                       follow_redirects=False, limits=httpx.Limits(max_connections=50, max_keepalive_connections=10))
+        # EHR token ids go to the application's one replay store (shared with client assertions, in
+        # the database), so a replay to another worker is refused too.
         self.verifier = Verifier(config, shared_jwks(app_state, app_state.settings.mode == "production"),
-                                 allow_reuse=app_state.settings.crd_allow_jwt_reuse)
-        # EHR token ids are remembered in the database, so a replay to another worker is refused too.
-        self.verifier.replay.collection = app_state.storage.collection("crd_jwt_jti")
-        self._dtr: dict[str, tuple[float, bool]] = {}
+                                 allow_reuse=app_state.settings.crd_allow_jwt_reuse, replay=shared_replay(app_state))
+        # Whether Precert has a DTR form for a Questionnaire canonical, for 30 s.
+        self._dtr: TTLCache[str, bool] = TTLCache(maxsize=1024, ttl=30)
         discovery = discovery_document()
         self.discovery_bytes = orjson.dumps(discovery)
         # Member records by identifier values, for MEMBER_TTL seconds; any Coverage write, through
@@ -124,11 +128,8 @@ class CRDState:
             return self.config.dtr == "on"
         if cache is not None and questionnaire in cache:
             return cache[questionnaire]
-        now = time.monotonic()
-        hit = self._dtr.get(questionnaire)
-        if hit and now - hit[0] < 30:
-            found = hit[1]
-        else:
+        found = self._dtr.get(questionnaire)
+        if found is None:
             found = False
             try:
                 url, _, version = questionnaire.partition("|")
@@ -139,7 +140,7 @@ class CRDState:
                 found = catalog.questionnaire(url, version or None) is not None
             except Exception:
                 found = False
-            self._dtr[questionnaire] = (now, found)
+            self._dtr[questionnaire] = found
         if cache is not None:
             cache[questionnaire] = found
         return found
@@ -290,8 +291,9 @@ def _security_audit(request: Request, caller: dict, status: int, service_id: str
 
 
 def _auth_response(exc: AuthError) -> Response:
+    """An EHR JWT refused: RFC 6750's bearer-token error beside ``WWW-Authenticate`` (docs/crd.md)."""
     return JSONResponse({"error": "invalid_token" if exc.status == 401 else "forbidden", "message": exc.message},
-                        status_code=exc.status, headers=exc.headers())
+                        status_code=exc.status, headers=exc.headers)
 
 
 async def _read_json(request: Request, limit: int):
@@ -427,31 +429,12 @@ async def feedback(service_id: str, request: Request) -> Response:
     except AuthError as exc:
         return _auth_response(exc)
     body, _ = await _read_json(request, 1024 * 1024)
-    if not isinstance(body, dict) or not isinstance(body.get("feedback"), list) or not body["feedback"]:
-        raise FHIRError.single(400, "invalid", "feedback is {\"feedback\": [{card, outcome, outcomeTimestamp, ...}]}", "feedback")
-    items = []
-    for i, f in enumerate(body["feedback"]):
-        where = f"feedback[{i}]"
-        if not isinstance(f, dict):
-            raise FHIRError.single(400, "invalid", f"{where} must be an object", where)
-        if not isinstance(f.get("card"), str) or not f["card"]:
-            raise FHIRError.single(400, "invalid", f"{where}.card (the card's uuid) is required", f"{where}.card")
-        if f.get("outcome") not in ("accepted", "overridden"):
-            raise FHIRError.single(400, "invalid", f"{where}.outcome must be 'accepted' or 'overridden'", f"{where}.outcome")
-        if not isinstance(f.get("outcomeTimestamp"), str) or not f["outcomeTimestamp"]:
-            raise FHIRError.single(400, "invalid", f"{where}.outcomeTimestamp is required", f"{where}.outcomeTimestamp")
-        accepted = f.get("acceptedSuggestions")
-        if f["outcome"] == "accepted" and (not isinstance(accepted, list) or not all(isinstance(a, dict) and isinstance(a.get("id"), str) for a in accepted)):
-            raise FHIRError.single(400, "invalid", f"{where}.acceptedSuggestions ([{{id}}]) is required when accepted", f"{where}.acceptedSuggestions")
-        override = f.get("overrideReason")
-        if override is not None and not isinstance(override, dict):
-            raise FHIRError.single(400, "invalid", f"{where}.overrideReason must be an object", f"{where}.overrideReason")
-        items.append({
-            "_id": new_hex(), "service": service_id, "card": f["card"][:200], "outcome": f["outcome"],
-            "accepted_suggestions": [a["id"][:200] for a in accepted or []],
-            "override_reason": orjson.dumps(override).decode() if override else None,
-            "outcome_timestamp": f["outcomeTimestamp"][:40], "received_at": datetime.now(timezone.utc), "client": caller,
-        })
+    items = [{
+        "_id": new_hex(), "service": service_id, "card": f.card[:200], "outcome": f.outcome,
+        "accepted_suggestions": [a.id[:200] for a in f.acceptedSuggestions or []],
+        "override_reason": orjson.dumps(f.overrideReason).decode() if f.overrideReason else None,
+        "outcome_timestamp": f.outcomeTimestamp[:40], "received_at": datetime.now(timezone.utc), "client": caller,
+    } for f in parse_feedback(body).feedback]
     await crd.storage.collection(FEEDBACK).insert_many(items)
     return JSONResponse({}, headers=_problem_header(caller.get("problem")))
 

@@ -23,6 +23,7 @@ from datetime import date
 from typing import Any
 
 import orjson
+from cachetools import LRUCache
 
 from cds_hooks import cards as cardlib
 from cds_hooks.config import CRDConfig, parse_version
@@ -248,15 +249,15 @@ class ValidationCache:
     """Profile validation errors by resource content. An EHR sends the same Patient, Coverage and
     practitioners in the prefetch of call after call, and validating them (FHIRPath invariants
     included) was three quarters of an order-sign call's CPU; the result depends only on the
-    resource's JSON and the IG packages, which are fixed for the life of the process. Bounded, oldest
-    dropped first; resources over ``MAX_BYTES`` are validated every time rather than held."""
+    resource's JSON and the IG packages, which are fixed for the life of the process. Bounded, least
+    recently used dropped first; resources over ``MAX_BYTES`` are validated every time rather than held."""
 
     MAX_ENTRIES = 2048
     MAX_BYTES = 64 * 1024
 
     def __init__(self) -> None:
-        self._found: dict[bytes, list[dict]] = {}
-        self._lock = threading.Lock()
+        self._found: LRUCache[bytes, list[dict]] = LRUCache(maxsize=self.MAX_ENTRIES)
+        self._lock = threading.Lock()  # validation runs in worker threads
 
     def errors(self, resource: dict) -> list[dict]:
         try:
@@ -270,8 +271,6 @@ class ValidationCache:
         if found is None:
             found = list(profiles.errors(profiles.validate(resource)))
             with self._lock:
-                if len(self._found) >= self.MAX_ENTRIES:
-                    self._found.pop(next(iter(self._found)))
                 self._found[key] = found
         return found
 

@@ -56,7 +56,6 @@ HOT_PATH_INDEXES: tuple[tuple[str, tuple[tuple[str, int], ...]], ...] = (
     ("notification_outbox", (("status", ASCENDING), ("lease", ASCENDING), ("subscription", ASCENDING))),  # expired leases
     ("notification_outbox", (("_id", ASCENDING), ("status", ASCENDING), ("lease", ASCENDING))),  # taking a lease
     ("subscription_state", (("owner", ASCENDING), ("deleted", ASCENDING), ("topic", ASCENDING))),  # matching ($in last)
-    ("crd_jwt_jti", (("exp", ASCENDING),)),  # the EHR JWT replay record's sweep
 )
 
 
@@ -129,14 +128,11 @@ class Storage:
     # ------------------------------------------------------------------ lifecycle
     def connect(self) -> None:
         """Connect once at start-up (mongomotor's connect is synchronous)."""
-        # mongoengine would hand back another Storage's client for the same host, bound to that
-        # Storage's event loop; each Storage gets its own.
-        find_existing = me_connection._find_existing_connection
-        me_connection._find_existing_connection = lambda *a, **kw: None
-        try:
-            self.client = mongomotor.connect(db=self.db_name, alias=self.alias, host=self.uri, tz_aware=True, **TIMEOUTS, **WRITE_CONCERN)
-        finally:
-            me_connection._find_existing_connection = find_existing
+        # mongoengine hands back an existing client whose settings equal the new one's, which would
+        # be another Storage's, bound to that Storage's event loop. The application name (sent to
+        # the server, shown in its logs) carries this Storage's alias, so no two are equal.
+        self.client = mongomotor.connect(db=self.db_name, alias=self.alias, host=self.uri, tz_aware=True,
+                                         appname=self.alias, **TIMEOUTS, **WRITE_CONCERN)
         self.db = self.client[self.db_name]
 
     async def close(self) -> None:

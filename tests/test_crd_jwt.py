@@ -166,7 +166,7 @@ def test_replay_to_another_worker_is_refused(client, server, enforced, ehr_keys)
     """Another worker has not seen the token in memory; the shared record refuses it all the same."""
     token = ehr_keys["ES384"].token(aud(server), jku=enforced["jku"])
     assert hook(client, token).status_code == 200
-    server.app.state.precert.services["crd"].verifier.replay._seen.clear()
+    server.app.state.precert.services["crd"].verifier.replay.forget()
     refused(hook(client, token), 401, "replay")
 
 

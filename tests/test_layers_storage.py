@@ -74,3 +74,26 @@ def test_only_the_repository_calls_storage_for_fhir_resources():
                 continue
             offenders += [f"{rel}:{line} storage.{method}(...)" for line, method in storage_calls(path.read_text())]
     assert offenders == [], "FHIR data goes through server.fhir.repository.Repository:\n" + "\n".join(offenders)
+
+
+# The collections that hold FHIR data, which only Storage itself names.
+FHIR_COLLECTIONS = ("resources", "resource_history")
+
+
+def fhir_collection_uses(source: str) -> list[tuple[int, str]]:
+    """``<anything>.collection("resources")`` and the like: a FHIR collection reached around Storage's methods."""
+    return sorted((node.lineno, node.args[0].value) for node in ast.walk(ast.parse(source))
+                  if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "collection"
+                  and node.args and isinstance(node.args[0], ast.Constant) and node.args[0].value in FHIR_COLLECTIONS)
+
+
+def test_no_module_reaches_the_fhir_collections_through_collection():
+    assert fhir_collection_uses("x = st.collection('resources')\ny = st.collection('pas_cases')\n") == [(1, "resources")]
+    offenders = []
+    for package in PACKAGES:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            rel = path.relative_to(ROOT).as_posix()
+            if rel == "server/storage.py":
+                continue
+            offenders += [f"{rel}:{line} collection({name!r})" for line, name in fhir_collection_uses(path.read_text())]
+    assert offenders == [], "the FHIR collections are Storage's own:\n" + "\n".join(offenders)

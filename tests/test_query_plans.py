@@ -104,8 +104,9 @@ HOT_PATH = {
     "outbox: taking a lease": ("notification_outbox", {"_id": "x", "status": "delivering", "lease": NOW}, None),
     "heartbeats due": ("subscription_state", {"next_heartbeat": {"$lte": NOW}}, None),
     "subscriptions of an organization": ("subscription_state", {"owner": "org", "topic": {"$in": [PAS_TOPIC, None]}, "deleted": False}, None),
-    # EHR JWT replay record: the sweep of expired jti values; shared caches' version stamps
-    "JWT replay sweep": ("crd_jwt_jti", {"exp": {"$lt": 1.0}}, None),
+    # signed-JWT replay records (client assertions and EHR JWTs): the sweep of expired jti values;
+    # shared caches' version stamps
+    "JWT replay sweep": ("auth_jti", {"expires": {"$lt": NOW}}, None),
     "cache version stamp": ("cache_versions", {"_id": "pas-members"}, None),
     "CRD call by assertion": ("crd_hook_calls", {"assertion_ids": "x"}, None),
 }

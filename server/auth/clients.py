@@ -14,11 +14,14 @@ from __future__ import annotations
 import json
 import re
 import secrets
-import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
+
+from cachetools import TTLCache
+from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, field_validator, model_validator
 
 from server.auth.scopes import Permissions, valid_scope_list
 from server.npi import NPI, npi
@@ -146,67 +149,116 @@ class Client:
         }
 
 
-def build_client(data: dict, production: bool) -> Client:
-    """Validate a registration request (admin API body or CLI arguments)."""
+class Registration(BaseModel):
+    """A client registration request (admin API body or CLI arguments). Each field's check says
+    what is wrong in words that name the field; ``production`` (validation context) refuses
+    loopback and private JWK Set URLs."""
+
+    model_config = ConfigDict(extra="ignore", validate_default=True)
+
+    client_id: Any = None
+    name: Any = None
+    organization: Any = None
+    npi: Any = None
+    scopes: Any = None
+    scope: Any = None
+    jwks: Any = None
+    jwks_url: Any = None
+    active: Any = True
+    pas_version: Any = None
+
+    @field_validator("client_id")
+    @classmethod
+    def _client_id(cls, v):
+        v = v or secrets.token_urlsafe(16)
+        if not isinstance(v, str) or not CLIENT_ID_RE.match(v):
+            raise ValueError("client_id: 1-200 of A-Z a-z 0-9 . _ : / @ -")
+        return v
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v):
+        if not isinstance(v, str) or not v.strip() or len(v) > 200:
+            raise ValueError("name: required, at most 200 characters")
+        return v.strip()
+
+    @field_validator("jwks_url")
+    @classmethod
+    def _jwks_url(cls, v, info: ValidationInfo):
+        if v and not isinstance(v, str):
+            raise ValueError("jwks_url: must be a string")
+        return check_jwks_url(v, bool((info.context or {}).get("production"))) if v else None
+
+    @field_validator("pas_version")
+    @classmethod
+    def _pas_version(cls, v):
+        if v is not None and v not in PAS_VERSIONS:
+            raise ValueError(f"pas_version: one of {', '.join(PAS_VERSIONS)}, or absent for the server default")
+        return v
+
+    @model_validator(mode="after")
+    def _together(self):
+        org = self.organization
+        if isinstance(org, str):
+            org = {"system": NPI_SYSTEM, "value": org}
+        if self.npi and not org:
+            org = {"system": NPI_SYSTEM, "value": self.npi}
+        if not isinstance(org, dict) or not isinstance(org.get("value"), str) or not org.get("value").strip():
+            raise ValueError("organization: required, the provider organization's identifier {system, value} (e.g. its NPI)")
+        org = {"system": str(org.get("system") or NPI_SYSTEM)[:200], "value": org["value"].strip()[:100],
+               **({"display": str(org["display"])[:200]} if org.get("display") else {})}
+        if org["system"] == NPI_SYSTEM and not re.fullmatch(r"\d{10}", org["value"]):
+            raise ValueError("organization.value: an NPI is ten digits")
+        self.organization = org
+        scopes = self.scopes if self.scopes is not None else self.scope
+        if scopes is None:
+            scopes = list(DEFAULT_SCOPES)
+        elif isinstance(scopes, str):
+            scopes = scopes.split()
+        if not isinstance(scopes, list) or not all(isinstance(s, str) for s in scopes) or not scopes:
+            raise ValueError("scopes: a space-separated string or a list of system/ scopes")
+        try:
+            self.scopes = valid_scope_list(" ".join(scopes))
+        except ValueError as exc:
+            raise ValueError(f"scopes: {exc}") from None
+        if bool(self.jwks) == bool(self.jwks_url):
+            raise ValueError("give exactly one of jwks (inline JWK Set) or jwks_url")
+        if self.jwks:
+            self.jwks = check_jwks(self.jwks)
+        return self
+
+    def client(self) -> Client:
+        return Client(self.client_id, self.name, self.organization, self.scopes, self.jwks or None, self.jwks_url,
+                      bool(self.active), pas_version=self.pas_version)
+
+
+def build_client(data, production: bool) -> Client:
+    """A :class:`Client` from a registration request, or :class:`RegistrationError` saying what is
+    wrong (the first problem found, in the order the fields are listed above)."""
     if not isinstance(data, dict):
         raise RegistrationError("the registration must be a JSON object")
-    client_id = data.get("client_id") or secrets.token_urlsafe(16)
-    if not isinstance(client_id, str) or not CLIENT_ID_RE.match(client_id):
-        raise RegistrationError("client_id: 1-200 of A-Z a-z 0-9 . _ : / @ -")
-    name = data.get("name")
-    if not isinstance(name, str) or not name.strip() or len(name) > 200:
-        raise RegistrationError("name: required, at most 200 characters")
-    org = data.get("organization")
-    if isinstance(org, str):
-        org = {"system": NPI_SYSTEM, "value": org}
-    if data.get("npi") and not org:
-        org = {"system": NPI_SYSTEM, "value": data["npi"]}
-    if not isinstance(org, dict) or not isinstance(org.get("value"), str) or not org.get("value").strip():
-        raise RegistrationError("organization: required, the provider organization's identifier {system, value} (e.g. its NPI)")
-    org = {"system": str(org.get("system") or NPI_SYSTEM)[:200], "value": org["value"].strip()[:100], **({"display": str(org["display"])[:200]} if org.get("display") else {})}
-    if org["system"] == NPI_SYSTEM and not re.fullmatch(r"\d{10}", org["value"]):
-        raise RegistrationError("organization.value: an NPI is ten digits")
-    scopes = data.get("scopes", data.get("scope"))
-    if scopes is None:
-        scopes = list(DEFAULT_SCOPES)
-    elif isinstance(scopes, str):
-        scopes = scopes.split()
-    if not isinstance(scopes, list) or not all(isinstance(s, str) for s in scopes) or not scopes:
-        raise RegistrationError("scopes: a space-separated string or a list of system/ scopes")
     try:
-        scopes = valid_scope_list(" ".join(scopes))
-    except ValueError as exc:
-        raise RegistrationError(f"scopes: {exc}") from None
-    jwks, jwks_url = data.get("jwks"), data.get("jwks_url")
-    if bool(jwks) == bool(jwks_url):
-        raise RegistrationError("give exactly one of jwks (inline JWK Set) or jwks_url")
-    if jwks:
-        jwks = check_jwks(jwks)
-    if jwks_url:
-        if not isinstance(jwks_url, str):
-            raise RegistrationError("jwks_url: must be a string")
-        jwks_url = check_jwks_url(jwks_url, production)
-    pas_version = data.get("pas_version")
-    if pas_version is not None and pas_version not in PAS_VERSIONS:
-        raise RegistrationError(f"pas_version: one of {', '.join(PAS_VERSIONS)}, or absent for the server default")
-    return Client(client_id, name.strip(), org, scopes, jwks, jwks_url, bool(data.get("active", True)), pas_version=pas_version)
+        return Registration.model_validate(data, context={"production": production}).client()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        error = (first.get("ctx") or {}).get("error")
+        raise RegistrationError(str(error) if error is not None else first.get("msg", "the registration is not valid")) from None
 
 
 class ClientRegistry:
     def __init__(self, collection):
         self.collection = collection
-        self._cache: dict[str, tuple[float, Client | None]] = {}
+        # Registrations (and unknown ids) for CACHE_SECONDS: a client disabled through another worker
+        # loses access within that time.
+        self._cache: TTLCache[str, Client | None] = TTLCache(maxsize=10_000, ttl=CACHE_SECONDS)
 
     async def get(self, client_id: str) -> Client | None:
-        hit = self._cache.get(client_id)
-        now = time.monotonic()
-        if hit and hit[0] > now:
-            return hit[1]
+        try:
+            return self._cache[client_id]
+        except KeyError:
+            pass
         doc = await self.collection.find_one({"_id": client_id})
-        client = Client.from_doc(doc) if doc else None
-        if len(self._cache) > 10_000:
-            self._cache.clear()
-        self._cache[client_id] = (now + CACHE_SECONDS, client)
+        client = self._cache[client_id] = Client.from_doc(doc) if doc else None
         return client
 
     async def all(self) -> list[Client]:

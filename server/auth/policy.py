@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from cachetools import LRUCache
 from starlette.routing import Mount, compile_path
 
 from server.fhir.operations import registry
@@ -192,7 +193,8 @@ class RouteIndex:
 
     def __init__(self, app):
         self.entries = [_Entry(compile_path(path)[0], methods, path, endpoint) for path, methods, endpoint in _walk(app)]
-        self._by_prefix: dict[tuple[str, str], list[_Entry]] = {}
+        # Client-chosen segments vary without end: the candidates of the most recent prefixes only.
+        self._by_prefix: LRUCache[tuple[str, str], list[_Entry]] = LRUCache(maxsize=10_000)
 
     @staticmethod
     def _prefix(path: str) -> tuple[str, str]:
@@ -213,9 +215,7 @@ class RouteIndex:
         prefix = self._prefix(path)
         found = self._by_prefix.get(prefix)
         if found is None:
-            found = [e for e in self.entries if self._could_match(self._prefix(e.template), prefix)]
-            if len(self._by_prefix) < 10_000:  # bounded: client-chosen segments vary
-                self._by_prefix[prefix] = found
+            found = self._by_prefix[prefix] = [e for e in self.entries if self._could_match(self._prefix(e.template), prefix)]
         return found
 
     def requirement(self, method: str, path: str) -> Requirement | None:

@@ -11,6 +11,7 @@ from urllib.parse import parse_qsl
 import jwt
 import orjson
 from fastapi import APIRouter, Depends, FastAPI, Request
+from pydantic import BaseModel, ConfigDict, StrictBool, StrictStr, ValidationError
 from starlette.responses import JSONResponse, Response
 
 from server.auth import policy
@@ -22,8 +23,10 @@ from server.auth.middleware import AuthenticationMiddleware, AuthorizationMiddle
 from server.auth.scopes import register_types
 from server.auth.staff import COOKIE, StaffDirectory, StaffPrincipal, require_staff, staff_token
 from server.auth.jwks import shared as shared_jwks
+from server.auth.signed_jwt import shared_replay
 from server.auth.throttle import SignInThrottle, SignInThrottled
 from server.auth.tokens import ASSERTION_TYPE, TokenError, TokenService
+from server.errors import PrecertError, validation_detail
 from server.fhir.errors import FHIRError, bad_request, not_found
 from server.fhir.resources import PROVIDERS
 from server.fhir.responses import base_url, fhir_response
@@ -178,6 +181,12 @@ async def token(request: Request) -> Response:
 staff_router = APIRouter(prefix="/staff", tags=["payer staff"])
 
 
+class SignIn(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    username: StrictStr
+    password: StrictStr
+
+
 @staff_router.post("/login")
 @policy.requires(policy.PUBLIC_REQ)
 async def login(request: Request) -> Response:
@@ -186,28 +195,24 @@ async def login(request: Request) -> Response:
     svc = auth_service(request)
     body = await _read_limited(request, 16 * 1024)
     if body is None:
-        return JSONResponse({"error": "too-large", "message": "the sign-in request is too large"}, 413)
+        raise PrecertError(413, "the sign-in request is too large", "too-costly")
     ctype = request.headers.get("content-type", "")
     try:
-        if "application/x-www-form-urlencoded" in ctype:
-            data = dict(parse_qsl(body.decode("utf-8")))
-        else:
-            data = orjson.loads(body) if body else {}
-    except (ValueError, UnicodeDecodeError):
-        return JSONResponse({"error": "invalid", "message": "send {\"username\": ..., \"password\": ...}"}, 400)
-    if not isinstance(data, dict) or not isinstance(data.get("username"), str) or not isinstance(data.get("password"), str):
-        return JSONResponse({"error": "invalid", "message": "send {\"username\": ..., \"password\": ...}"}, 400)
-    username = data["username"][:100]
+        data = dict(parse_qsl(body.decode("utf-8"))) if "application/x-www-form-urlencoded" in ctype else (orjson.loads(body) if body else {})
+        sign_in = SignIn.model_validate(data)
+    except (ValueError, UnicodeDecodeError):  # not JSON, not UTF-8, or not {username, password} (pydantic's is a ValueError)
+        raise PrecertError(400, 'send {"username": ..., "password": ...}') from None
+    username = sign_in.username[:100]
     ip = request.client.host if request.client else None
     try:
-        result = await svc.staff.login(username, data["password"][:1024], ip)
+        result = await svc.staff.login(username, sign_in.password[:1024], ip)
     except SignInThrottled as exc:
-        return JSONResponse({"error": "throttled", "message": f"too many failed sign-ins from this address; try again in {exc.retry_after} s"},
-                            429, headers={"Retry-After": str(exc.retry_after)})
+        raise PrecertError(429, f"too many failed sign-ins from this address; try again in {exc.retry_after} s", "throttled",
+                           headers={"Retry-After": str(exc.retry_after)}) from None
     if result is None:
         svc.audit.record(kind="login", agent={"kind": "staff", "id": username, "display": f"{username} (claimed)", "ip": ip},
                          status=401, method="POST", path="/staff/login", description="sign-in failed")
-        return JSONResponse({"error": "login", "message": "unknown user, wrong password, or account disabled"}, 401)
+        raise PrecertError(401, "unknown user, wrong password, or account disabled", "login")
     token, who = result
     svc.audit.record(kind="login", agent={"kind": "staff", "id": who.username, "display": who.display or who.username,
                                           "roles": who.roles, "ip": ip},
@@ -247,20 +252,54 @@ ADMIN_CONFIG = policy.staff("administrator", always=True, phi=False)
 async def _json(request: Request, limit: int = 256 * 1024):
     body = await _read_limited(request, limit)
     if body is None:
-        raise _problem(413, "too-large", "the request body is too large")
+        raise PrecertError(413, "the request body is too large", "too-costly")
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError:
-        raise _problem(400, "invalid", "the body is not JSON") from None
+        raise PrecertError(400, "the body is not JSON") from None
 
 
-class _Problem(Exception):
-    def __init__(self, status, code, message):
-        self.status, self.code, self.message = status, code, message
+async def _body(request: Request, model: type[BaseModel], hint: str, limit: int = 16 * 1024) -> BaseModel:
+    """A JSON object body parsed by ``model``; a 400 problem naming ``hint`` otherwise."""
+    data = await _json(request, limit)
+    if not isinstance(data, dict):
+        raise PrecertError(400, f"send a JSON object: {hint}")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise PrecertError(400, f"{validation_detail(exc.errors())} (send {hint})") from None
 
 
-def _problem(status, code, message) -> _Problem:
-    return _Problem(status, code, message)
+class ClientActive(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    active: StrictBool
+
+
+class StaffNew(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    username: str = ""
+    password: str | None = None
+    roles: list[str]
+    display: str = ""
+    licence: str = ""
+
+
+class StaffChange(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    roles: list[str] | None = None
+    active: StrictBool | None = None
+    password: str | None = None
+    licence: str | None = None
+
+
+def _registration(data, production: bool):
+    try:
+        return build_client(data, production)
+    except RegistrationError as exc:
+        raise PrecertError(400, str(exc)) from None
+
+
+NO_CLIENT = "no such client"
 
 
 @admin.get("/clients")
@@ -273,13 +312,11 @@ async def list_clients(request: Request, who=ADMIN) -> JSONResponse:
 @policy.requires(ADMIN_CONFIG)
 async def register_client(request: Request, who=ADMIN) -> JSONResponse:
     svc = auth_service(request)
+    client = _registration(await _json(request), svc.production)
     try:
-        client = build_client(await _json(request), svc.production)
         await svc.clients.add(client)
     except RegistrationError as exc:
-        return JSONResponse({"error": "invalid", "message": str(exc)}, 400)
-    except _Problem as p:
-        return JSONResponse({"error": p.code, "message": p.message}, p.status)
+        raise PrecertError(400, str(exc)) from None
     log.info("client %s registered by %s", client.client_id, who.username)
     return JSONResponse(client.public(), 201)
 
@@ -289,7 +326,7 @@ async def register_client(request: Request, who=ADMIN) -> JSONResponse:
 async def show_client(request: Request, client_id: str, who=ADMIN) -> JSONResponse:
     client = await auth_service(request).clients.get(client_id)
     if client is None:
-        return JSONResponse({"error": "not-found", "message": "no such client"}, 404)
+        raise PrecertError(404, NO_CLIENT)
     return JSONResponse(client.public())
 
 
@@ -297,15 +334,10 @@ async def show_client(request: Request, client_id: str, who=ADMIN) -> JSONRespon
 @policy.requires(ADMIN_CONFIG)
 async def replace_client(request: Request, client_id: str, who=ADMIN) -> JSONResponse:
     svc = auth_service(request)
-    try:
-        data = await _json(request)
-        if isinstance(data, dict):
-            data["client_id"] = client_id
-        client = build_client(data, svc.production)
-    except RegistrationError as exc:
-        return JSONResponse({"error": "invalid", "message": str(exc)}, 400)
-    except _Problem as p:
-        return JSONResponse({"error": p.code, "message": p.message}, p.status)
+    data = await _json(request)
+    if isinstance(data, dict):
+        data["client_id"] = client_id
+    client = _registration(data, svc.production)
     await svc.clients.replace(client)
     return JSONResponse(client.public())
 
@@ -315,14 +347,9 @@ async def replace_client(request: Request, client_id: str, who=ADMIN) -> JSONRes
 async def change_client(request: Request, client_id: str, who=ADMIN) -> JSONResponse:
     """``{"active": false}`` disables a client (its tokens stop working within 30 s)."""
     svc = auth_service(request)
-    try:
-        data = await _json(request)
-    except _Problem as p:
-        return JSONResponse({"error": p.code, "message": p.message}, p.status)
-    if not isinstance(data, dict) or set(data) - {"active"} or not isinstance(data.get("active"), bool):
-        return JSONResponse({"error": "invalid", "message": "send {\"active\": true|false}"}, 400)
-    if not await svc.clients.set_active(client_id, data["active"]):
-        return JSONResponse({"error": "not-found", "message": "no such client"}, 404)
+    change = await _body(request, ClientActive, '{"active": true|false}', 256 * 1024)
+    if not await svc.clients.set_active(client_id, change.active):
+        raise PrecertError(404, NO_CLIENT)
     return JSONResponse((await svc.clients.get(client_id)).public())
 
 
@@ -330,15 +357,8 @@ async def change_client(request: Request, client_id: str, who=ADMIN) -> JSONResp
 @policy.requires(ADMIN_CONFIG)
 async def remove_client(request: Request, client_id: str, who=ADMIN) -> Response:
     if not await auth_service(request).clients.remove(client_id):
-        return JSONResponse({"error": "not-found", "message": "no such client"}, 404)
+        raise PrecertError(404, NO_CLIENT)
     return Response(status_code=204)
-
-
-def _staff_invalid(message: str) -> JSONResponse:
-    """A refused staff account change as an RFC 9457 problem (keeping the ``error``/``message`` pair
-    the other admin routes answer with)."""
-    return JSONResponse({"type": "https://precert.example.org/problems/invalid", "title": "Bad Request", "status": 400,
-                         "detail": message, "error": "invalid", "message": message}, 400, media_type="application/problem+json")
 
 
 @admin.get("/staff")
@@ -352,17 +372,11 @@ async def list_staff(request: Request, who=ADMIN) -> JSONResponse:
 async def add_staff(request: Request, who=ADMIN) -> JSONResponse:
     """``{"username", "password", "roles": [...], "display", "licence"}``."""
     svc = auth_service(request)
+    new = await _body(request, StaffNew, "{username, password, roles: [...], display}")
     try:
-        data = await _json(request, 16 * 1024)
-    except _Problem as p:
-        return JSONResponse({"error": p.code, "message": p.message}, p.status)
-    if not isinstance(data, dict) or not isinstance(data.get("roles"), list):
-        return JSONResponse({"error": "invalid", "message": "send {username, password, roles: [...], display}"}, 400)
-    try:
-        user = await svc.staff.add(str(data.get("username") or ""), data.get("password"), data["roles"],
-                                   str(data.get("display") or ""), licence=data.get("licence") or "")
+        user = await svc.staff.add(new.username, new.password, new.roles, new.display, licence=new.licence)
     except (ValueError, TypeError) as exc:
-        return _staff_invalid(str(exc))
+        raise PrecertError(400, str(exc)) from None
     return JSONResponse(user, 201)
 
 
@@ -372,18 +386,15 @@ async def change_staff(request: Request, username: str, who=ADMIN) -> JSONRespon
     """Any of ``{"roles": [...], "active": bool, "password": str, "licence": str}``; disabling or a
     new password ends the user's sessions."""
     svc = auth_service(request)
+    change = await _body(request, StaffChange, "any of roles, active, password, licence")
+    if not change.model_fields_set:
+        raise PrecertError(400, "send any of roles, active, password, licence")
     try:
-        data = await _json(request, 16 * 1024)
-    except _Problem as p:
-        return JSONResponse({"error": p.code, "message": p.message}, p.status)
-    if not isinstance(data, dict) or not data or set(data) - {"roles", "active", "password", "licence"}:
-        return _staff_invalid("send any of roles, active, password, licence")
-    try:
-        user = await svc.staff.update(username, data.get("roles"), data.get("active"), data.get("password"), data.get("licence"))
+        user = await svc.staff.update(username, change.roles, change.active, change.password, change.licence)
     except (ValueError, TypeError) as exc:
-        return _staff_invalid(str(exc))
+        raise PrecertError(400, str(exc)) from None
     if user is None:
-        return JSONResponse({"error": "not-found", "message": "no such user"}, 404)
+        raise PrecertError(404, "no such user")
     return JSONResponse(user)
 
 
@@ -391,9 +402,9 @@ async def change_staff(request: Request, username: str, who=ADMIN) -> JSONRespon
 @policy.requires(ADMIN_CONFIG)
 async def remove_staff(request: Request, username: str, who=ADMIN) -> Response:
     if username == who.username:
-        return JSONResponse({"error": "invalid", "message": "administrators cannot remove themselves"}, 400)
+        raise PrecertError(400, "administrators cannot remove themselves")
     if not await auth_service(request).staff.remove(username):
-        return JSONResponse({"error": "not-found", "message": "no such user"}, 404)
+        raise PrecertError(404, "no such user")
     return Response(status_code=204)
 
 
@@ -575,13 +586,13 @@ def install(app: FastAPI) -> None:
             if problems:
                 raise RuntimeError("Precert refuses to start in production mode: " + "; ".join(problems))
         storage = state.storage
-        jti = storage.collection("auth_jti")
+        replay = shared_replay(state)
+        await replay.ensure_index()
         sessions = storage.collection("auth_staff_sessions")
-        for coll in (jti, sessions):
-            try:
-                await coll.create_index("expires", expireAfterSeconds=0)
-            except Exception:  # the embedded database may not expire documents; they are swept instead
-                pass
+        try:
+            await sessions.create_index("expires", expireAfterSeconds=0)
+        except Exception:  # the embedded database may not expire documents; they are swept instead
+            pass
         await sessions.create_index("username")
         throttle = SignInThrottle(storage.collection("auth_login_throttle"))
         await throttle.start()
@@ -593,7 +604,7 @@ def install(app: FastAPI) -> None:
             enforcing=config.enforcing(settings),
             production=production,
             clients=clients,
-            tokens=TokenService(config, clients, jti, production, jwks=shared_jwks(state, production)),
+            tokens=TokenService(config, clients, replay, production, jwks=shared_jwks(state, production)),
             staff=StaffDirectory(storage.collection("auth_staff"), sessions, config, production, throttle),
             audit=AuditLog(storage.collection("audit_events")),
         )

@@ -14,17 +14,17 @@ import re
 import secrets
 import time
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
 
 import jwt
+from cachetools import TLRUCache
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
-from pymongo.errors import DuplicateKeyError
 
 from server.auth.clients import Client, ClientRegistry, jwk_thumbprint, sandbox_thumbprints
 from server.auth.config import AuthConfig
-from server.auth.jwks import JWKSFetcher, JWKSFetchError
+from server.auth.jwks import JWKSFetcher
+from server.auth.signed_jwt import ReplayStore, Rejected, SignedJWTVerifier, check, parse
 from server.auth.scopes import Permissions, mediate
 
 log = logging.getLogger("precert.auth")
@@ -51,6 +51,26 @@ def invalid_client(description: str) -> TokenError:
     return TokenError("invalid_client", description, 401)
 
 
+# How a client assertion the shared verifier refused is worded (OAuth invalid_client).
+_ASSERTION_WORDS = {
+    "expired": "client_assertion has expired",
+    "audience": "client_assertion aud must be the token endpoint, {url}",
+    "signature": "client_assertion signature does not verify",
+    "missing": "client_assertion has no '{detail}' claim",
+}
+
+
+def _select_key(jwks: dict, kid: str, alg: str) -> dict | None:
+    """The one registered key with this kid for this algorithm (type, curve, alg), else None."""
+    kty = ASSERTION_ALGS[alg]
+    matches = [
+        k for k in jwks.get("keys", [])
+        if isinstance(k, dict) and k.get("kid") == kid and k.get("kty") == kty
+        and (kty != "EC" or k.get("crv") == "P-384") and k.get("alg") in (None, alg)
+    ]
+    return matches[0] if len(matches) == 1 else None
+
+
 @dataclass
 class AccessClaims:
     client_id: str
@@ -65,11 +85,11 @@ def generate_signing_key() -> bytes:
 
 
 class TokenService:
-    def __init__(self, config: AuthConfig, registry: ClientRegistry, jti_collection, production: bool,
+    def __init__(self, config: AuthConfig, registry: ClientRegistry, replay: ReplayStore, production: bool,
                  jwks: JWKSFetcher | None = None):
         self.config = config
         self.registry = registry
-        self.jti = jti_collection
+        self.replay = replay
         self.production = production
         pem = config.signing_key_pem or generate_signing_key()
         self._private = serialization.load_pem_private_key(pem, password=None)
@@ -78,17 +98,18 @@ class TokenService:
         self._public = self._private.public_key()
         # Registered jwks_url sets: the application's one JWK Set fetcher (server.auth.jwks).
         self.jwks = jwks or JWKSFetcher(max_seconds=config.jwks_cache_max_seconds, guarded=production)
+        self.verifier = SignedJWTVerifier(self.jwks)
         self._demo = sandbox_thumbprints()
-        self._last_sweep = 0.0
-        self._verified: dict[str, AccessClaims] = {}
+        # Verified access tokens, each kept until it expires (its own exp claim).
+        self._verified: TLRUCache[str, AccessClaims] = TLRUCache(maxsize=10_000, ttu=lambda _token, claims, _now: claims.exp,
+                                                                 timer=time.time)
 
     # ------------------------------------------------------------------ client assertions
     async def authenticate_client(self, assertion: str, token_url: str) -> Client:
         """Verify a client assertion (SMART client-confidential-asymmetric) and return its client."""
         try:
-            header = jwt.get_unverified_header(assertion)
-            unverified = jwt.decode(assertion, options={"verify_signature": False})
-        except jwt.PyJWTError:
+            header, unverified = parse(assertion)
+        except Rejected:
             raise invalid_client("client_assertion is not a well-formed JWT") from None
         alg = header.get("alg")
         if alg not in ASSERTION_ALGS:
@@ -110,36 +131,23 @@ class TokenService:
         if jku is not None:
             if not client.jwks_url or jku != client.jwks_url:
                 raise invalid_client("client_assertion jku is not the client's registered JWKS URL")
-        if client.jwks_url:
-            try:
-                key = self._select_key(await self.jwks.get(client.jwks_url), kid, alg)
-                if key is None:  # the client may have rotated its keys: fetch once more
-                    key = self._select_key(await self.jwks.get(client.jwks_url, refresh=True), kid, alg)
-            except JWKSFetchError as exc:
-                raise invalid_client(f"the client's JWKS URL: {exc}") from None
-        else:
-            key = self._select_key(client.jwks or {}, kid, alg)
+        try:
+            key = await self.verifier.find_key(lambda jwks: _select_key(jwks, kid, alg), jwks=client.jwks,
+                                               jwks_url=client.jwks_url or None)
+        except Rejected as exc:
+            raise invalid_client(f"the client's JWKS URL: {exc.detail}") from None
         if key is None:
             raise invalid_client("no single registered key matches the assertion's kid and alg")
         if self.production and jwk_thumbprint(key) in self._demo:
             raise invalid_client("the published sandbox keys are refused in production")
         try:
             public = (RSAAlgorithm if ASSERTION_ALGS[alg] == "RSA" else ECAlgorithm).from_jwk(key)
-            claims = jwt.decode(
-                assertion,
-                public,
-                algorithms=[alg],
-                audience=token_url,
-                leeway=self.config.clock_skew_seconds,
-                options={"require": ["iss", "sub", "aud", "exp", "jti"]},
-            )
-        except jwt.ExpiredSignatureError:
-            raise invalid_client("client_assertion has expired") from None
-        except jwt.InvalidAudienceError:
-            raise invalid_client(f"client_assertion aud must be the token endpoint, {token_url}") from None
-        except jwt.InvalidSignatureError:
-            raise invalid_client("client_assertion signature does not verify") from None
-        except (jwt.PyJWTError, ValueError, TypeError) as exc:
+            claims = check(assertion, public, alg, token_url, self.config.clock_skew_seconds, ["iss", "sub", "aud", "exp", "jti"])
+        except Rejected as exc:
+            words = _ASSERTION_WORDS.get(exc.reason)
+            raise invalid_client(words.format(url=token_url, detail=exc.detail) if words else
+                                 f"client_assertion rejected: {exc.error_type or exc.reason}") from None
+        except (ValueError, TypeError) as exc:  # a registered key the algorithm cannot load
             raise invalid_client(f"client_assertion rejected: {type(exc).__name__}") from None
         now = time.time()
         exp = claims["exp"]
@@ -148,28 +156,9 @@ class TokenService:
         jti = claims["jti"]
         if not isinstance(jti, str) or not _JTI_RE.match(jti):
             raise invalid_client("client_assertion jti must be a string of 1-256 visible characters")
-        await self._remember_jti(iss, jti, exp)
+        if not await self.replay.first_use("smart", iss, jti, exp + self.config.clock_skew_seconds):
+            raise invalid_client("client_assertion jti was already used (replay)")
         return client
-
-    def _select_key(self, jwks: dict, kid: str, alg: str) -> dict | None:
-        kty = ASSERTION_ALGS[alg]
-        matches = [
-            k for k in jwks.get("keys", [])
-            if isinstance(k, dict) and k.get("kid") == kid and k.get("kty") == kty
-            and (kty != "EC" or k.get("crv") == "P-384") and k.get("alg") in (None, alg)
-        ]
-        return matches[0] if len(matches) == 1 else None
-
-    async def _remember_jti(self, iss: str, jti: str, exp: float) -> None:
-        expires = datetime.fromtimestamp(exp + self.config.clock_skew_seconds, timezone.utc)
-        try:
-            await self.jti.insert_one({"_id": f"{iss}\n{jti}", "expires": expires})
-        except DuplicateKeyError:
-            raise invalid_client("client_assertion jti was already used (replay)") from None
-        now = time.monotonic()
-        if now - self._last_sweep > 60:  # TTL indexes are not everywhere; sweep now and then
-            self._last_sweep = now
-            await self.jti.delete_many({"expires": {"$lt": datetime.now(timezone.utc) - timedelta(seconds=60)}})
 
     # ------------------------------------------------------------------ access tokens
     def issue(self, client: Client, requested_scope: str) -> dict:
@@ -202,13 +191,9 @@ class TokenService:
         remembered until they expire, so a client's repeated calls cost one signature check."""
         hit = self._verified.get(token)
         if hit is not None:
-            if hit.exp > time.time():
-                return hit
-            self._verified.pop(token, None)
+            return hit
         claims = self._verify(token)
         if claims is not None:
-            if len(self._verified) >= 10_000:
-                self._verified.clear()
             self._verified[token] = claims
         return claims
 

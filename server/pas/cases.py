@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 from datetime import date, datetime, time, timedelta, timezone
+from typing import Literal, TypedDict
 
 import orjson
 from pymongo import ASCENDING, DESCENDING
@@ -22,6 +23,71 @@ STANDARD_DAYS = 7
 # PAS: a request and its answer stay available to $inquire for at least six months after the end
 # date of the services. PRECERT_PAS_RETENTION_DAYS can lengthen that, never shorten it.
 MIN_RETENTION_DAYS = 183
+
+
+class CaseEvent(TypedDict, total=False):
+    """One line of a case's history (:func:`event`)."""
+    at: datetime
+    event: str
+    by: str
+    detail: str
+
+
+class Case(TypedDict, total=False):
+    """A case as stored in ``pas_cases``: one per prior-authorization request. It is read and written
+    as a document, so its shape is declared here, once, for every module that reads one (PAS,
+    review, appeals, the dashboard and metrics). ``decisions`` hold
+    :class:`server.pas.adjudicate.ItemDecision` as dictionaries."""
+
+    # identity and retry
+    _id: str  # the case number, also the administration reference number
+    key: str  # idempotency key (:func:`idempotency_key`), unique
+    hash: str  # the request Bundle's digest
+    owner: str | None  # the submitting organization (isolation)
+    version: str  # the PAS version answered: "2.0.1" or "2.2.1"
+    # where it stands
+    status: Literal["pended", "decided", "error", "cancelled"]
+    urgency: Literal["expedited", "standard"]
+    received: datetime
+    due: datetime  # the decision clock
+    retain_until: datetime  # kept for $inquire until then
+    decided: datetime | None
+    decided_by: str | None
+    decided_as: str | None  # the decider's role when a person decided
+    reviewed_by_human: bool
+    assignee: str | None
+    # what was asked and answered
+    request: bytes  # the request Bundle as received (JSON)
+    response: bytes  # the current response Bundle (JSON)
+    response_id: str  # the ClaimResponse's id
+    claim_id: str
+    auth_number: str | None
+    auth_numbers: list[str]
+    decisions: list[dict]
+    original_decisions: list[dict]  # the automatic or first decisions, when a person changed them
+    errors: list[list[str]]  # (X12 901 code, text, FHIRPath) of a business error
+    codes: list[str]
+    categories: list[str]
+    # who it is about and from: the $inquire and update keys
+    member_ids: list[str]
+    provider_ids: list[str]
+    sender_ids: list[str]
+    claim_keys: list[str]
+    patient_id: str | None
+    coverage_id: str | None
+    # updates
+    prior: str | None  # the case this one updates
+    superseded_by: str | None
+    # review
+    history: list[CaseEvent]
+    notes: list[dict]
+    extension: dict | None  # a decision-clock extension taken
+    info_request: dict | None  # a reviewer's request for more information
+    info_requested: datetime | None
+    attachments_received: list[dict]
+    peer_to_peer: dict | None
+    appeals: list[str]
+    overturned: datetime | None
 
 
 def collection(storage: Storage):
@@ -38,11 +104,8 @@ async def ensure_indexes(storage: Storage) -> None:
     await cases.create_index([("claim_id", ASCENDING)])
     await cases.create_index([("claim_keys", ASCENDING)])
     await cases.create_index([("retain_until", ASCENDING)])
-    # The member look-up of every $submit (PasService.member_queries). Each index holds every field
-    # its query names, so that planners which use an index only then (SecantusDB) use it too.
-    resources = storage.collection("resources")
-    for key in ("k.identifier", "k.subscriber-id"):
-        await resources.create_index([("t", ASCENDING), ("del", ASCENDING), (key, ASCENDING)])
+    # The member look-up of every $submit (PasService.member_queries) is served by the FHIR store's
+    # own indexes on identifier and subscriber-id (server.storage.HOT_PATH_INDEXES).
 
 
 def new_case_id() -> str:
@@ -80,7 +143,7 @@ def due_time(received: datetime, expedited: bool, categories=(), clocks: dict | 
     return received + (timedelta(hours=EXPEDITED_HOURS) if expedited else timedelta(days=STANDARD_DAYS))
 
 
-def event(kind: str, by: str, detail: str = "", **extra) -> dict:
+def event(kind: str, by: str, detail: str = "", **extra) -> CaseEvent:
     return {"at": utcnow(), "event": kind, "by": by, "detail": detail, **extra}
 
 

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
 import uuid
 from typing import Any
 
@@ -214,7 +212,7 @@ class PasService:
                 extra.append((pas.claim_entry.full_url, pas.claim))
         bundle = response_bundle(cr, echo, base, extra=extra)
         body_bytes = orjson.dumps(bundle)
-        doc = {
+        doc: case_store.Case = {
             "_id": case_id,
             "key": key,
             "hash": digest,

@@ -129,7 +129,7 @@ def due_soon_clauses(now: datetime) -> list[dict]:
     ]
 
 
-def row(case: dict, now: datetime, with_member: bool = True) -> dict:
+def row(case: case_store.Case, now: datetime, with_member: bool = True) -> dict:
     due = clock.aware(case.get("due"))
     facts = queue_facts(case) if with_member else {}
     return {
