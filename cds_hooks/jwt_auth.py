@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from dataclasses import dataclass
+from pathlib import Path
 
 import jwt
 from jwt import PyJWK
@@ -150,8 +152,6 @@ class Verifier:
 
 def demo_token(audience: str, lifetime: int = 300) -> str:
     """A token signed with the sandbox demo EHR key (documented in docs/crd.md)."""
-    import uuid
-    from pathlib import Path
 
     pem = (Path(__file__).resolve().parent / "demo_ehr_private_key.pem").read_text()
     now = int(time.time())

@@ -15,10 +15,11 @@ The steps, in the order they run:
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date
 from typing import Any
 
@@ -29,9 +30,9 @@ from cds_hooks import cards as cardlib
 from cds_hooks.config import CRDConfig, parse_version
 from cds_hooks.coverage_info import EXT_URL, CRDVersion, coverage_information, with_coverage_information
 from cds_hooks.discovery import PRIMARY, option_defaults
+from cds_hooks.ids import new_hex
 from cds_hooks.prefetch import DataPool, Queries, reference_parts, resources_in
 from cds_hooks.templates import PREFETCH
-from cds_hooks.ids import new_hex
 from server.fhir import profiles
 from server.fhir.errors import FHIRError, issue
 from server.rules.model import Determination, EvaluationInput
@@ -725,7 +726,6 @@ async def answer(req: HookRequest, gathered: Gathered, rules, crd_state) -> tupl
 def unknown_service(det: Determination, resource: dict) -> Determination:
     """Nothing says what will be done (no code on the order, the appointment or the encounter): the
     answer depends on it, so it is conditional on the detail rather than a guess."""
-    from dataclasses import replace
 
     what = resource.get("resourceType", "request")
     return replace(det, covered="conditional", pa_needed="conditional", info_needed=["detail"], doc_needed=[], doc_purpose=[],
@@ -740,7 +740,6 @@ VOLATILE = ("date", "coverage-assertion-id", "satisfied-pa-id")
 
 
 def _essence(rep: Any) -> str:
-    import json
 
     subs = rep.get("extension") if isinstance(rep, dict) else None
     subs = [e for e in subs if isinstance(e, dict) and e.get("url") not in VOLATILE] if isinstance(subs, list) else []

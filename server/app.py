@@ -18,8 +18,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from server import __version__, errors, routing
 from server.embedded_db import EmbeddedDatabase, exit_process
-from server.fhir import profiles
 from server.errors import PrecertError
+from server.fhir import profiles
+from server.fhir.rest import router as fhir_router
+from server.health import router as health_router
+from server.limits import RequestGuard, install_log_filter
+from server.review.seed import seed_cases
+from server.sandbox import load_sandbox
 from server.settings import Settings
 from server.state import AppState
 from server.storage import Storage
@@ -106,8 +111,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             for start in app.state.startup_steps:
                 await start(state)
             if settings.load_sandbox:
-                from server.review.seed import seed_cases
-                from server.sandbox import load_sandbox
 
                 await load_sandbox(state)
                 await seed_cases(state)
@@ -142,8 +145,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.shutdown_steps = []
     install_error_handlers(app)
 
-    from server.fhir.rest import router as fhir_router
-    from server.health import router as health_router
 
     app.include_router(health_router)
     # Each capability installs its routes, start-up steps and hooks; the FHIR router comes last so
@@ -154,7 +155,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     importlib.import_module("server.front").install(app)
     routing.install(app)
     # Outermost: bounds every request and turns any escaped failure into a response.
-    from server.limits import RequestGuard, install_log_filter
 
     app.add_middleware(RequestGuard, fhir_limit=settings.max_body_bytes, body_read_timeout=settings.body_read_timeout)
     install_log_filter(app)

@@ -42,6 +42,7 @@ from starlette.staticfiles import StaticFiles
 
 from cds_hooks.config import DEMO_EHR_ISS, DEMO_EHR_JWKS_FILE
 from cds_hooks.discovery import SERVICE_HOOK
+from server.auth import policy
 from server.errors import PrecertError
 from server.sandbox import sandbox_resources
 from server.sandbox_charts import chart_resources
@@ -185,7 +186,6 @@ async def read_inbox(request: Request) -> Response:
 
 def install(app: FastAPI) -> None:
     """Registers the demo EHR in sandbox mode only; in production the paths do not exist (404)."""
-    from server.auth import policy
 
     # Declared in every mode, so that an enforcing server answers these paths with the router's 404
     # rather than refusing an undeclared route. The page and its assets hold no patient data of

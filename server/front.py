@@ -8,13 +8,16 @@ import warnings
 from collections import Counter
 from pathlib import Path
 
+import swagger_ui_bundle
 from fastapi import FastAPI, Request
 from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.openapi.utils import get_openapi
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.responses import HTMLResponse, PlainTextResponse, Response
 from starlette.staticfiles import StaticFiles
 
 from server import __version__
+from server.auth import policy
 
 TEMPLATES = Environment(loader=FileSystemLoader(Path(__file__).parent / "templates"), autoescape=select_autoescape())
 # The Markdown guides ship beside the package in a source checkout; an installed wheel has none.
@@ -65,7 +68,6 @@ def openapi_with_unique_ids(app: FastAPI):
     """FastAPI gives every method of a multi-method route (``PUT``/``PATCH``/``DELETE`` on one path)
     the same operation id, and warns. Build the document once, naming each such operation for its own
     method, so clients generated from it get one function per operation."""
-    from fastapi.openapi.utils import get_openapi
 
     def openapi() -> dict:
         if app.openapi_schema is None:
@@ -87,9 +89,7 @@ def openapi_with_unique_ids(app: FastAPI):
 
 def install(app: FastAPI) -> None:
     """Called last by the app factory, after every router is mounted."""
-    import swagger_ui_bundle
 
-    from server.auth import policy
 
     policy.declare("/", ["GET"], policy.PUBLIC_REQ)
     policy.declare("/guide/{name}", ["GET"], policy.PUBLIC_REQ)

@@ -25,6 +25,7 @@ from typing import Any
 import anyio
 import orjson
 from pymongo.errors import DuplicateKeyError, PyMongoError
+from starlette.routing import Match
 
 from server.errors import PrecertError, send_refusal
 from server.fhir.jsonio import PARSED_BODY
@@ -245,7 +246,6 @@ class RouteTemplateLogFilter(logging.Filter):
         self.app = app
 
     def template(self, method: str, path: str) -> str:
-        from starlette.routing import Match
 
         path = path.split("?", 1)[0]
         found = self._match(getattr(self.app, "routes", ()), method, path, "", Match)

@@ -11,6 +11,8 @@ tokens within that time in every worker (at once in the worker that served the c
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import re
 import secrets
@@ -22,6 +24,7 @@ from urllib.parse import urlsplit
 
 from cachetools import TTLCache
 from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, field_validator, model_validator
+from pymongo.errors import DuplicateKeyError
 
 from server.auth.scopes import Permissions, valid_scope_list
 from server.npi import NPI, npi
@@ -265,7 +268,6 @@ class ClientRegistry:
         return [Client.from_doc(d) async for d in self.collection.find({}).sort("_id", 1)]
 
     async def add(self, client: Client) -> Client:
-        from pymongo.errors import DuplicateKeyError
 
         client.created = client.created or datetime.now(timezone.utc)
         try:
@@ -315,8 +317,6 @@ def sandbox_thumbprints() -> set[str]:
 
 def jwk_thumbprint(jwk: dict) -> str:
     """RFC 7638 thumbprint (SHA-256, base64url)."""
-    import base64
-    import hashlib
 
     members = ("e", "kty", "n") if jwk.get("kty") == "RSA" else ("crv", "kty", "x", "y")
     canonical = json.dumps({m: jwk.get(m) for m in members}, separators=(",", ":"), sort_keys=True)

@@ -6,26 +6,28 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlencode
 
 import jwt
 import orjson
 from fastapi import APIRouter, Depends, FastAPI, Request
 from pydantic import BaseModel, ConfigDict, StrictBool, StrictStr, ValidationError
+from pymongo.errors import DuplicateKeyError
 from starlette.responses import JSONResponse, Response
 
-from server.auth import policy
+from capability.statement import set_security
+from server.auth import logfilter, policy
 from server.auth.audit import AuditLog, to_audit_event
 from server.auth.clients import ClientRegistry, RegistrationError, build_client, sandbox_clients
 from server.auth.config import AuthConfig
 from server.auth.isolation import install_hooks
+from server.auth.jwks import shared as shared_jwks
 from server.auth.middleware import AuthenticationMiddleware, AuthorizationMiddleware, SecurityHeadersMiddleware, cors_middleware
 from server.auth.scopes import register_types
-from server.auth.staff import COOKIE, StaffDirectory, StaffPrincipal, require_staff, staff_token
-from server.auth.jwks import shared as shared_jwks
 from server.auth.signed_jwt import shared_replay
+from server.auth.staff import COOKIE, StaffDirectory, StaffPrincipal, require_staff, staff_token
 from server.auth.throttle import SignInThrottle, SignInThrottled
-from server.auth.tokens import ASSERTION_TYPE, TokenError, TokenService
+from server.auth.tokens import ASSERTION_TYPE, TokenError, TokenService, generate_signing_key
 from server.errors import PrecertError, validation_detail
 from server.fhir.errors import FHIRError, bad_request, not_found
 from server.fhir.resources import PROVIDERS
@@ -466,7 +468,6 @@ async def _audit_search(request: Request, items: list[tuple[str, str]], base: st
     bundle = {"resourceType": "Bundle", "type": "searchset", "meta": {"lastUpdated": fhir_instant(utcnow())},
               "total": total, "link": [{"relation": "self", "url": self_url}]}
     if offset + len(docs) < total and count:
-        from urllib.parse import urlencode
 
         rest = [(k, v) for k, v in items if k not in ("_getpagesoffset", "_count")]
         bundle["link"].append({"relation": "next", "url": f"{base}/AuditEvent?" + urlencode(rest + [("_count", str(count)), ("_getpagesoffset", str(offset + count))])})
@@ -540,9 +541,7 @@ def _production_problems(config: AuthConfig, settings) -> list[str]:
 async def _sandbox_signing_key(settings_collection) -> bytes:
     """A sandbox without a configured key keeps one generated key in its database, so that several
     workers (and restarts) honour each other's tokens. Production never gets here."""
-    from pymongo.errors import DuplicateKeyError
 
-    from server.auth.tokens import generate_signing_key
 
     doc = await settings_collection.find_one({"_id": "sandbox-signing-key"})
     if doc is None:
@@ -555,7 +554,6 @@ async def _sandbox_signing_key(settings_collection) -> bytes:
 
 
 def install(app: FastAPI) -> None:
-    from server.auth import logfilter
 
     logfilter.install()
     register_types(PROVIDERS)
@@ -571,7 +569,6 @@ def install(app: FastAPI) -> None:
         app.add_middleware(cors_middleware, origins=settings.cors_origins)
     app.add_middleware(SecurityHeadersMiddleware, https=bool(settings.base_url and settings.base_url.startswith("https:")))
     try:
-        from capability.statement import set_security
 
         set_security(security_extension)
     except Exception:  # pragma: no cover - an older statement module that takes only a dict

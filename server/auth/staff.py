@@ -34,6 +34,7 @@ from datetime import datetime, timedelta, timezone
 
 from fastapi import Request
 from fastapi.exceptions import HTTPException
+from pymongo.errors import DuplicateKeyError
 
 from server.auth.policy import ROLES
 from server.auth.throttle import SignInThrottle
@@ -167,7 +168,6 @@ class StaffDirectory:
             raise ValueError("npi: an NPI is ten digits")
         doc = {"_id": username, "display": display[:200], "roles": roles, "licence": licence, "npi": npi or "", "password": hashed, "active": True,
                "sandbox": sandbox, "created": datetime.now(timezone.utc)}
-        from pymongo.errors import DuplicateKeyError
 
         try:
             await self.users.insert_one(doc)

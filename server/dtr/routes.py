@@ -15,7 +15,11 @@ from starlette.responses import JSONResponse
 from capability.statement import claim
 from questionnaires.catalog import get_catalog
 from server.auth import policy
+from server.dtr import adaptive, expand, log_errors, package, validate  # noqa: F401 (they register the DTR operations)
+from server.dtr.context import crd_assertion_resolver, pas_case_resolver, register_context_resolver
+from server.dtr.log_errors import recent_reports
 from server.fhir.repository import Repository
+from server.fhir.rest import dispatch_operation
 from server.storage import VersionConflict
 
 log = logging.getLogger("precert.dtr")
@@ -29,13 +33,11 @@ router = APIRouter(prefix="/admin/dtr", tags=["DTR administration"])
 # were tried) and without FastAPI's per-request endpoint machinery: together these were a third of
 # the server's time on a package request. They dispatch exactly as the generic operation route does.
 async def _questionnaire_package_route(request: Request):
-    from server.fhir.rest import dispatch_operation
 
     return await dispatch_operation(request, "Questionnaire", None, "questionnaire-package")
 
 
 async def _next_question_route(request: Request):
-    from server.fhir.rest import dispatch_operation
 
     return await dispatch_operation(request, "Questionnaire", None, "next-question")
 
@@ -49,7 +51,6 @@ HOT_ROUTES = (
 @router.get("/questionnaire-errors")
 async def questionnaire_errors(request: Request, questionnaire: str | None = Query(None, max_length=1000), limit: int = Query(50, ge=1, le=500)):
     """Errors DTR clients reported through $log-questionnaire-errors, newest first."""
-    from server.dtr.log_errors import recent_reports
 
     reports = await recent_reports(request.app.state.precert, questionnaire, limit)
     return JSONResponse({"count": len(reports), "reports": reports})
@@ -80,7 +81,6 @@ def _content(resource: dict) -> bytes:
 async def load_templates(state) -> None:
     """Store every template resource at its fixed id, writing only what changed (idempotent, safe
     to run from several workers at once)."""
-    from server.dtr.context import crd_assertion_resolver, pas_case_resolver, register_context_resolver
 
     register_context_resolver(state, crd_assertion_resolver)
     register_context_resolver(state, pas_case_resolver)
@@ -105,7 +105,6 @@ async def load_templates(state) -> None:
 
 def install(app: FastAPI) -> None:
     # Operation modules register themselves with the FHIR operation registry on import.
-    from server.dtr import adaptive, expand, log_errors, package, validate  # noqa: F401
 
     get_catalog()  # fail at start-up, naming the file, if a template is broken
     claim(DTR_PAYER_CAPABILITY)

@@ -13,6 +13,7 @@ from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
+from capability.statement import capability_statement
 from server.auth import policy
 from server.fhir.errors import FHIRError, bad_request, gone, not_found
 from server.fhir.jsonio import read_fhir_json
@@ -21,9 +22,9 @@ from server.fhir.repository import Repository
 from server.fhir.resources import PROVIDERS
 from server.fhir.responses import base_url, check_format, fhir_response, resource_headers, stored_response
 from server.fhir.search import parse_search
-from server.fhir.search_params import params_for, values_at, reference_keys
+from server.fhir.search_params import params_for, reference_keys, values_at
 from server.fhir.validation import ID_RE, is_resource_type, validate_resource
-from server.storage import VersionConflict, criteria_filter, sort_spec, utcnow, fhir_instant
+from server.storage import VersionConflict, criteria_filter, fhir_instant, sort_spec, utcnow
 
 router = APIRouter(prefix="/fhir")
 
@@ -67,7 +68,6 @@ def prefer_minimal(request: Request) -> bool:
 @policy.requires(policy.PUBLIC_REQ)
 async def metadata(request: Request) -> Response:
     check_format(request)
-    from capability.statement import capability_statement
 
     return fhir_response(capability_statement(request.app, base_url(request)))
 

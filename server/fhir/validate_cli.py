@@ -6,11 +6,12 @@ import argparse
 import json
 from pathlib import Path
 
+from server.fhir import profiles
+
 MAX_BYTES = 20 * 1024 * 1024
 
 
 def _run(args: argparse.Namespace) -> int:
-    from server.fhir import profiles
 
     failed = False
     for name in args.files:

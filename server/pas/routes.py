@@ -6,13 +6,15 @@ from fastapi import FastAPI
 
 from capability.statement import claim as claim_capability
 from server.events import ResourceWritten
+from server.pas import (
+    attachments,  # noqa: F401 (registers $submit-attachment)
+    cases,
+    operations,  # registers $submit and $inquire
+)
+from server.pas.service import PasService
 
 
 def install(app: FastAPI) -> None:
-    from server.pas import operations  # registers $submit and $inquire
-    from server.pas import attachments  # noqa: F401 (registers $submit-attachment)
-    from server.pas import cases
-    from server.pas.service import PasService
     app.include_router(operations.pinned_router)
     operations.declare_pinned_routes()
 

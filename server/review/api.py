@@ -40,6 +40,8 @@ from fastapi.exceptions import HTTPException
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StringConstraints, ValidationError
 from starlette.responses import Response
 
+from server.auth import policy
+from server.auth.staff import SANDBOX_REVIEWER, require_staff, staff_token
 from server.errors import validation_detail
 from server.fhir.jsonio import BodyTooLarge, read_body
 from server.fhir.repository import Repository
@@ -206,7 +208,6 @@ def _open_sandbox(request: Request) -> bool:
 
 
 async def _signed_in(request: Request):
-    from server.auth.staff import require_staff
 
     if request.app.state.precert.services.get("auth") is None:
         raise HTTPException(401, "payer staff sign-in required")
@@ -221,7 +222,6 @@ def staff(*roles: str, sandbox_fallback: bool = False):
     testing their client expect; a signed-in caller is always themselves."""
 
     async def dependency(request: Request):
-        from server.auth.staff import SANDBOX_REVIEWER, staff_token
 
         if sandbox_fallback and _open_sandbox(request) and not staff_token(request) and \
                 getattr(getattr(request.state, "principal", None), "staff", None) is None:
@@ -452,7 +452,6 @@ async def post_close(request: Request, appeal_id: str, who=Depends(worker)) -> R
 def declare() -> None:
     """The access policy of these routes, for the security middleware (it authenticates; the
     dependencies above decide roles)."""
-    from server.auth import policy
 
     case_routes = policy.staff(*WORKERS)
     for path in ("/review/api/cases", "/review/api/cases/{case_id}", "/review/api/appeals", "/review/api/appeals/{appeal_id}"):

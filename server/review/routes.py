@@ -35,18 +35,25 @@ from fastapi.exceptions import HTTPException
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
+from server.auth import policy
+from server.auth.routes import origin
+from server.auth.staff import COOKIE, LICENCES, require_staff
+from server.auth.throttle import SignInThrottled
 from server.errors import PrecertError
 from server.fhir.errors import FHIRError
 from server.fhir.jsonio import BodyTooLarge, read_body
 from server.fhir.repository import Repository
 from server.fhir.responses import base_url
-from server.pas.reasons import DENIAL_REASONS, REASONS
-from server.review import api as review_api
-from server.review.api import json_response
-from server.review import appeals, charts, clock, dashboard, labels, metrics, view, workbench
-from server.rules import get_rules
-from server.review.workbench import QueueFilter, ReviewError
+from server.pas import cases as case_store
+from server.pas import decisions
 from server.pas.constants import ReviewAction
+from server.pas.reasons import DENIAL_REASONS, REASONS
+from server.pas.request import PasBundle
+from server.review import api as review_api
+from server.review import appeals, charts, clock, dashboard, labels, metrics, view, workbench
+from server.review.api import json_response
+from server.review.workbench import QueueFilter, ReviewError
+from server.rules import get_rules
 
 HERE = Path(__file__).parent
 MAX_FORM_BYTES = 64 * 1024
@@ -120,7 +127,6 @@ def error_page(request: Request, status: int, message: str, who=None) -> HTMLRes
 # ---------------------------------------------------------------------------------- who is asking
 async def staff(request: Request, *roles: str):
     """The signed-in staff member with one of ``roles`` (HTTPException 401/403 otherwise)."""
-    from server.auth.staff import require_staff
 
     state = request.app.state.precert
     if state.services.get("auth") is None:  # security is not installed (a stripped-down app)
@@ -230,9 +236,6 @@ async def login_page(request: Request, next: str = "/review") -> Response:
 
 @router.post("/review/login")
 async def login_submit(request: Request) -> Response:
-    from server.auth.routes import origin
-    from server.auth.staff import COOKIE
-    from server.auth.throttle import SignInThrottled
 
     try:
         form = await read_form(request)
@@ -266,7 +269,6 @@ async def login_submit(request: Request) -> Response:
 
 @router.post("/review/logout")
 async def logout(request: Request) -> Response:
-    from server.auth.staff import COOKIE
 
     svc = request.app.state.precert.services.get("auth")
     token = request.cookies.get(COOKIE)
@@ -392,7 +394,6 @@ async def dashboard_page(request: Request) -> Response:
 async def admin_page(request: Request) -> Response:
     """The administrator's landing page: staff accounts, registered clients, the rules and links to
     the admin APIs; aggregate counts only, no case data."""
-    from server.auth.staff import LICENCES
 
     who, refusal = await page_staff(request, "administrator")
     if refusal:
@@ -448,7 +449,6 @@ async def case_document(request: Request, case_id: str, index: str) -> Response:
             bundle = orjson.loads(case.get("request") or b"{}")
         except orjson.JSONDecodeError:
             bundle = {}
-        from server.pas.request import PasBundle
 
         found = view.document_content(PasBundle(bundle if isinstance(bundle, dict) else {}), int(index))
     if found is None:
@@ -476,7 +476,6 @@ async def _case_action(request: Request, case_id: str, roles, action) -> Respons
 @router.post("/review/cases/{case_id}/decide")
 async def decide_form(request: Request, case_id: str) -> Response:
     state = request.app.state.precert
-    from server.pas import decisions
 
     async def act(who, form):
         case = await workbench.load(state, case_id, with_request=False)
@@ -490,7 +489,6 @@ async def decide_form(request: Request, case_id: str) -> Response:
 @router.post("/review/cases/{case_id}/assign")
 async def assign_form(request: Request, case_id: str) -> Response:
     state = request.app.state.precert
-    from server.pas import decisions
 
     async def act(who, form):
         name = form.get("assignee", "").strip()
@@ -711,7 +709,6 @@ async def sandbox_requests(request: Request) -> Response:
         query["owner"] = None if organization == "anonymous" else organization
     if identifier:
         query["key"] = {"$regex": "\\|" + "".join("\\" + ch if not ch.isalnum() else ch for ch in identifier) + "$"}
-    from server.pas import cases as case_store
 
     now = clock.now()
     rows = []
@@ -733,7 +730,6 @@ async def sandbox_requests(request: Request) -> Response:
 
 # ---------------------------------------------------------------------------------- install
 def install(app: FastAPI) -> None:
-    from server.auth import policy
 
     public = policy.PUBLIC_REQ
     for path in ("/review/login",):
@@ -762,7 +758,6 @@ def install(app: FastAPI) -> None:
     app.include_router(router)
 
     async def start(state) -> None:
-        from server.pas import cases as case_store
 
         await appeals.ensure_indexes(state.storage)
         # The metrics select cases by the time of their first determination.

@@ -7,7 +7,7 @@ prior authorization? what documentation?") through :class:`EvaluationInput` and 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 CATEGORIES = (
     "inpatient-surgery",
@@ -93,6 +93,5 @@ class Determination:
         return self.pa_needed in ("auth-needed", "performpa")
 
     def as_dict(self) -> dict:
-        from dataclasses import asdict
 
         return asdict(self)

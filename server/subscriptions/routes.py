@@ -6,11 +6,14 @@ from __future__ import annotations
 from fastapi import FastAPI
 from starlette.responses import Response
 
+from capability.statement import add_resource_extension
 from server.fhir.errors import not_found
 from server.fhir.operations import OperationCall, operation
 from server.fhir.repository import Repository
 from server.fhir.responses import base_url, fhir_response
 from server.storage import fhir_instant, utcnow
+from server.subscriptions.model import PAS_TOPIC
+from server.subscriptions.service import SubscriptionService
 
 STATUS_DEFINITION = {
     "resourceType": "OperationDefinition",
@@ -52,9 +55,6 @@ async def _status(call: OperationCall) -> Response:
 
 
 def install(app: FastAPI) -> None:
-    from capability.statement import add_resource_extension
-    from server.subscriptions.model import PAS_TOPIC
-    from server.subscriptions.service import SubscriptionService
 
     add_resource_extension("Subscription", {
         "url": "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/capabilitystatement-subscriptiontopic-canonical",
