@@ -321,6 +321,45 @@ _DOM_3_R4B = ("contained.where(((id.exists() and ('#'+id in (%resource.descendan
               " or descendants().where(reference = '#').exists() or descendants().where(as(canonical) = '#').exists() or "
               "descendants().where(as(uri) = '#').exists()).not()).trace('unmatched', id).empty()")
 
+# --------------------------------------------------------------------------------------------- PAS
+_PAS = "http://hl7.org/fhir/us/davinci-pas/StructureDefinition/"
+_CERTIFICATION_TYPE = _PAS + "extension-certificationType"
+_LEVEL_OF_SERVICE = _PAS + "extension-levelOfServiceCode"
+
+
+def _extension_value(ext: dict) -> Any:
+    """The one ``value[x]`` of an extension (:data:`_ABSENT` when there is none); unusual shapes
+    (two values, a ``_value`` part) are FHIRPath's to judge."""
+    found = [(k, v) for k, v in ext.items() if k.startswith("value") or k.startswith("_value")]
+    if not found:
+        return _ABSENT
+    if len(found) > 1 or found[0][0].startswith("_"):
+        raise _Unsure
+    return found[0][1]
+
+
+@_safe
+def pas_immediate_level_of_care(value, resource, root):
+    """ImmediateLevelOfCare (PAS Claim.item): a certification type whose value's ``code`` is 1
+    (immediate appeal) needs a level-of-service code. The extension's value is a CodeableConcept,
+    which has no ``code`` of its own, so for conformant data the rule never fires; a value with a
+    ``code`` (a Coding sent in its place) is judged as FHIRPath judges it."""
+    extensions = _dicts(value, "extension")
+    immediate = False
+    for ext in extensions:
+        url = _text(ext, "url")
+        if url != _CERTIFICATION_TYPE:
+            continue
+        ext_value = _extension_value(ext)
+        if isinstance(ext_value, dict):
+            code = _field(ext_value, "code", (str,))
+            if code == "1":
+                immediate = True
+        elif ext_value is not _ABSENT and not isinstance(ext_value, (str, int, float)):
+            raise _Unsure
+    return not immediate or any(_text(ext, "url") == _LEVEL_OF_SERVICE for ext in extensions)
+
+
 COMPILED: dict[str, Predicate] = {
     "contained.contained.empty()": dom_2,
     _DOM_3: dom_3,
@@ -346,4 +385,8 @@ COMPILED: dict[str, Predicate] = {
     "start.hasValue().not() or end.hasValue().not() or (start <= end)": per_1,
     "code.empty() or system.exists()": qty_3,
     "comparator.empty()": sqty_1,
+    # PAS 2.2.1 profile-claim and profile-claim-update, on Claim.item (about 1.6 ms a request through fhirpathpy)
+    "extension.where(url='http://hl7.org/fhir/us/davinci-pas/StructureDefinition/extension-certificationType' and "
+    "value.code='1').exists() implies extension.where(url='http://hl7.org/fhir/us/davinci-pas/StructureDefinition/"
+    "extension-levelOfServiceCode').exists()": pas_immediate_level_of_care,
 }
