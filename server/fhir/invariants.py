@@ -1,4 +1,5 @@
-"""The base invariants that recur on every resource, Bundle, Reference and Quantity, as Python checks.
+"""The base invariants that recur on every resource, Bundle, Reference and Quantity, and the costliest
+profile invariant of every PAS request (``ImmediateLevelOfCare``), as Python checks.
 
 Evaluated by fhirpathpy they were over half of the validator's CPU: ``dom-2`` to ``dom-6`` run on
 every resource and every contained or Bundle-entry resource, the ``bdl-*`` set on every Bundle.
