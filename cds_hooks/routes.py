@@ -63,11 +63,10 @@ FLUSH_INTERVAL = 0.2
 FLUSH_BATCH = 100
 MAX_PENDING = 50_000
 MAX_AUDIT_BODY = 5 * 1024 * 1024
-COMPRESS_AUDIT = crd_audit_compress()
 
 
-def _pack(body: bytes) -> bytes:
-    return zlib.compress(body, 1) if COMPRESS_AUDIT else body
+def _pack(body: bytes, compress: bool) -> bytes:
+    return zlib.compress(body, 1) if compress else body
 FEEDBACK = "crd_feedback"
 JSON_TYPES = ("application/json", "application/fhir+json", "text/json")
 # Who reads Precert's own records for a sandbox hook call that brought no data: any type, read only.
@@ -398,6 +397,7 @@ def _technical(req, rules) -> dict:
 
 def _audit(service_id, hook, body, raw, status, started, caller, response=None, response_bytes=None) -> dict:
     ctx = body.get("context") if isinstance(body, dict) and isinstance(body.get("context"), dict) else {}
+    compress = crd_audit_compress()  # read per record, as every setting is: never at import
     return {
         "_id": new_hex(),
         "hook_instance": body.get("hookInstance") if isinstance(body, dict) and isinstance(body.get("hookInstance"), str) else None,
@@ -411,10 +411,10 @@ def _audit(service_id, hook, body, raw, status, started, caller, response=None, 
         "patient": ctx.get("patientId") if isinstance(ctx.get("patientId"), str) else None,
         "user": ctx.get("userId") if isinstance(ctx.get("userId"), str) else None,
         # Bodies are kept exactly as exchanged, zlib-compressed (they are most of the record's size).
-        "request": _pack(bytes(raw[:MAX_AUDIT_BODY])) if raw else None,
-        "response": _pack(response_bytes if response_bytes is not None else orjson.dumps(response))
+        "request": _pack(bytes(raw[:MAX_AUDIT_BODY]), compress) if raw else None,
+        "response": _pack(response_bytes if response_bytes is not None else orjson.dumps(response), compress)
         if (response_bytes is not None or response is not None) else None,
-        "z": COMPRESS_AUDIT,
+        "z": compress,
     }
 
 

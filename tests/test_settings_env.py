@@ -41,3 +41,49 @@ def test_only_the_settings_module_reads_the_environment():
             if lines:
                 offenders[rel] = lines
     assert offenders == {}
+
+
+def import_time_reads(source: str) -> list[int]:
+    """Lines that read a setting while the module is imported: a call, outside any function or class
+    body, of a function of ``server.settings`` (``settings.port()``, or a name imported from it), or
+    of ``Settings.from_env`` or a config's ``from_env``."""
+    tree = ast.parse(source)
+    imported = {a.asname or a.name for node in tree.body if isinstance(node, ast.ImportFrom) and node.module == "server.settings"
+                for a in node.names}
+    lines = []
+
+    def visit(node):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef)):
+            return
+        if isinstance(node, ast.Call):
+            fn = node.func
+            if (isinstance(fn, ast.Name) and fn.id in imported and fn.id[:1].islower()) or \
+                    (isinstance(fn, ast.Attribute) and (fn.attr == "from_env" or
+                                                        (isinstance(fn.value, ast.Name) and fn.value.id == "settings"))):
+                lines.append(node.lineno)
+        for child in ast.iter_child_nodes(node):
+            visit(child)
+
+    for stmt in tree.body:
+        visit(stmt)
+    return sorted(lines)
+
+
+def test_the_import_time_check_finds_a_setting_read_at_module_level():
+    probe = ("from server.settings import crd_audit_compress, Settings\nfrom server import settings\n"
+             "A = crd_audit_compress()\nB = settings.port()\nC = Settings.from_env()\n"
+             "def f():\n    return crd_audit_compress()\n")
+    assert import_time_reads(probe) == [3, 4, 5]
+
+
+def test_no_setting_is_read_when_a_module_is_imported():
+    offenders = {}
+    for package in PACKAGES:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            if "node_modules" in path.parts:
+                continue
+            rel = str(path.relative_to(ROOT))
+            lines = import_time_reads(path.read_text(encoding="utf-8"))
+            if lines:
+                offenders[rel] = lines
+    assert offenders == {}
