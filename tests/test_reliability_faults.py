@@ -110,13 +110,17 @@ class Load:
 
 
 def first_503_after(load: Load, moment: float, timeout: float) -> float:
+    """Seconds from ``moment`` to the first 503 answered after it, whenever its request was sent: a
+    request in flight when the database froze is the one a client sees fail first (the requests sent
+    after it wait behind it, a database timeout later)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        for sent, status, took in load.since(moment):
-            if status == 503:
-                return sent + took - moment
+        answered = [sent + took - moment for sent, status, took in list(load.statuses)
+                    if status == 503 and sent + took >= moment]
+        if answered:
+            return min(answered)
         time.sleep(0.05)
-    raise AssertionError(f"no 503 within {timeout} s; saw {sorted({s for _, s, _ in load.since(moment)})}")
+    raise AssertionError(f"no 503 answered within {timeout} s; saw {sorted({s for _, s, _ in load.since(moment)})}")
 
 
 def ready_status_within(port: int, want: int, timeout: float) -> float:
