@@ -13,7 +13,7 @@ Examples::
     precert clients list | show ID | disable ID | enable ID | remove ID
     precert staff add alice --role reviewer --licence RN      # password asked, or --password-file
     precert staff add drlee --role medical-director --licence MD --display "Dr Lee"
-    precert staff update alice --licence NP [--role reviewer ...]
+    precert staff update alice --licence NP [--role reviewer ...] [--npi 1234567893]
     precert staff list | roles alice --role reviewer | disable alice | enable alice | password alice | remove alice
 
 A staff account's licence (``--licence``) is one of MD, DO (physician reviewers: they may deny or
@@ -32,6 +32,7 @@ from pathlib import Path
 
 from server.settings import Settings
 
+NPI_HELP = "the staff member's own NPI (ten digits), named as the reviewer on PAS 2.2.1 decisions"
 LICENCE_HELP = "licence type: MD or DO (physician reviewer), RN, LPN, NP, PA or PharmD (clinical reviewer); none for an administrator"
 
 
@@ -63,11 +64,13 @@ def add_subcommands(sub) -> None:
     sadd.add_argument("--role", action="append", required=True, choices=["reviewer", "medical-director", "administrator"])
     sadd.add_argument("--display", default="")
     sadd.add_argument("--licence", "--license", dest="licence", default=None, help=LICENCE_HELP)
+    sadd.add_argument("--npi", default=None, help=NPI_HELP)
     sadd.add_argument("--password-file", help="read the password from this file (default: ask)")
-    upd = ssub.add_parser("update", parents=[common], help="change a staff account's licence and/or roles")
+    upd = ssub.add_parser("update", parents=[common], help="change a staff account's licence, roles and/or NPI")
     upd.add_argument("username")
     upd.add_argument("--licence", "--license", dest="licence", default=None, help=LICENCE_HELP + " ('' to clear)")
     upd.add_argument("--role", action="append", choices=["reviewer", "medical-director", "administrator"])
+    upd.add_argument("--npi", default=None, help=NPI_HELP + " ('' to clear)")
     roles = ssub.add_parser("roles", parents=[common])
     roles.add_argument("username")
     roles.add_argument("--role", action="append", required=True, choices=["reviewer", "medical-director", "administrator"])
@@ -190,7 +193,7 @@ async def _staff(storage, settings, args, password) -> int:
                                AuthConfig(), settings.mode == "production")
     try:
         if args.action == "add":
-            _print(await directory.add(args.username, password, args.role, args.display, licence=args.licence))
+            _print(await directory.add(args.username, password, args.role, args.display, licence=args.licence, npi=args.npi))
             return 0
         if args.action == "list":
             for u in await directory.list():
@@ -202,10 +205,10 @@ async def _staff(storage, settings, args, password) -> int:
         elif args.action == "roles":
             result = await directory.update(args.username, roles=args.role)
         elif args.action == "update":
-            if args.licence is None and not args.role:
-                print("error: give --licence and/or --role", file=sys.stderr)
+            if args.licence is None and not args.role and args.npi is None:
+                print("error: give --licence, --role and/or --npi", file=sys.stderr)
                 return 2
-            result = await directory.update(args.username, roles=args.role or None, licence=args.licence)
+            result = await directory.update(args.username, roles=args.role or None, licence=args.licence, npi=args.npi)
         elif args.action == "password":
             result = await directory.update(args.username, password=password)
         else:

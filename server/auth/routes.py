@@ -284,6 +284,7 @@ class StaffNew(BaseModel):
     roles: list[str]
     display: str = ""
     licence: str = ""
+    npi: str = ""  # the staff member's own NPI, named as the reviewer on PAS 2.2.1 decisions
 
 
 class StaffChange(BaseModel):
@@ -292,6 +293,7 @@ class StaffChange(BaseModel):
     active: StrictBool | None = None
     password: str | None = None
     licence: str | None = None
+    npi: str | None = None  # "" clears it
 
 
 def _registration(data, production: bool):
@@ -372,11 +374,11 @@ async def list_staff(request: Request, who=ADMIN) -> JSONResponse:
 @admin.post("/staff")
 @policy.requires(ADMIN_CONFIG)
 async def add_staff(request: Request, who=ADMIN) -> JSONResponse:
-    """``{"username", "password", "roles": [...], "display", "licence"}``."""
+    """``{"username", "password", "roles": [...], "display", "licence", "npi"}``."""
     svc = auth_service(request)
-    new = await _body(request, StaffNew, "{username, password, roles: [...], display}")
+    new = await _body(request, StaffNew, "{username, password, roles: [...], display, licence, npi}")
     try:
-        user = await svc.staff.add(new.username, new.password, new.roles, new.display, licence=new.licence)
+        user = await svc.staff.add(new.username, new.password, new.roles, new.display, licence=new.licence, npi=new.npi)
     except (ValueError, TypeError) as exc:
         raise PrecertError(400, str(exc)) from None
     return JSONResponse(user, 201)
@@ -385,14 +387,14 @@ async def add_staff(request: Request, who=ADMIN) -> JSONResponse:
 @admin.patch("/staff/{username}")
 @policy.requires(ADMIN_CONFIG)
 async def change_staff(request: Request, username: str, who=ADMIN) -> JSONResponse:
-    """Any of ``{"roles": [...], "active": bool, "password": str, "licence": str}``; disabling or a
-    new password ends the user's sessions."""
+    """Any of ``{"roles": [...], "active": bool, "password": str, "licence": str, "npi": str}``;
+    disabling or a new password ends the user's sessions."""
     svc = auth_service(request)
-    change = await _body(request, StaffChange, "any of roles, active, password, licence")
+    change = await _body(request, StaffChange, "any of roles, active, password, licence, npi")
     if not change.model_fields_set:
-        raise PrecertError(400, "send any of roles, active, password, licence")
+        raise PrecertError(400, "send any of roles, active, password, licence, npi")
     try:
-        user = await svc.staff.update(username, change.roles, change.active, change.password, change.licence)
+        user = await svc.staff.update(username, change.roles, change.active, change.password, change.licence, change.npi)
     except (ValueError, TypeError) as exc:
         raise PrecertError(400, str(exc)) from None
     if user is None:

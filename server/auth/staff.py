@@ -38,6 +38,7 @@ from pymongo.errors import DuplicateKeyError
 
 from server.auth.policy import ROLES
 from server.auth.throttle import SignInThrottle
+from server.npi import is_valid_npi
 
 COOKIE = "precert_staff"
 USERNAME_RE = re.compile(r"^[A-Za-z0-9._@-]{1,100}$")
@@ -96,6 +97,16 @@ LICENCES = {
 SANDBOX_LICENCES = {"reviewer": "RN", "director": "MD"}
 # ... and their (synthetic) NPIs.
 SANDBOX_NPIS = {"reviewer": "1900000013", "director": "1900000021", "sandbox-reviewer": "1900000039"}
+
+
+def check_npi(value) -> str:
+    """A staff member's own NPI (named as the reviewer on PAS 2.2.1 decisions): ten digits with a
+    valid check digit, or empty (none)."""
+    if value is None or value == "":
+        return ""
+    if not isinstance(value, str) or not is_valid_npi(value.strip()):
+        raise ValueError("npi: an NPI is ten digits ending in its check digit")
+    return value.strip()
 
 
 def check_licence(licence) -> str:
@@ -164,8 +175,7 @@ class StaffDirectory:
         hashed = await asyncio.to_thread(hash_password, password)
         if npi is None and sandbox:
             npi = SANDBOX_NPIS.get(username)
-        if npi and not re.fullmatch(r"\d{10}", npi):
-            raise ValueError("npi: an NPI is ten digits")
+        npi = check_npi(npi)
         doc = {"_id": username, "display": display[:200], "roles": roles, "licence": licence, "npi": npi or "", "password": hashed, "active": True,
                "sandbox": sandbox, "created": datetime.now(timezone.utc)}
 
@@ -178,16 +188,19 @@ class StaffDirectory:
     @staticmethod
     def public(doc: dict) -> dict:
         return {"username": doc["_id"], "display": doc.get("display", ""), "roles": doc.get("roles", []),
-                "licence": doc.get("licence") or "", "active": doc.get("active", True), "sandbox": doc.get("sandbox", False)}
+                "licence": doc.get("licence") or "", "npi": doc.get("npi") or "", "active": doc.get("active", True),
+                "sandbox": doc.get("sandbox", False)}
 
     async def list(self) -> list[dict]:
         return [self.public(d) async for d in self.users.find({}).sort("_id", 1)]
 
     async def update(self, username: str, roles=None, active: bool | None = None, password: str | None = None,
-                     licence: str | None = None) -> dict | None:
+                     licence: str | None = None, npi: str | None = None) -> dict | None:
         change: dict = {}
         if licence is not None:
             change["licence"] = check_licence(licence)
+        if npi is not None:
+            change["npi"] = check_npi(npi)
         if roles is not None:
             change["roles"] = check_roles(roles)
         if active is not None:
