@@ -88,4 +88,5 @@ def test_ci_runs_the_readmes_test_command():
     ci = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()
           if line.strip() and not line.lstrip().startswith("#")]
     assert ci[-1] == command  # the very line the README shows
+    assert f"The test command is `{command}`" in readme[:readme.index("\n## Tests\n")]  # named up front too
     assert (ROOT / command).stat().st_mode & 0o111  # executable, as CI calls it
