@@ -27,7 +27,7 @@ from jwt import PyJWK
 
 from cds_hooks.config import DEMO_EHR_ISS, CRDConfig, TrustedEHR
 from server.auth.jwks import JWKSFetcher
-from server.auth.signed_jwt import Rejected, ReplayStore, SignedJWTVerifier, check, parse
+from server.auth.signed_jwt import Rejected, ReplayStore, check, find_key, parse
 from server.errors import PrecertError
 
 # A kid not in the cached set fetches the set again, at most this often (key rotation).
@@ -75,7 +75,6 @@ class Verifier:
     def __init__(self, config: CRDConfig, jwks: JWKSFetcher, allow_reuse: bool = False, replay: ReplayStore | None = None):
         self.config = config
         self.jwks = jwks
-        self.keys = SignedJWTVerifier(jwks)
         self.replay = replay or ReplayStore()
         # A token reused within its lifetime by the same issuer is accepted (test laboratories only).
         self.allow_reuse = allow_reuse
@@ -119,9 +118,8 @@ class Verifier:
             if source.jwks is None and not source.jku:
                 continue
             try:
-                key = await self.keys.find_key(lambda jwks: _find_key(jwks, kid, alg), jwks=source.jwks,
-                                               jwks_url=source.jku if source.jwks is None else None,
-                                               refresh_min=JWKS_REFRESH_MIN)
+                key = await find_key(self.jwks, lambda jwks: _find_key(jwks, kid, alg), jwks=source.jwks,
+                                     jwks_url=source.jku if source.jwks is None else None, refresh_min=JWKS_REFRESH_MIN)
             except Rejected as exc:
                 raise AuthError(401, exc.detail) from None
             if key is not None:

@@ -62,5 +62,5 @@ def test_client_assertions_and_ehr_tokens_share_one_replay_store_and_one_key_fet
     services = server.app.state.precert.services
     tokens, crd = services["auth"].tokens, services["crd"].verifier
     assert tokens.replay is crd.replay is services["jwt_replay"]
-    assert tokens.verifier.jwks is crd.keys.jwks is services["jwks"]
+    assert tokens.jwks is crd.jwks is services["jwks"]
     assert crd.replay.collection.name == tokens.replay.collection.name == "auth_jti"

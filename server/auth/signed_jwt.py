@@ -6,7 +6,7 @@ bearer token, :mod:`cds_hooks.jwt_auth`). Each decides whom it trusts and which 
 everything else is done here, once:
 
 - :func:`parse` reads the header and claims before any key is chosen;
-- :meth:`SignedJWTVerifier.find_key` takes the key from a registered JWK Set or from a JWK Set URL,
+- :func:`find_key` takes the key from a registered JWK Set or from a JWK Set URL,
   through the application's one fetcher (:mod:`server.auth.jwks`: Cache-Control, the outbound guard,
   the last good set when the key server fails), and fetches again once when the ``kid`` is new, so
   key rotation works;
@@ -72,26 +72,20 @@ def check(token: str, key: Any, alg: str, audience: str | list[str], leeway: flo
         raise Rejected("invalid", str(exc), type(exc).__name__) from None
 
 
-class SignedJWTVerifier:
-    """Keys for signed JWTs, from registrations or JWK Set URLs (one fetcher, one cache)."""
-
-    def __init__(self, jwks: JWKSFetcher):
-        self.jwks = jwks
-
-    async def find_key(self, select: Callable[[dict], Any], *, jwks: dict | None = None, jwks_url: str | None = None,
-                       refresh_min: float = 0.0) -> Any:
-        """``select(jwk_set)`` over the registered set ``jwks``, or over the set at ``jwks_url``
-        (fetched again, at most every ``refresh_min`` seconds, when ``select`` finds nothing: the
-        owner rotated its keys). None when no key is selected."""
-        if jwks_url is None:
-            return select(jwks or {})
-        try:
-            key = select(await self.jwks.get(jwks_url))
-            if key is None:
-                key = select(await self.jwks.get(jwks_url, refresh=True, refresh_min=refresh_min))
-        except JWKSFetchError as exc:
-            raise Rejected("jwks", str(exc)) from None
-        return key
+async def find_key(fetcher: JWKSFetcher, select: Callable[[dict], Any], *, jwks: dict | None = None,
+                   jwks_url: str | None = None, refresh_min: float = 0.0) -> Any:
+    """``select(jwk_set)`` over the registered set ``jwks``, or over the set at ``jwks_url`` through
+    the application's one ``fetcher`` (fetched again, at most every ``refresh_min`` seconds, when
+    ``select`` finds nothing: the owner rotated its keys). None when no key is selected."""
+    if jwks_url is None:
+        return select(jwks or {})
+    try:
+        key = select(await fetcher.get(jwks_url))
+        if key is None:
+            key = select(await fetcher.get(jwks_url, refresh=True, refresh_min=refresh_min))
+    except JWKSFetchError as exc:
+        raise Rejected("jwks", str(exc)) from None
+    return key
 
 
 class ReplayStore:

@@ -24,7 +24,7 @@ from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 from server.auth.clients import Client, ClientRegistry, jwk_thumbprint, sandbox_thumbprints
 from server.auth.config import AuthConfig
 from server.auth.jwks import JWKSFetcher
-from server.auth.signed_jwt import ReplayStore, Rejected, SignedJWTVerifier, check, parse
+from server.auth.signed_jwt import ReplayStore, Rejected, check, find_key, parse
 from server.auth.scopes import Permissions, mediate
 
 log = logging.getLogger("precert.auth")
@@ -98,7 +98,6 @@ class TokenService:
         self._public = self._private.public_key()
         # Registered jwks_url sets: the application's one JWK Set fetcher (server.auth.jwks).
         self.jwks = jwks or JWKSFetcher(max_seconds=config.jwks_cache_max_seconds, guarded=production)
-        self.verifier = SignedJWTVerifier(self.jwks)
         self._demo = sandbox_thumbprints()
         # Verified access tokens, each kept until it expires (its own exp claim).
         self._verified: TLRUCache[str, AccessClaims] = TLRUCache(maxsize=10_000, ttu=lambda _token, claims, _now: claims.exp,
@@ -132,8 +131,8 @@ class TokenService:
             if not client.jwks_url or jku != client.jwks_url:
                 raise invalid_client("client_assertion jku is not the client's registered JWKS URL")
         try:
-            key = await self.verifier.find_key(lambda jwks: _select_key(jwks, kid, alg), jwks=client.jwks,
-                                               jwks_url=client.jwks_url or None)
+            key = await find_key(self.jwks, lambda jwks: _select_key(jwks, kid, alg), jwks=client.jwks,
+                                 jwks_url=client.jwks_url or None)
         except Rejected as exc:
             raise invalid_client(f"the client's JWKS URL: {exc.detail}") from None
         if key is None:
