@@ -7,6 +7,7 @@ NPI = "http://hl7.org/fhir/sid/us-npi"
 
 
 def _luhn_sum(digits: str) -> int:
+    """The Luhn sum of ``digits``, the last (the check digit's place) counted as it is."""
     total = 0
     for i, ch in enumerate(reversed(digits)):
         d = int(ch)
@@ -25,13 +26,5 @@ def is_valid_npi(value: str) -> bool:
 
 def npi(base8: str) -> str:
     """A valid NPI (Luhn check digit over the 80840 prefix) from eight digits after a leading 1."""
-    digits = "80840" + "1" + base8
-    total = 0
-    for i, ch in enumerate(reversed(digits)):
-        d = int(ch)
-        if i % 2 == 0:
-            d *= 2
-            if d > 9:
-                d -= 9
-        total += d
-    return "1" + base8 + str((10 - total % 10) % 10)
+    body = "1" + base8
+    return body + str((10 - _luhn_sum("80840" + body + "0") % 10) % 10)
