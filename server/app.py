@@ -61,8 +61,7 @@ def install_error_handlers(app: FastAPI) -> None:
             detail = f"no route for {request.method} {path[:200]}"
         if exc.status_code == 405 and detail == "Method Not Allowed":
             detail = f"{request.method} is not allowed on {path[:200]}"
-        code = errors.STATUS_CODES.get(exc.status_code, "processing")
-        return errors.response(path, PrecertError(exc.status_code, detail, code, headers=getattr(exc, "headers", None)))
+        return errors.response(path, PrecertError(exc.status_code, detail, headers=getattr(exc, "headers", None)))
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError):

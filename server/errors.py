@@ -94,11 +94,6 @@ def response(path: str, exc: PrecertError) -> Response:
     return Response(body, status_code=exc.status, media_type=ctype.decode(), headers=exc.headers or None)
 
 
-def refusal(path: str, status: int, message: str, code: str | None = None, headers: dict | None = None) -> Response:
-    """A response refusing a request to ``path`` (for handlers that answer rather than raise)."""
-    return response(path, PrecertError(status, message, code, headers=headers))
-
-
 def validation_detail(errors) -> str:
     """Pydantic's or FastAPI's validation errors in words: ``where: what`` for the first few."""
     parts = []

@@ -65,8 +65,8 @@ class Refusal(PrecertError):
     """A request refused before any route saw it; ``close`` ends the connection after the answer
     (the rest of the body is not read)."""
 
-    def __init__(self, status: int, code: str, message: str, close: bool = False, headers: dict | None = None):
-        super().__init__(status, message, code, headers=headers)
+    def __init__(self, status: int, message: str, code: str | None = None, close: bool = False):
+        super().__init__(status, message, code)
         self.close = close
 
 
@@ -165,11 +165,11 @@ class RequestGuard:
                 return
             if is_database_error(exc):
                 log.error("database unavailable on %s %s: %s", scope.get("method"), _template(scope), type(exc).__name__)
-                await send_refusal(send, path, Refusal(503, "transient", "the database is unavailable; retry shortly",
-                                                       headers={"Retry-After": str(RETRY_AFTER_SECONDS)}))
+                await send_refusal(send, path, PrecertError(503, "the database is unavailable; retry shortly", "transient",
+                                                            headers={"Retry-After": str(RETRY_AFTER_SECONDS)}))
             else:
                 log.exception("unhandled error on %s %s", scope.get("method"), _template(scope))
-                await send_refusal(send, path, Refusal(500, "exception", "internal error; the request was not completed"))
+                await send_refusal(send, path, PrecertError(500, "internal error; the request was not completed", "exception"))
 
     async def _read(self, scope, receive) -> bytes | None:
         path = scope.get("path", "")
@@ -180,22 +180,22 @@ class RequestGuard:
             try:
                 size = int(declared)
             except ValueError:
-                raise Refusal(400, "structure", "Content-Length is not a number", close=True) from None
+                raise Refusal(400, "Content-Length is not a number", "structure", close=True) from None
             if size > limit:
-                raise Refusal(413, "too-costly", f"request body exceeds the limit of {limit} bytes for this route", close=True)
+                raise Refusal(413, f"request body exceeds the limit of {limit} bytes for this route", "too-costly", close=True)
         chunks: list[bytes] = []
         size = 0
         while True:
             try:
                 message = await asyncio.wait_for(receive(), self.body_read_timeout)
             except asyncio.TimeoutError:
-                raise Refusal(408, "timeout", f"the request body stalled for {self.body_read_timeout:g} s", close=True) from None
+                raise Refusal(408, f"the request body stalled for {self.body_read_timeout:g} s", "timeout", close=True) from None
             if message["type"] == "http.disconnect":
                 return None
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > limit:
-                raise Refusal(413, "too-costly", f"request body exceeds the limit of {limit} bytes for this route", close=True)
+                raise Refusal(413, f"request body exceeds the limit of {limit} bytes for this route", "too-costly", close=True)
             chunks.append(chunk)
             if not message.get("more_body", False):
                 break
@@ -207,7 +207,7 @@ class RequestGuard:
             problem, parsed = await anyio.to_thread.run_sync(_structure_problem, body) if len(body) > 64 * KB \
                 else _structure_problem(body)
             if problem:
-                raise Refusal(413, "too-costly", problem)
+                raise Refusal(413, problem, "too-costly")
             if parsed is not _UNPARSED:
                 # The route's body reader (server/fhir/jsonio.py) takes it instead of parsing again.
                 scope[PARSED_BODY] = (body, parsed)
