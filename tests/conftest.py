@@ -48,6 +48,15 @@ def client(server):
 
 
 @pytest.fixture
+def db(monkeypatch, mongodb_uri) -> list[str]:
+    """The ``precert`` command-line arguments for a fresh database of its own (``--mongodb-uri``, and
+    ``PRECERT_DB_NAME`` set), in sandbox mode."""
+    monkeypatch.setenv("PRECERT_DB_NAME", f"precert_cli_{uuid.uuid4().hex[:8]}")
+    monkeypatch.delenv("PRECERT_MODE", raising=False)
+    return ["--mongodb-uri", mongodb_uri]
+
+
+@pytest.fixture
 def unique() -> str:
     return uuid.uuid4().hex[:12]
 

@@ -3,19 +3,9 @@
 from __future__ import annotations
 
 import json
-import uuid
-
-import pytest
 
 from server.auth.testing import ClientKey
 from server.cli import main
-
-
-@pytest.fixture
-def db(monkeypatch, mongodb_uri):
-    monkeypatch.setenv("PRECERT_DB_NAME", f"precert_cli_{uuid.uuid4().hex[:8]}")
-    monkeypatch.delenv("PRECERT_MODE", raising=False)
-    return ["--mongodb-uri", mongodb_uri]
 
 
 def test_signing_key_prints_an_ec_p256_pem(capsys):

@@ -6,17 +6,8 @@ from __future__ import annotations
 import json
 import uuid
 
-import pytest
-
 from server.cli import main
 from tests.test_review_support import staff_headers
-
-
-@pytest.fixture
-def db(monkeypatch, mongodb_uri):
-    monkeypatch.setenv("PRECERT_DB_NAME", f"precert_cli_{uuid.uuid4().hex[:8]}")
-    monkeypatch.delenv("PRECERT_MODE", raising=False)
-    return ["--mongodb-uri", mongodb_uri]
 
 
 def test_staff_add_and_update_set_the_licence_from_the_command_line(db, tmp_path, capsys):

@@ -28,19 +28,22 @@ def test_the_check_finds_each_way_of_reading_the_environment():
     assert environment_reads(probe) == [2, 3, 4]
 
 
-def test_only_the_settings_module_reads_the_environment():
-    offenders = {}
+def offenders(check, skip: tuple[str, ...] = ()) -> dict[str, list[int]]:
+    """{module path: the lines ``check`` finds in it} over every module of the project but ``skip``."""
+    found = {}
     for package in PACKAGES:
         for path in sorted((ROOT / package).rglob("*.py")):
-            if "node_modules" in path.parts:
-                continue
             rel = str(path.relative_to(ROOT))
-            if rel == HOME:
+            if "node_modules" in path.parts or rel in skip:
                 continue
-            lines = environment_reads(path.read_text(encoding="utf-8"))
+            lines = check(path.read_text(encoding="utf-8"))
             if lines:
-                offenders[rel] = lines
-    assert offenders == {}
+                found[rel] = lines
+    return found
+
+
+def test_only_the_settings_module_reads_the_environment():
+    assert offenders(environment_reads, skip=(HOME,)) == {}
 
 
 def import_time_reads(source: str) -> list[int]:
@@ -77,13 +80,4 @@ def test_the_import_time_check_finds_a_setting_read_at_module_level():
 
 
 def test_no_setting_is_read_when_a_module_is_imported():
-    offenders = {}
-    for package in PACKAGES:
-        for path in sorted((ROOT / package).rglob("*.py")):
-            if "node_modules" in path.parts:
-                continue
-            rel = str(path.relative_to(ROOT))
-            lines = import_time_reads(path.read_text(encoding="utf-8"))
-            if lines:
-                offenders[rel] = lines
-    assert offenders == {}
+    assert offenders(import_time_reads) == {}

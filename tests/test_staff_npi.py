@@ -7,7 +7,6 @@ import json
 import uuid
 
 import httpx
-import pytest
 
 from server.cli import main
 from tests.pas_support import claim_response, pas_request, submit
@@ -15,13 +14,6 @@ from tests.test_review_support import staff_headers
 
 NPI = "1234567893"  # ten digits with a valid check digit
 OTHER_NPI = "1922334457"
-
-
-@pytest.fixture
-def db(monkeypatch, mongodb_uri):
-    monkeypatch.setenv("PRECERT_DB_NAME", f"precert_cli_{uuid.uuid4().hex[:8]}")
-    monkeypatch.delenv("PRECERT_MODE", raising=False)
-    return ["--mongodb-uri", mongodb_uri]
 
 
 def test_the_command_line_sets_changes_and_refuses_a_staff_npi(db, tmp_path, capsys):
