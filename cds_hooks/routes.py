@@ -28,6 +28,7 @@ from pymongo import ASCENDING, DESCENDING
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.responses import HTMLResponse, JSONResponse, Response
 
+from server.auth.guard import GuardedRoute
 from capability.statement import claim
 from questionnaires.catalog import get_catalog
 from server.auth import audit, enforcing, policy
@@ -55,7 +56,7 @@ from server.settings import crd_audit_compress
 
 log = logging.getLogger("precert.crd")
 
-router = APIRouter()
+router = APIRouter(route_class=GuardedRoute)
 
 MEMBER_TTL = 60.0
 MEMBER_CACHE_MAX = 10_000
@@ -310,11 +311,13 @@ async def _read_json(request: Request, limit: int):
 
 
 @router.get("/cds-services")
+@policy.requires(policy.PUBLIC_REQ)  # discovery is open
 async def discovery(request: Request) -> Response:
     return Response(_crd(request).discovery_bytes, media_type="application/json")
 
 
 @router.post("/cds-services/{service_id}")
+@policy.requires(policy.DELEGATED_REQ)  # the EHR's JWT is checked by the service
 async def call_service(service_id: str, request: Request) -> Response:
     crd = _crd(request)
     hook = SERVICE_HOOK.get(service_id)
@@ -420,6 +423,7 @@ def _audit(service_id, hook, body, raw, status, started, caller, response=None, 
 
 # ----------------------------------------------------------------------------- feedback
 @router.post("/cds-services/{service_id}/feedback")
+@policy.requires(policy.DELEGATED_REQ)
 async def feedback(service_id: str, request: Request) -> Response:
     crd = _crd(request)
     if service_id not in SERVICE_HOOK:
@@ -441,6 +445,7 @@ async def feedback(service_id: str, request: Request) -> Response:
 
 # ----------------------------------------------------------------------------- audit lookup
 @router.get("/admin/crd/calls")
+@policy.requires(policy.staff("administrator"))
 async def calls(request: Request) -> Response:
     q = request.query_params
     query: dict = {}
@@ -523,10 +528,6 @@ def install(app: FastAPI) -> None:
 
     app.state.startup_steps.append(start)
     app.state.shutdown_steps.append(stop)
-    policy.declare("/cds-services", ["GET"], policy.PUBLIC_REQ)  # discovery is open
-    policy.declare("/cds-services/{service_id}", ["POST"], policy.DELEGATED_REQ)  # the EHR's JWT is checked by the service
-    policy.declare("/cds-services/{service_id}/feedback", ["POST"], policy.DELEGATED_REQ)
-    policy.declare("/admin/crd/calls", ["GET"], policy.staff("administrator"))
     app.include_router(router)
 
 

@@ -18,6 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from server import __version__, errors, routing
 from server.embedded_db import EmbeddedDatabase, exit_process
+from server.auth.guard import GuardedRoute
 from server.errors import PrecertError
 from server.fhir import profiles
 from server.fhir.rest import router as fhir_router
@@ -136,9 +137,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         description="Payer-side HL7 Da Vinci prior authorization: CRD, DTR and PAS on FHIR R4",
         lifespan=lifespan,
-        docs_url=None,  # served by server.front from local assets
+        docs_url=None,  # served by server.front from local assets, as is the OpenAPI document
         redoc_url=None,
+        openapi_url=None,
     )
+    app.router.route_class = GuardedRoute  # every route enforces the requirement declared beside it
     app.state.settings = settings
     app.state.startup_steps = []
     app.state.shutdown_steps = []

@@ -43,6 +43,7 @@ from starlette.staticfiles import StaticFiles
 from cds_hooks.config import DEMO_EHR_ISS, DEMO_EHR_JWKS_FILE
 from cds_hooks.discovery import SERVICE_HOOK
 from server.auth import policy
+from server.auth.guard import GuardedApp
 from server.errors import PrecertError
 from server.sandbox import sandbox_resources
 from server.sandbox_charts import chart_resources
@@ -85,12 +86,19 @@ def _problem(status: int, code: str, message: str) -> PrecertError:
     return PrecertError(status, message, code)
 
 
+# The page and its assets hold no patient data of Precert's; the inbox holds what this sandbox sent to
+# a demo endpoint (synthetic members only). Outside the sandbox these routes do not exist (404).
+OPEN = policy.Requirement(policy.PUBLIC, phi=False)
+
+
+@policy.requires(OPEN)
 async def page(request: Request) -> HTMLResponse:
     svc = request.app.state.precert.services.get("auth")
     enforcing = bool(svc is not None and svc.enforcing)
     return HTMLResponse(TEMPLATES.get_template("demo_ehr.html").render(assets=ASSETS, enforcing=enforcing))
 
 
+@policy.requires(OPEN)
 async def records(request: Request) -> Response:
     return Response(_records_json(), media_type="application/json")
 
@@ -104,6 +112,7 @@ async def _json_object(request: Request) -> dict | None:
     return body if isinstance(body, dict) else None
 
 
+@policy.requires(OPEN)
 async def token(request: Request) -> Response:
     """A sandbox client's access token for the page, when authentication is enforced."""
     svc = request.app.state.precert.services.get("auth")
@@ -124,6 +133,7 @@ async def token(request: Request) -> Response:
                          "scope": TOKEN_SCOPE, "client_id": client_id})
 
 
+@policy.requires(OPEN)
 async def hook_token(request: Request) -> Response:
     """A one-use CDS Hooks JWT from the demo EHR for one Precert service, when authentication is
     enforced (the CRD services then require one)."""
@@ -149,6 +159,7 @@ def _collection(request: Request):
     return request.app.state.precert.storage.collection(INBOX)
 
 
+@policy.requires(OPEN)
 async def receive_notification(request: Request) -> Response:
     """The EHR's rest-hook endpoint: store what the subscription service sends (handshake, heartbeat,
     event notifications) for the page to read."""
@@ -175,6 +186,7 @@ async def receive_notification(request: Request) -> Response:
     return Response(status_code=200)
 
 
+@policy.requires(OPEN)
 async def read_inbox(request: Request) -> Response:
     box = request.path_params["box"]
     if not BOX_ID.match(box):
@@ -187,17 +199,6 @@ async def read_inbox(request: Request) -> Response:
 def install(app: FastAPI) -> None:
     """Registers the demo EHR in sandbox mode only; in production the paths do not exist (404)."""
 
-    # Declared in every mode, so that an enforcing server answers these paths with the router's 404
-    # rather than refusing an undeclared route. The page and its assets hold no patient data of
-    # Precert's; the inbox holds what this sandbox sent to a demo endpoint (synthetic members only).
-    open_ = policy.Requirement(policy.PUBLIC, phi=False)
-    policy.declare(PREFIX, ["GET"], open_)
-    policy.declare(PREFIX + "/records.json", ["GET"], open_)
-    policy.declare(PREFIX + "/inbox/{box}", ["GET", "POST"], open_)
-    policy.declare(PREFIX + "/token", ["POST"], open_)
-    policy.declare(PREFIX + "/hook-token", ["POST"], open_)
-    policy.declare(ASSETS, ["GET"], open_)
-    policy.declare(ASSETS + "/{path:path}", ["GET"], open_)
     if app.state.settings.mode != "sandbox":
         return
 
@@ -212,4 +213,4 @@ def install(app: FastAPI) -> None:
     app.add_api_route(PREFIX + "/hook-token", hook_token, methods=["POST"], include_in_schema=False)
     app.add_api_route(PREFIX + "/inbox/{box}", receive_notification, methods=["POST"], include_in_schema=False)
     app.add_api_route(PREFIX + "/inbox/{box}", read_inbox, methods=["GET"], include_in_schema=False)
-    app.mount(ASSETS, StaticFiles(directory=STATIC), name="demo-ehr-assets")
+    app.mount(ASSETS, GuardedApp(StaticFiles(directory=STATIC), OPEN), name="demo-ehr-assets")

@@ -13,16 +13,18 @@ from fastapi import FastAPI, Request
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
 from jinja2 import Environment, FileSystemLoader, select_autoescape
-from starlette.responses import HTMLResponse, PlainTextResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.staticfiles import StaticFiles
 
 from server import __version__
 from server.auth import policy
+from server.auth.guard import GuardedApp
 
 TEMPLATES = Environment(loader=FileSystemLoader(Path(__file__).parent / "templates"), autoescape=select_autoescape())
 # The Markdown guides ship beside the package in a source checkout; an installed wheel has none.
 DOCS_DIR = Path(__file__).resolve().parent.parent / "docs"
 ASSETS = "/docs/assets"
+OPENAPI = "/openapi.json"
 
 
 def _guides() -> list[str]:
@@ -36,6 +38,7 @@ def _mode(request: Request) -> tuple[str, bool]:
     return settings.mode, bool(svc is not None and svc.enforcing)
 
 
+@policy.requires(policy.PUBLIC_REQ)
 async def front_door(request: Request) -> HTMLResponse:
     mode, enforcing = _mode(request)
     page = TEMPLATES.get_template("front.html").render(
@@ -44,13 +47,15 @@ async def front_door(request: Request) -> HTMLResponse:
     return HTMLResponse(page)
 
 
+@policy.requires(policy.DOCS_REQ)
 async def swagger_ui(request: Request) -> HTMLResponse:
     return get_swagger_ui_html(
-        openapi_url=request.app.openapi_url, title="Precert API",
+        openapi_url=OPENAPI, title="Precert API",
         swagger_js_url=f"{ASSETS}/swagger-ui-bundle.js", swagger_css_url=f"{ASSETS}/swagger-ui.css",
         swagger_favicon_url=f"{ASSETS}/favicon-32x32.png")
 
 
+@policy.requires(policy.PUBLIC_REQ)
 async def guide(request: Request) -> Response:
     name = request.path_params["name"]
     if name not in _guides():
@@ -91,14 +96,14 @@ def install(app: FastAPI) -> None:
     """Called last by the app factory, after every router is mounted."""
 
 
-    policy.declare("/", ["GET"], policy.PUBLIC_REQ)
-    policy.declare("/guide/{name}", ["GET"], policy.PUBLIC_REQ)
-    policy.declare(ASSETS, ["GET"], policy.DOCS_REQ)
-    policy.declare(ASSETS + "/{path:path}", ["GET"], policy.DOCS_REQ)
-    for path in ("/docs", "/openapi.json"):
-        policy.declare(path, ["GET"], policy.DOCS_REQ)
+    app.openapi = openapi_with_unique_ids(app)
+
+    @policy.requires(policy.DOCS_REQ)
+    async def openapi_document(request: Request) -> Response:
+        return JSONResponse(app.openapi())
+
     app.add_api_route("/", front_door, methods=["GET"], include_in_schema=False)
     app.add_api_route("/docs", swagger_ui, methods=["GET"], include_in_schema=False)
+    app.add_api_route(OPENAPI, openapi_document, methods=["GET"], include_in_schema=False)
     app.add_api_route("/guide/{name}", guide, methods=["GET"], include_in_schema=False)
-    app.mount(ASSETS, StaticFiles(directory=swagger_ui_bundle.swagger_ui_path), name="swagger-ui")
-    app.openapi = openapi_with_unique_ids(app)
+    app.mount(ASSETS, GuardedApp(StaticFiles(directory=swagger_ui_bundle.swagger_ui_path), policy.DOCS_REQ), name="swagger-ui")

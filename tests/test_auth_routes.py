@@ -13,11 +13,26 @@ import re
 import httpx
 import pytest
 
+from starlette.routing import compile_path
+
 from server.auth import policy
+from server.auth.guard import GuardedRoute
 from server.fhir.operations import registry
 from server.fhir.resources import PROVIDERS
 
 LETTERS = "cruds"
+
+
+def requirement_for(app, method: str, path: str):
+    """What a request to ``path`` needs: the declaration of the first route whose template matches,
+    resolved as the route's guard resolves it (None when no route serves the path and method)."""
+    for template, methods, declared in policy.route_requirements(app):
+        if method not in methods:
+            continue
+        match = compile_path(template)[0].match(path)
+        if match is not None:
+            return (declared or policy.UNDECLARED).resolve(match.groupdict(), method)
+    return None
 
 
 @pytest.fixture(scope="module")
@@ -102,17 +117,42 @@ def test_public_routes_are_declared_public_like_any_other():
     from fastapi import FastAPI
 
     app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
+    app.router.route_class = GuardedRoute
 
     @app.get("/open")
     @policy.requires(policy.PUBLIC_REQ)
     async def open_route():
         return {}
 
-    app.add_api_route("/also-open", lambda: {}, methods=["GET"])
-    policy.declare("/also-open", ["GET"], policy.PUBLIC_REQ)
     assert policy.undeclared_routes(app) == []
-    assert policy.requirement_for(app, "GET", "/open") is policy.PUBLIC_REQ
-    assert policy.requirement_for(app, "POST", "/open") is None  # no such route: the router answers 405
+    assert policy.unguarded_routes(app) == []
+    assert requirement_for(app, "GET", "/open") is policy.PUBLIC_REQ
+    assert requirement_for(app, "POST", "/open") is None  # no such route: the router answers 405
+
+
+def test_every_route_enforces_its_requirement_itself(srv):
+    assert policy.unguarded_routes(srv.app) == [], "use GuardedRoute (route_class), guard.guarded() or guard.GuardedApp"
+
+
+def test_a_route_that_does_not_enforce_is_reported():
+    from fastapi import FastAPI
+    from starlette.staticfiles import StaticFiles
+
+    app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)  # a plain APIRoute, not GuardedRoute
+
+    @app.get("/declared-only")
+    @policy.requires(policy.PUBLIC_REQ)
+    async def declared_only():
+        return {}
+
+    app.mount("/files", StaticFiles(directory="."), name="files")
+    assert policy.unguarded_routes(app) == [("GET", "/declared-only"), ("GET", "/files/{path:path}")]
+
+
+def test_a_staff_dependency_is_the_routes_declaration(srv):
+    req = requirement_for(srv.app, "POST", "/review/api/appeals/ap-1/decision")
+    assert req.kind == policy.STAFF and req.roles == ("medical-director", "administrator")
+    assert requirement_for(srv.app, "GET", "/review/api/clocks").phi is False
 
 
 def test_every_registered_operation_declares_its_scopes(srv):
@@ -123,20 +163,20 @@ def test_the_table_covers_the_da_vinci_operations(srv):
     rows = {(m, p) for m, _, p in table(srv.app)}
     for path in ("/fhir/Claim/$submit", "/fhir/Claim/$inquire", "/fhir/Questionnaire/$questionnaire-package"):
         if any(p == path for _, p in rows):
-            assert policy.requirement_for(srv.app, "POST", path).kind == policy.SMART
-    assert policy.requirement_for(srv.app, "POST", "/fhir/Claim/$submit").permissions == (("Claim", "c"),)
-    assert set(policy.requirement_for(srv.app, "POST", "/fhir/Claim/$inquire").permissions) == {("ClaimResponse", "r"), ("Claim", "r")}
-    assert policy.requirement_for(srv.app, "POST", "/fhir/Questionnaire/$questionnaire-package").permissions == (("Questionnaire", "r"),)
-    assert policy.requirement_for(srv.app, "POST", "/fhir/Subscription/abc/$status").permissions == (("Subscription", "r"),)
-    assert policy.requirement_for(srv.app, "POST", "/fhir/Claim/$brand-new").permissions == (("Claim", "c"),)
-    assert policy.requirement_for(srv.app, "GET", "/fhir/Claim/$brand-new").permissions == (("Claim", "r"),)
-    assert policy.requirement_for(srv.app, "POST", "/fhir/$system-op").permissions == (("*", "c"),)
+            assert requirement_for(srv.app, "POST", path).kind == policy.SMART
+    assert requirement_for(srv.app, "POST", "/fhir/Claim/$submit").permissions == (("Claim", "c"),)
+    assert set(requirement_for(srv.app, "POST", "/fhir/Claim/$inquire").permissions) == {("ClaimResponse", "r"), ("Claim", "r")}
+    assert requirement_for(srv.app, "POST", "/fhir/Questionnaire/$questionnaire-package").permissions == (("Questionnaire", "r"),)
+    assert requirement_for(srv.app, "POST", "/fhir/Subscription/abc/$status").permissions == (("Subscription", "r"),)
+    assert requirement_for(srv.app, "POST", "/fhir/Claim/$brand-new").permissions == (("Claim", "c"),)
+    assert requirement_for(srv.app, "GET", "/fhir/Claim/$brand-new").permissions == (("Claim", "r"),)
+    assert requirement_for(srv.app, "POST", "/fhir/$system-op").permissions == (("*", "c"),)
 
 
 def test_every_protected_route_refuses_requests_without_credentials(srv, http):
     failures = []
     for method, template, path in table(srv.app):
-        req = policy.requirement_for(srv.app, method, path)
+        req = requirement_for(srv.app, method, path)
         if req.kind in (policy.PUBLIC, policy.DELEGATED):
             continue
         resp = send(http, method, path, {})
@@ -149,7 +189,7 @@ def test_every_scope_is_checked_on_every_fhir_route(srv, http, client_id):
     failures = []
     checked = 0
     for method, template, path in table(srv.app):
-        req = policy.requirement_for(srv.app, method, path)
+        req = requirement_for(srv.app, method, path)
         if req.kind != policy.SMART:
             continue
         checked += 1
@@ -187,7 +227,7 @@ def test_staff_routes_need_the_right_role(srv, http, client_id):
     smart_token = mint(srv, client_id, "system/*.cruds")
     failures = []
     for method, template, path in table(srv.app):
-        req = policy.requirement_for(srv.app, method, path)
+        req = requirement_for(srv.app, method, path)
         if req.kind not in (policy.STAFF, policy.DOCS):
             continue
         if send(http, method, path, smart_token).status_code not in (401, 403):

@@ -2,10 +2,10 @@
 
 What other capabilities use::
 
-    from server.auth import require_staff, current_principal, enforcing, declare
+    from server.auth import require_staff, current_principal, enforcing, requires
 """
 
-from server.auth.policy import Requirement, declare, requires, smart, staff  # noqa: F401
+from server.auth.policy import Requirement, requires, smart, staff  # noqa: F401
 from server.auth.principal import Principal, current_principal  # noqa: F401
 from server.auth.staff import StaffPrincipal, require_staff  # noqa: F401
 

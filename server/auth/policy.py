@@ -7,20 +7,22 @@ Every route the app serves declares exactly one :class:`Requirement` where it is
   the route's ``{rtype}``) and the operation routes defer to the operation a request names
   (:class:`FhirOperation`), whose scopes are declared with its registration
   (``@operation(..., scopes=...)`` in :mod:`server.fhir.operations`);
-* routes added without a decorator (``add_route``, mounts) are declared by their installer with
-  :func:`declare`, next to the ``add_route`` call.
+* a dependency may carry it instead (:func:`requires` on the dependency): the review API's staff
+  dependencies declare the roles they check;
+* plain Starlette routes and mounts are declared by wrapping their endpoint or app where they are
+  added (:func:`server.auth.guard.guarded`, :class:`server.auth.guard.GuardedApp`).
 
-Requests are matched to routes as the router does (the route templates, in order); nothing here
-parses URLs by hand. A route that declares nothing is an error: ``tests/test_auth_routes.py`` walks
-``app.routes`` and fails, and at run time an enforcing server refuses it (fail closed).
+Each route enforces its own declaration once the router has chosen it (:mod:`server.auth.guard`);
+nothing matches URLs a second time. A route that declares nothing, or does not enforce, is an error:
+``tests/test_auth_routes.py`` walks ``app.routes`` and fails, and at run time an enforcing server
+refuses an undeclared route (fail closed).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from cachetools import LRUCache
-from starlette.routing import Mount, compile_path
+from starlette.routing import Mount
 
 from server.fhir.operations import registry
 
@@ -135,19 +137,38 @@ class FhirOperation:
                            resource_id=rid, operation=name)
 
 
-_DECLARED: dict[tuple[str, str], object] = {}
+def _dependency_requirement(dependant):
+    for dep in getattr(dependant, "dependencies", None) or ():
+        found = getattr(dep.call, "__precert_access__", None) or _dependency_requirement(dep)
+        if found is not None:
+            return found
+    return None
 
 
-def declare(path: str, methods, requirement) -> None:
-    """Declare the requirement of a route registered without :func:`requires` (call beside its
-    ``add_route``). ``path`` is the route's template, e.g. ``/dtr/launch/{session_id}``."""
-    for method in methods:
-        _DECLARED[(method.upper(), path)] = requirement
+def declared_by(route) -> object | None:
+    """What a route declares: its endpoint's :func:`requires`, else one of its dependencies' (a
+    dependency marked with :func:`requires`), else, for a mount, its app's."""
+    endpoint = getattr(route, "endpoint", None)
+    found = getattr(endpoint, "__precert_access__", None)
+    if found is None:
+        found = _dependency_requirement(getattr(route, "dependant", None))
+    if found is None and isinstance(route, Mount):
+        found = getattr(route.app, "__precert_access__", None)
+    return found
+
+
+def enforces(route) -> bool:
+    """Whether a route enforces what it declares: a guarded FastAPI route, or a Starlette route or
+    mount whose endpoint or app is guarded (:mod:`server.auth.guard`)."""
+    if hasattr(route, "dependant"):  # a FastAPI route
+        return bool(getattr(type(route), "__precert_guarded__", False))
+    target = route.app if isinstance(route, Mount) else getattr(route, "endpoint", None)
+    return bool(getattr(target, "__precert_guarded__", False))
 
 
 def _walk(app):
-    """(template, methods, endpoint, route) of every HTTP route the app serves, in routing order,
-    however FastAPI nests them."""
+    """(template, methods, route) of every HTTP route the app serves, in routing order, however
+    FastAPI nests them."""
     def walk(routes):
         for route in routes:
             if hasattr(route, "effective_candidates"):  # FastAPI's lazily included routers
@@ -162,8 +183,7 @@ def _walk(app):
                 continue
             if isinstance(original, Mount):
                 path = path.rstrip("/") + "/{path:path}"
-            endpoint = getattr(original, "endpoint", None) or getattr(route, "endpoint", None)
-            yield path, tuple(sorted(getattr(original, "methods", None) or ("GET",))), endpoint
+            yield path, tuple(sorted(getattr(original, "methods", None) or ("GET",))), original
 
     yield from walk(app.router.routes)
 
@@ -174,81 +194,21 @@ def iter_routes(app):
         yield path, methods
 
 
-def declared(path: str, method: str, endpoint) -> object | None:
-    """What a route declares: the endpoint's :func:`requires`, else its :func:`declare`."""
-    return getattr(endpoint, "__precert_access__", None) or _DECLARED.get((method, path))
-
-
-@dataclass
-class _Entry:
-    regex: object
-    methods: tuple[str, ...]
-    template: str
-    endpoint: object
-
-
-class RouteIndex:
-    """The app's routes by first path segment, to find the route a request reaches (and so what it
-    declares) without scanning every template."""
-
-    def __init__(self, app):
-        self.entries = [_Entry(compile_path(path)[0], methods, path, endpoint) for path, methods, endpoint in _walk(app)]
-        # Client-chosen segments vary without end: the candidates of the most recent prefixes only.
-        self._by_prefix: LRUCache[tuple[str, str], list[_Entry]] = LRUCache(maxsize=10_000)
-
-    @staticmethod
-    def _prefix(path: str) -> tuple[str, str]:
-        """The first two path segments ("" when absent)."""
-        parts = path.split("/", 3)
-        return (parts[1] if len(parts) > 1 else "", parts[2] if len(parts) > 2 else "")
-
-    @staticmethod
-    def _could_match(template: tuple[str, str], path: tuple[str, str]) -> bool:
-        for mine, theirs in zip(template, path):
-            if "{" in mine:
-                return True  # a parameter (or anything after it) may match what follows
-            if mine != theirs:
-                return False
-        return True
-
-    def candidates(self, path: str) -> list[_Entry]:
-        prefix = self._prefix(path)
-        found = self._by_prefix.get(prefix)
-        if found is None:
-            found = self._by_prefix[prefix] = [e for e in self.entries if self._could_match(self._prefix(e.template), prefix)]
-        return found
-
-    def requirement(self, method: str, path: str) -> Requirement | None:
-        """The requirement of a request; None when no route serves its path and method (the router
-        answers 404 or 405, and nothing protected is reached)."""
-        lookup = "GET" if method == "HEAD" else method
-        for entry in self.candidates(path):
-            if lookup not in entry.methods:
-                continue
-            match = entry.regex.match(path)
-            if match is None:
-                continue
-            access = declared(entry.template, lookup, entry.endpoint)
-            if access is None:
-                return UNDECLARED
-            return access.resolve(match.groupdict(), lookup)
-        return None
-
-
-def route_index(app) -> RouteIndex:
-    """The app's :class:`RouteIndex`, built on first use (routes are fixed once the app is built)."""
-    index = getattr(app.state, "route_index", None)
-    if index is None:
-        index = app.state.route_index = RouteIndex(app)
-    return index
-
-
-def requirement_for(app, method: str, path: str) -> Requirement | None:
-    """The requirement of a request to ``app`` (see :meth:`RouteIndex.requirement`)."""
-    return route_index(app).requirement(method.upper(), path)
+def route_requirements(app):
+    """(path template, methods, declared requirement or None) of every HTTP route, in routing order
+    (for the test suite and the start-up check; requests are not routed through this)."""
+    for path, methods, route in _walk(app):
+        yield path, methods, declared_by(route)
 
 
 def undeclared_routes(app) -> list[tuple[str, str]]:
     """(method, path template) of every route that declares no requirement (the test suite keeps this empty)."""
-    return [(method, path) for path, methods, endpoint in _walk(app) for method in methods
-            if method != "HEAD" and declared(path, method, endpoint) is None]
+    return [(method, path) for path, methods, route in _walk(app) for method in methods
+            if method != "HEAD" and declared_by(route) is None]
+
+
+def unguarded_routes(app) -> list[tuple[str, str]]:
+    """(method, path template) of every route that does not enforce its requirement itself (the test
+    suite keeps this empty)."""
+    return [(method, path) for path, methods, route in _walk(app) for method in methods
+            if method != "HEAD" and not enforces(route)]

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, StrictBool, StrictStr, ValidationErr
 from pymongo.errors import DuplicateKeyError
 from starlette.responses import JSONResponse, Response
 
+from server.auth.guard import GuardedRoute
 from capability.statement import set_security
 from server.auth import logfilter, policy
 from server.auth.audit import AuditLog, to_audit_event
@@ -22,7 +23,7 @@ from server.auth.clients import ClientRegistry, RegistrationError, build_client,
 from server.auth.config import AuthConfig
 from server.auth.isolation import install_hooks
 from server.auth.jwks import shared as shared_jwks
-from server.auth.middleware import AuthenticationMiddleware, AuthorizationMiddleware, SecurityHeadersMiddleware, cors_middleware
+from server.auth.middleware import AccessAuditMiddleware, AuthenticationMiddleware, SecurityHeadersMiddleware, cors_middleware
 from server.auth.scopes import register_types
 from server.auth.signed_jwt import shared_replay
 from server.auth.staff import COOKIE, StaffDirectory, StaffPrincipal, require_staff, staff_token
@@ -77,7 +78,7 @@ def origin(request: Request) -> str:
 
 
 # ---------------------------------------------------------------------- discovery
-discovery = APIRouter()
+discovery = APIRouter(route_class=GuardedRoute)
 
 
 def smart_configuration(base: str) -> dict:
@@ -180,7 +181,7 @@ async def token(request: Request) -> Response:
 
 
 # ---------------------------------------------------------------------- staff sign-in
-staff_router = APIRouter(prefix="/staff", tags=["payer staff"])
+staff_router = APIRouter(route_class=GuardedRoute, prefix="/staff", tags=["payer staff"])
 
 
 class SignIn(BaseModel):
@@ -245,7 +246,7 @@ async def me(who: StaffPrincipal = Depends(require_staff())) -> JSONResponse:
 
 
 # ---------------------------------------------------------------------- admin API
-admin = APIRouter(prefix="/admin/auth", tags=["security administration"])
+admin = APIRouter(route_class=GuardedRoute, prefix="/admin/auth", tags=["security administration"])
 ADMIN = Depends(require_staff("administrator"))
 # Security configuration stays strict even in an open sandbox.
 ADMIN_CONFIG = policy.staff("administrator", always=True, phi=False)
@@ -413,7 +414,7 @@ async def remove_staff(request: Request, username: str, who=ADMIN) -> Response:
 
 
 # ---------------------------------------------------------------------- audit as AuditEvent
-audit_router = APIRouter()
+audit_router = APIRouter(route_class=GuardedRoute)
 AUDIT_PARAMS = {"agent", "entity", "outcome", "date", "type", "_count", "_getpagesoffset", "_format"}
 
 
@@ -563,9 +564,10 @@ def install(app: FastAPI) -> None:
     app.include_router(staff_router)
     app.include_router(admin)
     app.include_router(audit_router)
-    # Innermost first: authorization, authentication around it, then CORS, then the security headers.
+    # Innermost first: the access audit, authentication around it, then CORS, then the security
+    # headers. Authorization is each route's own (server.auth.guard).
     settings = app.state.settings
-    app.add_middleware(AuthorizationMiddleware, fastapi_app=app)  # inner: enforces what the route declares
+    app.add_middleware(AccessAuditMiddleware, fastapi_app=app)  # inner: audits what the route's guard decided
     app.add_middleware(AuthenticationMiddleware, fastapi_app=app)  # outer: sets the principal, never refuses
     if settings.cors_origins:
         app.add_middleware(cors_middleware, origins=settings.cors_origins)
@@ -630,6 +632,10 @@ def install(app: FastAPI) -> None:
         if missing:
             log.warning("routes without a declared access requirement (refused when enforcing): %s",
                         ", ".join(f"{m} {p}" for m, p in missing))
+        unguarded = policy.unguarded_routes(app)
+        if unguarded:
+            raise RuntimeError("routes that do not enforce their access requirement: "
+                               + ", ".join(f"{m} {p}" for m, p in unguarded))
         log.info("security: authentication %s", "enforced" if svc.enforcing else "optional (open sandbox)")
 
     async def stop(state) -> None:

@@ -12,6 +12,7 @@ from fastapi import APIRouter, FastAPI, Query, Request
 from pymongo import DESCENDING
 from starlette.responses import JSONResponse
 
+from server.auth.guard import GuardedRoute, guarded
 from capability.statement import claim
 from questionnaires.catalog import get_catalog
 from server.auth import policy
@@ -26,7 +27,7 @@ log = logging.getLogger("precert.dtr")
 
 DTR_PAYER_CAPABILITY = "http://hl7.org/fhir/us/davinci-dtr/CapabilityStatement/dtr-payer-service"
 
-router = APIRouter(prefix="/admin/dtr", tags=["DTR administration"])
+router = APIRouter(route_class=GuardedRoute, prefix="/admin/dtr", tags=["DTR administration"])
 
 # The DTR client's hot paths get their own plain Starlette routes, matched before the generic /fhir
 # routes (which come last and would otherwise be reached only after every other capability's routes
@@ -49,6 +50,7 @@ HOT_ROUTES = (
 
 
 @router.get("/questionnaire-errors")
+@policy.requires(policy.staff("administrator"))
 async def questionnaire_errors(request: Request, questionnaire: str | None = Query(None, max_length=1000), limit: int = Query(50, ge=1, le=500)):
     """Errors DTR clients reported through $log-questionnaire-errors, newest first."""
 
@@ -57,6 +59,7 @@ async def questionnaire_errors(request: Request, questionnaire: str | None = Que
 
 
 @router.get("/templates")
+@policy.requires(policy.staff("administrator"))
 async def templates(request: Request):
     """The installed documentation templates: forms, libraries, value sets and criteria."""
     catalog = get_catalog()
@@ -109,9 +112,8 @@ def install(app: FastAPI) -> None:
     get_catalog()  # fail at start-up, naming the file, if a template is broken
     claim(DTR_PAYER_CAPABILITY)
     for path, endpoint in HOT_ROUTES:
-        app.add_route(path, endpoint, methods=["POST"], include_in_schema=False)
-        policy.declare(path, ["POST"], policy.FhirOperation("Questionnaire", path.rsplit("$", 1)[1]))
-    for path in ("/admin/dtr/questionnaire-errors", "/admin/dtr/templates"):
-        policy.declare(path, ["GET"], policy.staff("administrator"))
+        # The scopes of the operation the path names, as on the generic operation route.
+        requirement = policy.FhirOperation("Questionnaire", path.rsplit("$", 1)[1])
+        app.add_route(path, guarded(requirement)(endpoint), methods=["POST"], include_in_schema=False)
     app.include_router(router)
     app.state.startup_steps.append(load_templates)

@@ -13,6 +13,7 @@ from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
+from server.auth.guard import GuardedRoute
 from capability.statement import capability_statement
 from server.auth import policy
 from server.fhir.errors import FHIRError, bad_request, gone, not_found
@@ -26,7 +27,7 @@ from server.fhir.search_params import params_for, reference_keys, values_at
 from server.fhir.validation import ID_RE, is_resource_type, validate_resource
 from server.storage import VersionConflict, criteria_filter, fhir_instant, sort_spec, utcnow
 
-router = APIRouter(prefix="/fhir")
+router = APIRouter(route_class=GuardedRoute, prefix="/fhir")
 
 _ETAG_RE = re.compile(r'^(?:W/)?"?(\d+)"?$')
 

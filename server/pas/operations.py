@@ -11,6 +11,7 @@ from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
 
+from server.auth.guard import GuardedRoute
 from server.auth import policy
 from server.auth.principal import current_principal
 from server.fhir.errors import FHIRError
@@ -65,10 +66,12 @@ async def inquire(call: OperationCall) -> Response:
     return await _inquire(call.request, call.body, base_url(call.request), None)
 
 
-pinned_router = APIRouter()
+pinned_router = APIRouter(route_class=GuardedRoute)
 
 
+# The pinned bases follow the same access rules as /fhir/Claim/$submit and /fhir/Claim/$inquire.
 @pinned_router.post(PINNED_PREFIX + "{version}/Claim/$submit", include_in_schema=False)
+@policy.requires(policy.FhirOperation("Claim", "submit"))
 async def pinned_submit(request: Request, version: str) -> Response:
     pinned = _pinned(version)
     body = await read_fhir_json(request, request.app.state.precert.settings.max_body_bytes)
@@ -76,6 +79,7 @@ async def pinned_submit(request: Request, version: str) -> Response:
 
 
 @pinned_router.post(PINNED_PREFIX + "{version}/Claim/$inquire", include_in_schema=False)
+@policy.requires(policy.FhirOperation("Claim", "inquire"))
 async def pinned_inquire(request: Request, version: str) -> Response:
     pinned = _pinned(version)
     body = await read_fhir_json(request, request.app.state.precert.settings.max_body_bytes)
@@ -88,7 +92,3 @@ def _pinned(version: str) -> str:
     return version
 
 
-def declare_pinned_routes() -> None:
-    """The pinned bases follow the same access rules as /fhir/Claim/$submit and /fhir/Claim/$inquire."""
-    for op in ("submit", "inquire"):
-        policy.declare(PINNED_PREFIX + "{version}/Claim/$" + op, ["POST"], policy.FhirOperation("Claim", op))

@@ -16,7 +16,6 @@ from server.pas.service import PasService
 
 def install(app: FastAPI) -> None:
     app.include_router(operations.pinned_router)
-    operations.declare_pinned_routes()
 
     async def start(state) -> None:
         await cases.ensure_indexes(state.storage)

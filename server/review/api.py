@@ -40,6 +40,7 @@ from fastapi.exceptions import HTTPException
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StringConstraints, ValidationError
 from starlette.responses import Response
 
+from server.auth.guard import GuardedRoute
 from server.auth import policy
 from server.auth.staff import SANDBOX_REVIEWER, require_staff, staff_token
 from server.errors import validation_detail
@@ -58,7 +59,7 @@ MAX_JSON_BYTES = 256 * 1024
 WORKERS = ("reviewer", "medical-director")
 
 
-router = APIRouter(prefix="/review/api", tags=["review"])
+router = APIRouter(route_class=GuardedRoute, prefix="/review/api", tags=["review"])
 
 
 # ---------------------------------------------------------------------------------- bodies
@@ -214,8 +215,10 @@ async def _signed_in(request: Request):
     return await require_staff()(request)
 
 
-def staff(*roles: str, sandbox_fallback: bool = False):
-    """A dependency: the signed-in staff member holding one of ``roles`` (401/403 otherwise).
+def staff(*roles: str, sandbox_fallback: bool = False, phi: bool = True):
+    """A dependency: the signed-in staff member holding one of ``roles`` (401/403 otherwise). It is
+    also the route's access declaration (``policy.staff(*roles)``, enforced by the route before the
+    body is read); ``phi=False`` for routes that show no patient data (not audited as PHI access).
 
     With ``sandbox_fallback``, an anonymous caller of an open sandbox (synthetic data, no
     authentication enforced) acts as the sandbox's built-in physician reviewer, as PAS developers
@@ -233,7 +236,7 @@ def staff(*roles: str, sandbox_fallback: bool = False):
             raise HTTPException(403, f"this needs the {' or '.join(roles)} role")
         return who
 
-    return dependency
+    return policy.requires(policy.staff(*roles, phi=phi))(dependency)
 
 
 case_worker = staff(*WORKERS, sandbox_fallback=True)
@@ -301,7 +304,7 @@ def json_response(data, status: int = 200, headers: dict | None = None) -> Respo
 
 # ---------------------------------------------------------------------------------- cases
 @router.get("/denial-reasons")
-async def denial_reasons(who=Depends(staff(sandbox_fallback=True))) -> Response:
+async def denial_reasons(who=Depends(staff(sandbox_fallback=True, phi=False))) -> Response:
     return json_response([reason_public(code) for code in DENIAL_REASONS])
 
 
@@ -381,7 +384,7 @@ async def post_appeal(request: Request, case_id: str, who=Depends(worker)) -> Re
 
 
 @router.get("/clocks")
-async def clocks(request: Request, who=Depends(staff())) -> Response:
+async def clocks(request: Request, who=Depends(staff(phi=False))) -> Response:
     return json_response(await workbench.clock_snapshot(request.app.state.precert))
 
 
@@ -396,13 +399,13 @@ async def _dashboard(request: Request) -> dict:
 
 
 @router.get("/dashboard")
-async def get_dashboard(request: Request, who=Depends(staff())) -> Response:
+async def get_dashboard(request: Request, who=Depends(staff(phi=False))) -> Response:
     """The operations dashboard's figures (aggregates, no member data): ?from&to&category&plan."""
     return json_response(await _dashboard(request))
 
 
 @router.get("/dashboard.csv")
-async def get_dashboard_csv(request: Request, who=Depends(staff())) -> Response:
+async def get_dashboard_csv(request: Request, who=Depends(staff(phi=False))) -> Response:
     data = await _dashboard(request)
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\r\n")
@@ -447,21 +450,3 @@ async def post_close(request: Request, appeal_id: str, who=Depends(worker)) -> R
     body = await parse(request, CloseIn)
     appeal = await appeals.close(request.app.state.precert, appeal_id, body.model_dump(exclude_none=True), who.username)
     return json_response(appeals.public(appeal))
-
-
-def declare() -> None:
-    """The access policy of these routes, for the security middleware (it authenticates; the
-    dependencies above decide roles)."""
-
-    case_routes = policy.staff(*WORKERS)
-    for path in ("/review/api/cases", "/review/api/cases/{case_id}", "/review/api/appeals", "/review/api/appeals/{appeal_id}"):
-        policy.declare(path, ["GET"], case_routes)
-    for path in ("/review/api/cases/{case_id}/decision", "/review/api/cases/{case_id}/assign", "/review/api/cases/{case_id}/extend",
-                 "/review/api/cases/{case_id}/notes", "/review/api/cases/{case_id}/appeals", "/review/api/appeals/{appeal_id}/escalate",
-                 "/review/api/appeals/{appeal_id}/close"):
-        policy.declare(path, ["POST"], case_routes)
-    policy.declare("/review/api/appeals/{appeal_id}/decision", ["POST"], policy.staff("medical-director", "administrator"))
-    policy.declare("/review/api/clocks", ["GET"], policy.staff(phi=False))
-    policy.declare("/review/api/dashboard", ["GET"], policy.staff(phi=False))
-    policy.declare("/review/api/dashboard.csv", ["GET"], policy.staff(phi=False))
-    policy.declare("/review/api/denial-reasons", ["GET"], policy.staff(phi=False))

@@ -35,6 +35,7 @@ from fastapi.exceptions import HTTPException
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
+from server.auth.guard import GuardedRoute
 from server.auth import policy
 from server.auth.routes import origin
 from server.auth.staff import COOKIE, LICENCES, require_staff
@@ -74,7 +75,12 @@ DONE = {
     "closed": "Appeal closed.",
 }
 
-router = APIRouter(include_in_schema=False)
+router = APIRouter(route_class=GuardedRoute, include_in_schema=False)
+
+# Case and appeal pages check the role themselves, so that an administrator gets a page saying why
+# (and a way back to their own), not a JSON refusal.
+WORKER_PAGE = policy.staff(*WORKERS, page_checks_roles=True)
+WORKER_ACTION = policy.staff(*WORKERS)
 
 
 # ---------------------------------------------------------------------------------- rendering
@@ -229,12 +235,14 @@ def decision_body(form: dict[str, str], case: dict) -> dict:
 
 # ---------------------------------------------------------------------------------- sign-in
 @router.get("/review/login")
+@policy.requires(policy.PUBLIC_REQ)
 async def login_page(request: Request, next: str = "/review") -> Response:
     return render("login.html", next=safe_next(next), error=None, who=None, now=clock.now(),
                   sandbox=request.app.state.precert.settings.mode == "sandbox")
 
 
 @router.post("/review/login")
+@policy.requires(policy.PUBLIC_REQ)
 async def login_submit(request: Request) -> Response:
 
     try:
@@ -268,6 +276,7 @@ async def login_submit(request: Request) -> Response:
 
 
 @router.post("/review/logout")
+@policy.requires(policy.staff())
 async def logout(request: Request) -> Response:
 
     svc = request.app.state.precert.services.get("auth")
@@ -282,6 +291,7 @@ async def logout(request: Request) -> Response:
 
 # ---------------------------------------------------------------------------------- assets
 @router.get("/assets/{name}")
+@policy.requires(policy.PUBLIC_REQ)
 async def asset(name: str) -> Response:
     found = ASSETS.get(name)
     if found is None:
@@ -298,6 +308,7 @@ def admin_only(who) -> bool:
 
 @router.get("/review")
 @router.get("/review/")
+@policy.requires(policy.staff())  # any staff member: the page sends an administrator to their own landing page
 async def queue_page(request: Request) -> Response:
     who, refusal = await page_staff(request, *WORKERS)
     if refusal:
@@ -370,6 +381,7 @@ async def assignable(state) -> list[dict]:
 
 # ---------------------------------------------------------------------------------- dashboard
 @router.get("/review/dashboard")
+@policy.requires(policy.staff(phi=False))
 async def dashboard_page(request: Request) -> Response:
     """The operations dashboard for payer staff (aggregates only; reviewers, directors, administrators)."""
     who, refusal = await page_staff(request)
@@ -391,6 +403,7 @@ async def dashboard_page(request: Request) -> Response:
 
 # ---------------------------------------------------------------------------------- administration
 @router.get("/review/admin")
+@policy.requires(policy.staff("administrator", phi=False))
 async def admin_page(request: Request) -> Response:
     """The administrator's landing page: staff accounts, registered clients, the rules and links to
     the admin APIs; aggregate counts only, no case data."""
@@ -427,6 +440,7 @@ async def case_page(request: Request, who, case_id: str, *, status: int = 200, e
 
 
 @router.get("/review/cases/{case_id}")
+@policy.requires(WORKER_PAGE)
 async def show_case(request: Request, case_id: str) -> Response:
     who, refusal = await page_staff(request, *WORKERS)
     if refusal:
@@ -435,6 +449,7 @@ async def show_case(request: Request, case_id: str) -> Response:
 
 
 @router.get("/review/cases/{case_id}/documents/{index}")
+@policy.requires(WORKER_PAGE)
 async def case_document(request: Request, case_id: str, index: str) -> Response:
     who, refusal = await page_staff(request, *WORKERS)
     if refusal:
@@ -474,6 +489,7 @@ async def _case_action(request: Request, case_id: str, roles, action) -> Respons
 
 
 @router.post("/review/cases/{case_id}/decide")
+@policy.requires(WORKER_ACTION)
 async def decide_form(request: Request, case_id: str) -> Response:
     state = request.app.state.precert
 
@@ -487,6 +503,7 @@ async def decide_form(request: Request, case_id: str) -> Response:
 
 
 @router.post("/review/cases/{case_id}/assign")
+@policy.requires(WORKER_ACTION)
 async def assign_form(request: Request, case_id: str) -> Response:
     state = request.app.state.precert
 
@@ -504,6 +521,7 @@ async def assign_form(request: Request, case_id: str) -> Response:
 
 
 @router.post("/review/cases/{case_id}/extend")
+@policy.requires(WORKER_ACTION)
 async def extend_form(request: Request, case_id: str) -> Response:
     state = request.app.state.precert
 
@@ -516,6 +534,7 @@ async def extend_form(request: Request, case_id: str) -> Response:
 
 
 @router.post("/review/cases/{case_id}/notes")
+@policy.requires(WORKER_ACTION)
 async def note_form(request: Request, case_id: str) -> Response:
     state = request.app.state.precert
 
@@ -527,6 +546,7 @@ async def note_form(request: Request, case_id: str) -> Response:
 
 
 @router.post("/review/cases/{case_id}/appeals")
+@policy.requires(WORKER_ACTION)
 async def appeal_form(request: Request, case_id: str) -> Response:
     state = request.app.state.precert
     who, refusal = await page_staff(request, *WORKERS)
@@ -544,6 +564,7 @@ async def appeal_form(request: Request, case_id: str) -> Response:
 
 # ---------------------------------------------------------------------------------- appeals pages
 @router.get("/review/appeals")
+@policy.requires(WORKER_PAGE)
 async def appeals_page(request: Request) -> Response:
     who, refusal = await page_staff(request, *WORKERS)
     if refusal:
@@ -571,6 +592,7 @@ async def appeal_page(request: Request, who, appeal_id: str, *, status: int = 20
 
 
 @router.get("/review/appeals/{appeal_id}")
+@policy.requires(WORKER_PAGE)
 async def show_appeal(request: Request, appeal_id: str) -> Response:
     who, refusal = await page_staff(request, *WORKERS)
     if refusal:
@@ -593,6 +615,7 @@ async def _appeal_action(request: Request, appeal_id: str, roles, action) -> Res
 
 
 @router.post("/review/appeals/{appeal_id}/decide")
+@policy.requires(policy.staff("medical-director", "administrator"))
 async def appeal_decide_form(request: Request, appeal_id: str) -> Response:
     state = request.app.state.precert
 
@@ -604,6 +627,7 @@ async def appeal_decide_form(request: Request, appeal_id: str) -> Response:
 
 
 @router.post("/review/appeals/{appeal_id}/escalate")
+@policy.requires(WORKER_ACTION)
 async def appeal_escalate_form(request: Request, appeal_id: str) -> Response:
     state = request.app.state.precert
 
@@ -615,6 +639,7 @@ async def appeal_escalate_form(request: Request, appeal_id: str) -> Response:
 
 
 @router.post("/review/appeals/{appeal_id}/close")
+@policy.requires(WORKER_ACTION)
 async def appeal_close_form(request: Request, appeal_id: str) -> Response:
     state = request.app.state.precert
 
@@ -641,6 +666,7 @@ def _unit(request: Request) -> str | None:
 
 
 @router.get("/reports/prior-auth")
+@policy.requires(policy.PUBLIC_REQ)
 async def report_page(request: Request) -> Response:
     state = request.app.state.precert
     try:
@@ -662,6 +688,7 @@ def _charts(result: dict) -> dict:
 
 
 @router.get("/reports/prior-auth.json")
+@policy.requires(policy.PUBLIC_REQ)
 async def report_json(request: Request) -> Response:
     try:
         period, unit = _period(request), _unit(request)
@@ -673,6 +700,7 @@ async def report_json(request: Request) -> Response:
 
 
 @router.get("/reports/prior-auth.csv")
+@policy.requires(policy.PUBLIC_REQ)
 async def report_csv(request: Request) -> Response:
     try:
         period, unit = _period(request), _unit(request)
@@ -690,6 +718,7 @@ async def report_csv(request: Request) -> Response:
 
 # ---------------------------------------------------------------------------------- sandbox
 @router.get("/sandbox/requests")
+@policy.requires(policy.PUBLIC_REQ)
 async def sandbox_requests(request: Request) -> Response:
     """The requests developers submitted to the open sandbox, newest first. Only an open sandbox
     (sandbox mode, authentication not enforced) serves it: its data is synthetic and already open."""
@@ -731,29 +760,6 @@ async def sandbox_requests(request: Request) -> Response:
 # ---------------------------------------------------------------------------------- install
 def install(app: FastAPI) -> None:
 
-    public = policy.PUBLIC_REQ
-    for path in ("/review/login",):
-        policy.declare(path, ["GET", "POST"], public)
-    for path in ("/assets/{name}", "/reports/prior-auth", "/reports/prior-auth.json", "/reports/prior-auth.csv", "/sandbox/requests"):
-        policy.declare(path, ["GET"], public)
-    workers = policy.staff(*WORKERS)
-    policy.declare("/review/admin", ["GET"], policy.staff("administrator", phi=False))
-    policy.declare("/review/dashboard", ["GET"], policy.staff(phi=False))
-    # The queue is declared for any staff member and checks the role itself, so that an administrator
-    # is sent to their own landing page rather than refused.
-    for path in ("/review", "/review/"):
-        policy.declare(path, ["GET"], policy.staff())
-    # Case and appeal pages likewise check the role themselves, so an administrator gets a page
-    # saying why (and a way back to their own), not a JSON refusal.
-    for path in ("/review/cases/{case_id}", "/review/cases/{case_id}/documents/{index}", "/review/appeals", "/review/appeals/{appeal_id}"):
-        policy.declare(path, ["GET"], policy.staff(*WORKERS, page_checks_roles=True))
-    for path in ("/review/cases/{case_id}/decide", "/review/cases/{case_id}/assign", "/review/cases/{case_id}/extend",
-                 "/review/cases/{case_id}/notes", "/review/cases/{case_id}/appeals", "/review/appeals/{appeal_id}/escalate",
-                 "/review/appeals/{appeal_id}/close"):
-        policy.declare(path, ["POST"], workers)
-    policy.declare("/review/appeals/{appeal_id}/decide", ["POST"], policy.staff("medical-director", "administrator"))
-    policy.declare("/review/logout", ["POST"], policy.staff())
-    review_api.declare()
     app.include_router(review_api.router)
     app.include_router(router)
 

@@ -16,13 +16,14 @@ import logging
 from fastapi import APIRouter, FastAPI, Request
 from starlette.responses import JSONResponse, Response
 
+from server.auth.guard import GuardedRoute
 from server.auth import policy
 from server.errors import PrecertError
 from server.fhir.jsonio import BodyTooLarge, MalformedJSON, parse_json, read_body
 from server.rules import SANDBOX_DIR, RulesError, RulesService, get_rules
 from server.rules.model import EvaluationInput
 
-router = APIRouter()
+router = APIRouter(route_class=GuardedRoute)
 log = logging.getLogger("precert.rules")
 
 MAX_EVALUATE_BODY = 1024 * 1024
@@ -37,6 +38,7 @@ def _service(request: Request) -> RulesService:
 
 
 @router.get("/admin/rules")
+@policy.requires(policy.staff("administrator"))
 async def list_rules(request: Request) -> Response:
     service = _service(request)
     rules = get_rules(request.app.state.precert)
@@ -44,6 +46,7 @@ async def list_rules(request: Request) -> Response:
 
 
 @router.post("/admin/rules/reload")
+@policy.requires(policy.staff("administrator"))
 async def reload_rules(request: Request) -> Response:
     service = _service(request)
     try:
@@ -54,7 +57,9 @@ async def reload_rules(request: Request) -> Response:
     return JSONResponse({"status": service.status(), **rules.summary()})
 
 
+# CMS-0057-F: the list of services that need prior authorization is published openly.
 @router.get("/rules/prior-auth-list")
+@policy.requires(policy.PUBLIC_REQ)
 async def prior_auth_list(request: Request) -> Response:
     rules = get_rules(request.app.state.precert)
     return JSONResponse({"payer": rules.payer.name, "version": rules.version, "services": rules.prior_auth_list()})
@@ -70,6 +75,7 @@ def _bad(message: str, status: int = 400) -> PrecertError:
 
 
 @router.post("/admin/rules/evaluate")
+@policy.requires(policy.staff("administrator"))
 async def evaluate(request: Request) -> Response:
     try:
         body = parse_json(await read_body(request, MAX_EVALUATE_BODY))
@@ -116,8 +122,4 @@ def install(app: FastAPI) -> None:
             log.warning("rules: production mode is using the sandbox rule set; set PRECERT_RULES_DIR to the payer's rules")
 
     app.state.startup_steps.append(load_rules)
-    for path, methods in (("/admin/rules", ["GET"]), ("/admin/rules/reload", ["POST"]), ("/admin/rules/evaluate", ["POST"])):
-        policy.declare(path, methods, policy.staff("administrator"))
-    # CMS-0057-F: the list of services that need prior authorization is published openly.
-    policy.declare("/rules/prior-auth-list", ["GET"], policy.PUBLIC_REQ)
     app.include_router(router)
