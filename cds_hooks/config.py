@@ -1,4 +1,5 @@
-"""CRD service settings, read from the environment when the app is built.
+"""CRD service settings, built from the environment's variables (:mod:`server.settings`) when the app
+is built.
 
 | variable | default | meaning |
 |---|---|---|
@@ -14,21 +15,16 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from cds_hooks.coverage_info import V20, V22, CRDVersion
-from server.settings import environment
+from server.settings import variables
 
 DEMO_EHR_ISS = "https://ehr.sandbox.precert.example.org"
 DEMO_EHR_JWKS_FILE = Path(__file__).resolve().parent / "demo_ehr_jwks.json"
 ASYMMETRIC = {"ES256", "ES384", "ES512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512"}
-
-
-def _bool(value: str | None, default: bool) -> bool:
-    if value is None or not value.strip():
-        return default
-    return value.strip().lower() in ("1", "true", "yes", "on")
 
 
 def parse_version(value: str | None) -> CRDVersion | None:
@@ -66,11 +62,11 @@ class CRDConfig:
     sandbox: bool = True
 
     @classmethod
-    def from_env(cls, mode: str = "sandbox", env: dict | None = None) -> "CRDConfig":
-        env = dict(environment() if env is None else env)
+    def from_env(cls, mode: str = "sandbox", env: Mapping[str, str] | None = None) -> "CRDConfig":
+        v = variables(env)
         production = mode == "production"
         trusted: list[TrustedEHR] = []
-        raw = env.get("PRECERT_CRD_TRUSTED_EHRS", "").strip()
+        raw = v.crd_trusted_ehrs
         if raw:
             if not raw.startswith("["):
                 raw = Path(raw).read_text(encoding="utf-8")
@@ -80,16 +76,14 @@ class CRDConfig:
                 trusted.append(TrustedEHR(item["iss"], item.get("jku"), item.get("jwks")))
         if not production:
             trusted.append(TrustedEHR(DEMO_EHR_ISS, None, json.loads(DEMO_EHR_JWKS_FILE.read_text()), demo=True))
-        algs = frozenset(a.strip() for a in env.get("PRECERT_CRD_JWT_ALGS", "ES384,RS384").split(",") if a.strip()) & ASYMMETRIC
-        default_version = parse_version(env.get("PRECERT_CRD_DEFAULT_VERSION", "2.0")) or V20
-        dtr = env.get("PRECERT_CRD_DTR", "auto").strip().lower()
+        algs = frozenset(v.crd_jwt_algs) & ASYMMETRIC
         return cls(
-            require_jwt=_bool(env.get("PRECERT_CRD_REQUIRE_JWT"), production),
+            require_jwt=production if v.crd_require_jwt is None else v.crd_require_jwt,
             trusted=trusted,
             algorithms=algs or frozenset({"ES384", "RS384"}),
-            default_version=default_version,
-            require_payer_identifier=_bool(env.get("PRECERT_CRD_REQUIRE_PAYER_ID"), production),
-            dtr=dtr if dtr in ("auto", "on", "off") else "auto",
-            fhir_timeout=float(env.get("PRECERT_CRD_FHIR_TIMEOUT", "3") or 3),
+            default_version=parse_version(v.crd_default_version) or V20,
+            require_payer_identifier=production if v.crd_require_payer_id is None else v.crd_require_payer_id,
+            dtr=v.crd_dtr if v.crd_dtr in ("auto", "on", "off") else "auto",
+            fhir_timeout=v.crd_fhir_timeout,
             sandbox=not production,
         )

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from server import __version__
 from server.embedded_db import EmbeddedDatabase
-from server.settings import Settings
+from server.settings import Settings, SettingsError
 from server.workers import MAX_DEFAULT_WORKERS, default_workers, serve_workers
 from server import settings as settings_env
 
@@ -142,6 +142,14 @@ def _example(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return _run(argv)
+    except SettingsError as exc:  # a mistyped PRECERT_* variable, met while reading the defaults
+        print(f"precert: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run(argv: list[str] | None) -> int:
     parser = argparse.ArgumentParser(prog="precert", description="Payer-side Da Vinci prior-authorization server")
     parser.add_argument("--version", action="version", version=f"precert {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)

@@ -30,7 +30,7 @@ class OutboundRefused(Exception):
 
 
 def allow_list(env: dict | None = None) -> tuple[set[str], list[ipaddress._BaseNetwork]]:
-    raw = env.get("PRECERT_OUTBOUND_ALLOW", "") if env is not None else settings.outbound_allow()
+    raw = settings.variables(env).outbound_allow if env is not None else settings.outbound_allow()
     names, nets = set(), []
     for item in (p.strip() for p in raw.split(",")):
         if not item:

@@ -1,4 +1,5 @@
-"""Security configuration, read from the environment (secrets from files it names).
+"""Security configuration, built from the environment's variables (:mod:`server.settings`; secrets
+from files it names).
 
 ``PRECERT_REQUIRE_AUTH``          true: enforce authentication in sandbox mode too (production always does)
 ``PRECERT_AUTH_SIGNING_KEY_FILE`` PEM file with the EC P-256 private key that signs access tokens
@@ -15,17 +16,10 @@ app starts.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 
-from server.settings import Settings
-from server.settings import environment
-
-
-def _bool(value: str | None) -> bool | None:
-    if value is None or value.strip() == "":
-        return None
-    return value.strip().lower() in ("1", "true", "yes", "on")
+from server.settings import Settings, variables
 
 
 @dataclass(frozen=True)
@@ -42,23 +36,21 @@ class AuthConfig:
     jwks_cache_max_seconds: int = 3600
 
     @classmethod
-    def from_env(cls, env: dict[str, str] | None = None) -> "AuthConfig":
-        env = dict(environment() if env is None else env)
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "AuthConfig":
+        v = variables(env)
         key = None
-        if env.get("PRECERT_AUTH_SIGNING_KEY_FILE"):
-            key = Path(env["PRECERT_AUTH_SIGNING_KEY_FILE"]).read_bytes()
-        elif env.get("PRECERT_AUTH_SIGNING_KEY"):
-            key = env["PRECERT_AUTH_SIGNING_KEY"].encode()
-        password = None
-        if env.get("PRECERT_ADMIN_PASSWORD_FILE"):
-            password = Path(env["PRECERT_ADMIN_PASSWORD_FILE"]).read_text().strip()
+        if v.auth_signing_key_file:
+            key = v.auth_signing_key_file.read_bytes()
+        elif v.auth_signing_key:
+            key = v.auth_signing_key.encode()
+        password = v.admin_password_file.read_text().strip() if v.admin_password_file else None
         return cls(
-            require_auth=_bool(env.get("PRECERT_REQUIRE_AUTH")),
+            require_auth=v.require_auth,
             signing_key_pem=key,
-            access_token_seconds=min(300, int(env.get("PRECERT_ACCESS_TOKEN_SECONDS", "300"))),
-            admin_username=env.get("PRECERT_ADMIN_USERNAME") or None,
+            access_token_seconds=min(300, v.access_token_seconds),
+            admin_username=v.admin_username,
             admin_password=password,
-            staff_session_seconds=int(float(env.get("PRECERT_STAFF_SESSION_HOURS", "8")) * 3600),
+            staff_session_seconds=int(v.staff_session_hours * 3600),
         )
 
     def enforcing(self, settings: Settings) -> bool:

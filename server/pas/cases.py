@@ -149,7 +149,7 @@ def event(kind: str, by: str, detail: str = "", **extra) -> CaseEvent:
 
 def retention_days() -> int:
     try:
-        days = int(settings.pas_retention_days() or MIN_RETENTION_DAYS)
+        days = settings.pas_retention_days() or MIN_RETENTION_DAYS
     except ValueError:
         days = MIN_RETENTION_DAYS
     return max(days, MIN_RETENTION_DAYS)
