@@ -15,6 +15,7 @@ import asyncio
 import logging
 import re
 import uuid
+import warnings
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Iterable
@@ -136,21 +137,19 @@ class Storage:
         self.db = self.client[self.db_name]
 
     async def close(self) -> None:
-        # mongomotor.disconnect() runs its own event loop, which fails inside a running one, so the
-        # client is closed here and mongoengine's registries are cleared by hand.
+        """Close the client on the server's event loop, then unregister this Storage's aliases with
+        mongoengine's public ``disconnect`` (mongomotor's own starts an event loop of its own, which
+        cannot run inside the server's)."""
         client, self.client = self.client, None
         if client is not None:
             await client.close()
-        # mongomotor keeps a second, synchronous connection under a derived alias.
-        for alias in (self.alias, get_sync_alias(self.alias)):
-            conn = me_connection._connections.pop(alias, None)
-            if conn is not None and conn is not client:
-                try:
-                    conn.close()
-                except Exception:  # pragma: no cover - best effort at shutdown
-                    pass
-            me_connection._dbs.pop(alias, None)
-            me_connection._connection_settings.pop(alias, None)
+        # mongomotor keeps a second, synchronous client under a derived alias: disconnect closes it.
+        me_connection.disconnect(get_sync_alias(self.alias))
+        # The asynchronous client is closed already; disconnect's own close() of it returns a
+        # coroutine that needs no awaiting.
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="coroutine .* was never awaited", category=RuntimeWarning)
+            me_connection.disconnect(self.alias)
 
     def collection(self, name: str):
         return self.db[name]
