@@ -10,7 +10,9 @@ from __future__ import annotations
 import hashlib
 import secrets
 from datetime import date, datetime, time, timedelta, timezone
-from typing import Literal, TypedDict
+from typing import Literal
+
+from typing_extensions import TypedDict  # one pydantic can validate on Python 3.11 (the case model check)
 
 import orjson
 from pymongo import ASCENDING, DESCENDING
@@ -25,12 +27,16 @@ STANDARD_DAYS = 7
 MIN_RETENTION_DAYS = 183
 
 
-class CaseEvent(TypedDict, total=False):
-    """One line of a case's history (:func:`event`)."""
-    at: datetime
-    event: str
-    by: str
-    detail: str
+# One line of a case's history (:func:`event`). The functional form, as one key is ``as``.
+CaseEvent = TypedDict("CaseEvent", {
+    "at": datetime,
+    "event": str,
+    "by": str,
+    "detail": str,
+    "sequence": int,  # the item an automatic decision was about
+    "rule": "str | None",  # the payer rule that decided it
+    "as": str,  # the role a person decided in ("physician reviewer (MD)")
+}, total=False)
 
 
 class Case(TypedDict, total=False):
@@ -46,7 +52,7 @@ class Case(TypedDict, total=False):
     owner: str | None  # the submitting organization (isolation)
     version: str  # the PAS version answered: "2.0.1" or "2.2.1"
     # where it stands
-    status: Literal["pended", "decided", "error", "cancelled"]
+    status: Literal["pended", "decided", "error", "cancelled", "superseded"]
     urgency: Literal["expedited", "standard"]
     received: datetime
     due: datetime  # the decision clock
@@ -54,6 +60,8 @@ class Case(TypedDict, total=False):
     decided: datetime | None
     decided_by: str | None
     decided_as: str | None  # the decider's role when a person decided
+    signed: dict  # the physician's signature of a clinical decision: by, as, credentials, rationale, at
+    recommendation: dict | None  # a nurse reviewer's recommendation of denial, for a physician to decide
     reviewed_by_human: bool
     assignee: str | None
     # what was asked and answered
@@ -88,6 +96,8 @@ class Case(TypedDict, total=False):
     peer_to_peer: dict | None
     appeals: list[str]
     overturned: datetime | None
+    overturned_by: str | None
+    appeal: str | None  # the appeal that overturned the denial
 
 
 def collection(storage: Storage):

@@ -23,13 +23,13 @@ from server.fhir.errors import FHIRError
 from server.fhir.repository import Repository, Transaction
 from server.pas import cases as case_store
 from server.pas.adjudicate import ItemDecision
-from server.pas.constants import PAS_TEMP, PROFILE_TASK, ReviewAction
+from server.pas.constants import ReviewAction
 from server.pas.reasons import DEFAULT_PEER_TO_PEER, DENIAL_REASONS, peer_to_peer_offer, reason_class
 from server.pas.request import PasBundle
 from server.pas.response import Echo, build_claim_response, response_bundle
 from server.rules import get_rules
 from server.pas.tasks import information_request_task, parse_needed, stored_task
-from server.storage import fhir_instant, utcnow
+from server.storage import utcnow
 
 ACTIONS = ("approve", "deny", "modify", "request-info", "recommend-denial")
 WORKING_ROLES = ("reviewer", "medical-director")
@@ -43,7 +43,7 @@ def _bad(msg: str, where: str = "action") -> FHIRError:
     return FHIRError.single(400, "invalid", msg, where)
 
 
-def plan_item_changes(case: dict, body: dict) -> dict[int, tuple[str, dict]]:
+def plan_item_changes(case: case_store.Case, body: dict) -> dict[int, tuple[str, dict]]:
     """{sequence: (new action code, details)} from a decision request; checked before anything is written."""
     action = body.get("action")
     if action not in ACTIONS:
@@ -137,7 +137,7 @@ def denial_text(d: ItemDecision, code: str, explanation: str, rationale: str = "
     return " ".join(parts)
 
 
-def reissue_response(case: dict, pas: PasBundle, decisions: list[ItemDecision], auth_number: str | None, base: str, *,
+def reissue_response(case: case_store.Case, pas: PasBundle, decisions: list[ItemDecision], auth_number: str | None, base: str, *,
                      reviewed_by_human: bool = False, extra: list[tuple[str, dict]] | None = None,
                      echo: Echo | None = None, reviewer_npi: str | None = None) -> tuple[dict, dict]:
     """The case's ClaimResponse issued again for new decisions (the same id; storing it makes a new

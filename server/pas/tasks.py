@@ -13,6 +13,7 @@ import uuid
 from datetime import datetime
 
 from server.pas.constants import PAS_TEMP, PROFILE_TASK, SD, V201
+from server.pas.cases import Case
 from server.pas.request import PasBundle
 from server.pas.response import Echo
 from server.storage import fhir_instant, utcnow
@@ -135,7 +136,7 @@ def information_request_task(
     return f"urn:uuid:{task_id}", task
 
 
-def stored_task(task: dict, case: dict) -> dict:
+def stored_task(task: dict, case: Case) -> dict:
     """The Task as the server keeps it: its references point at the stored Claim and Patient of the
     case rather than at entries of the response Bundle; owner and requester by identifier."""
     stored = json.loads(json.dumps(task))

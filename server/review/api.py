@@ -271,7 +271,7 @@ def summary(case: case_store.Case, now: datetime | None = None) -> dict:
     }
 
 
-def detail(case: dict) -> dict:
+def detail(case: case_store.Case) -> dict:
     out = summary(case)
     out["decisions"] = case.get("decisions") or []
     out["errors"] = case.get("errors") or []

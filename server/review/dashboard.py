@@ -80,7 +80,7 @@ def link(**params) -> str:
     return "/review?" + urlencode({k: v for k, v in params.items() if v not in (None, "")})
 
 
-def first_items(case: dict) -> list[dict]:
+def first_items(case: case_store.Case) -> list[dict]:
     return metrics.counted_items(case.get("original_decisions") or case.get("decisions"))
 
 

@@ -89,7 +89,7 @@ def counted_items(decisions: list[dict]) -> list[dict]:
     return [d for d in decisions or [] if isinstance(d, dict) and d.get("action") in (ReviewAction.APPROVED, ReviewAction.DENIED, ReviewAction.MODIFIED) and d.get("pa_needed") != "no-auth"]
 
 
-def outcome(case: dict) -> dict | None:
+def outcome(case: case_store.Case) -> dict | None:
     """How one case counts: {urgency, approved, denied, after_appeal, extended, hours, decided},
     or None when it is not a prior-authorization determination."""
     if case.get("status") in ("error", "cancelled", "pended") or case.get("decided") is None or case.get("received") is None:

@@ -199,7 +199,7 @@ def number(value: str, name: str, whole: bool = False):
     return int(n) if not whole and float(n).is_integer() else n
 
 
-def decision_body(form: dict[str, str], case: dict) -> dict:
+def decision_body(form: dict[str, str], case: case_store.Case) -> dict:
     """The PAS decision API body for a decide form."""
     action = form.get("action", "")
     note = form.get("note", "")

@@ -21,6 +21,7 @@ from questionnaires.catalog import expansion_contains, get_catalog
 from server.pas.adjudicate import questionnaire_responses
 from server.review.labels import ICD10_NAMES, SERVICE_NAMES
 from server.pas.constants import ReviewAction
+from server.pas.cases import Case
 
 SYSTEMS = {
     "http://www.ama-assn.org/go/cpt": "CPT",
@@ -355,7 +356,7 @@ def _quantity_text(q: Any) -> str:
     return f"{q.get('value')} {q.get('unit') or q.get('code') or ''}".strip()
 
 
-def request_view(case: dict) -> dict:
+def request_view(case: Case) -> dict:
     """Everything the case page shows about the request itself."""
     try:
         bundle = orjson.loads(case.get("request") or b"{}")
@@ -495,7 +496,7 @@ def coverage_plan(coverage: dict) -> str:
     return str(chosen[0].get("name") or chosen[0].get("value") or "") if chosen else ""
 
 
-def queue_facts(case: dict) -> dict:
+def queue_facts(case: Case) -> dict:
     """What a queue row shows of the request: member name, birth date and plan, requesting
     provider. Empty strings where the request does not say."""
     try:
@@ -517,6 +518,6 @@ def queue_facts(case: dict) -> dict:
             "member_ids": [i["value"] for i in identifiers(patient)] + [str(coverage.get("subscriberId") or "")]}
 
 
-def member_name(case: dict) -> str:
+def member_name(case: Case) -> str:
     """The member's name (cheap: the Patient entry only)."""
     return queue_facts(case)["member"]

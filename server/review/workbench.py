@@ -162,7 +162,7 @@ def row(case: case_store.Case, now: datetime, with_member: bool = True) -> dict:
     }
 
 
-def outcome_word(case: dict) -> str:
+def outcome_word(case: case_store.Case) -> str:
     """approved / denied / modified / partly approved / pended, from the items' current actions."""
     actions = {d.get("action") for d in case.get("decisions") or []}
     if case.get("status") == "pended" or ReviewAction.PENDED in actions:
@@ -197,7 +197,7 @@ async def payer_records(repo: Repository, rows: list[dict]) -> None:
             r["plan"] = coverage_plan(coverage)
 
 
-async def fill_request_view(repo: Repository, case: dict, req: dict) -> dict:
+async def fill_request_view(repo: Repository, case: case_store.Case, req: dict) -> dict:
     """The case page's member: age, and birth date and plan from the payer's own records where the
     request omits them (marked, so the reviewer knows where they come from)."""
     member, coverage = req["member"], req["coverage"]
@@ -308,7 +308,7 @@ def payer_clocks(state) -> dict:
     return getattr(get_rules(state).payer, "clocks", None) or {}
 
 
-def extension_rule(state, case: dict) -> clock.ExtensionRule:
+def extension_rule(state, case: case_store.Case) -> clock.ExtensionRule:
     """The payer's extension rule for this case's service categories and urgency."""
     return clock.extension_rule(payer_clocks(state), case.get("categories") or (), case.get("urgency"))
 

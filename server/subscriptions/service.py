@@ -185,7 +185,7 @@ class SubscriptionService:
             out.append((sub, states[stored.id]))
         return out
 
-    async def notify_decision(self, case: dict, response: dict, session=None) -> int:
+    async def notify_decision(self, case: case_store.Case, response: dict, session=None) -> int:
         """Queue a PAS 'result-available' notification for each matching subscription. Runs inside
         the caller's transaction, so the decision and its notifications commit together."""
         matched = await self.matching_subscriptions(case.get("owner"), case.get("sender_ids") or [])
