@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import subprocess
 from pathlib import Path
 
 from cds_hooks.config import CRDConfig
@@ -79,8 +80,9 @@ def test_ci_runs_the_readmes_test_command():
     section = readme[readme.index("\n## Tests\n"):]
     command = section[section.index("```sh\n") + 6:section.index("\n```", section.index("```sh\n"))].strip()
     assert command == "tests/run"
-    ci = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()
-          if line.strip() and not line.lstrip().startswith("#")]
-    assert ci[-1] == command  # the very line the README shows
+    # .ci/run reads the command from that block and runs it: what it would run is the very line shown.
+    ci = subprocess.run(["sh", str(ROOT / ".ci" / "run"), "--print"], capture_output=True, text=True, timeout=30, check=True)
+    assert ci.stdout.strip() == command
+    assert (ROOT / ".ci" / "run").read_text().rstrip().endswith('exec sh -eu -c "$command"')
     assert f"The test command is `{command}`" in readme[:readme.index("\n## Tests\n")]  # named up front too
     assert (ROOT / command).stat().st_mode & 0o111  # executable, as CI calls it
