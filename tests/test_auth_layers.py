@@ -68,3 +68,12 @@ def test_an_unauthenticated_malformed_body_is_refused_before_it_is_parsed(http):
 
 def test_an_unknown_path_is_still_the_routers_404(http):
     assert http.get("/no-such-surface", headers={"Authorization": f"Bearer {BAD_JWT}"}).status_code == 404
+
+
+def test_a_large_hostile_body_to_a_protected_route_is_refused_and_the_connection_keeps_serving(http):
+    # 3 MB (over what a refusal drains, under the FHIR body limit), not JSON at all.
+    junk = bytes(range(256)) * (3 * 1024 * 1024 // 256)
+    refused = http.post("/fhir/Claim/$submit", content=junk, headers={"Content-Type": "application/fhir+json"})
+    assert refused.status_code == 401
+    assert refused.json()["resourceType"] == "OperationOutcome"
+    assert http.get("/fhir/metadata").status_code == 200  # the same client goes on

@@ -191,11 +191,10 @@ class AccessAuditMiddleware:
             return
         principal = request_state.get("principal") or ANONYMOUS
         refusal = request_state.get("access_refusal")
-        if refusal is None and not (req.kind not in (policy.PUBLIC, policy.UNDECLARED.kind)
-                                    and (req.phi or principal.kind != "anonymous")):
-            return
-        if refusal is not None and req.kind == policy.PUBLIC:
-            return
+        if req.kind == policy.PUBLIC:
+            return  # public routes are not audited, admitted or not
+        if refusal is None and (req.kind == policy.UNDECLARED.kind or (not req.phi and principal.kind == "anonymous")):
+            return  # an admitted access to no PHI by nobody in particular
         ip = scope.get("client")[0] if scope.get("client") else None
         record = dict(kind="rest", method=scope["method"], path=scope["path"], query=scope.get("query_string", b"").decode("latin-1"),
                       interaction=req.interaction, resource_type=req.resource_type, resource_id=req.resource_id,

@@ -286,13 +286,9 @@ def require_staff(*roles: str):
             raise ValueError(f"unknown staff role {role!r}; roles are {', '.join(ROLES)}")
 
     async def dependency(request: Request) -> StaffPrincipal:
+        # The authentication middleware has already looked the session up, for every request.
         principal = getattr(request.state, "principal", None)
-        who = principal.staff if principal is not None and principal.staff is not None else None
-        if who is None:
-            token = staff_token(request)
-            state = getattr(request.app.state, "precert", None)
-            svc = state.services.get("auth") if state is not None else None
-            who = await svc.staff.session(token) if token and svc is not None else None
+        who = principal.staff if principal is not None else None
         if who is None:
             raise HTTPException(401, "payer staff sign-in required (POST /staff/login)",
                                 headers={"WWW-Authenticate": 'Bearer realm="precert-staff"'})
